@@ -1,0 +1,56 @@
+"""The tutorial's printed lines, formatted in one place so both quickstarts print them identically."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+LOG_EVERY = 100  # the tutorial prints the loss every 100 batches
+RULE = "-------------------------------"
+
+
+class NonFiniteLossError(Exception):
+    """Training produced a NaN or inf loss."""
+
+
+def epoch_header(epoch: int) -> str:
+    """``Epoch t`` and its rule; ``epoch`` counts from 1 as the tutorial prints it."""
+    return f"Epoch {epoch}\n{RULE}"
+
+
+def loss_line(loss: float, current: int, size: int) -> str:
+    """``loss: 2.303494  [   64/60000]``."""
+    return f"loss: {loss:>7f}  [{current:>5d}/{size:>5d}]"
+
+
+def loss_lines(losses: Sequence[float], batch_size: int, size: int) -> list[str]:
+    """The lines the tutorial prints for one epoch's per-step losses (every LOG_EVERY batches).
+
+    ``current = (batch + 1) * len(X)``, where ``len(X)`` is the batch's real length (the last
+    batch may be partial).
+    """
+    lines = []
+    for batch in range(0, len(losses), LOG_EVERY):
+        length = min(batch_size, size - batch * batch_size)
+        lines.append(loss_line(float(losses[batch]), (batch + 1) * length, size))
+    return lines
+
+
+def test_line(accuracy: float, avg_loss: float) -> str:
+    """The tutorial's evaluation print, trailing spaces included (``print`` adds the last newline)."""
+    return f"Test Error: \n Accuracy: {(100 * accuracy):>0.1f}%, Avg loss: {avg_loss:>8f} \n"
+
+
+def prediction_line(predicted: str, actual: str) -> str:
+    return f'Predicted: "{predicted}", Actual: "{actual}"'
+
+
+def check_finite(losses: Sequence[float], epoch: int) -> None:
+    """Raise NonFiniteLossError naming the epoch and the first step whose loss is NaN or inf."""
+    bad = np.flatnonzero(~np.isfinite(np.asarray(losses, dtype=np.float64)))
+    if bad.size:
+        step = int(bad[0])
+        raise NonFiniteLossError(
+            f"loss became {float(losses[step])} at epoch {epoch}, step {step}; "
+            "training stopped (try a smaller --lr)"
+        )
