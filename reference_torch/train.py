@@ -60,8 +60,9 @@ def train_epoch(dataloader, model, loss_fn, optimizer, log=print) -> torch.Tenso
     tutorial's own ``loss.item()`` every 100 batches. ``log=None`` keeps it silent.
     """
     size = len(dataloader.dataset)
-    device = next(model.parameters()).device
-    losses = torch.empty(len(dataloader), device=device)
+    param = next(model.parameters())
+    device = param.device
+    losses = torch.empty(len(dataloader), device=device, dtype=param.dtype)
     model.train()
     for batch, (X, y) in enumerate(dataloader):
         X, y = X.to(device), y.to(device)

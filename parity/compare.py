@@ -1,0 +1,151 @@
+"""Compare pytrees leaf by leaf, and the two models layer by layer, naming where they diverge.
+
+The pattern is optax's ``test_utils``: flatten both trees, check that the structure matches, then
+``np.testing.assert_allclose`` each leaf with both ``rtol`` and ``atol``. torch is the reference.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class LeafDiff:
+    """How far one leaf is from its reference."""
+
+    name: str
+    max_abs: float
+    max_rel: float  # max |a - e| / |e| over elements where e != 0
+    ok: bool
+
+    def __str__(self) -> str:
+        return f"{self.name}: max abs {self.max_abs:.3e}, max rel {self.max_rel:.3e}{'' if self.ok else '  <-- exceeds tolerance'}"
+
+
+def _to_numpy(leaf) -> np.ndarray:
+    if hasattr(leaf, "detach"):  # a torch tensor; avoid importing torch here
+        leaf = leaf.detach().cpu().numpy()
+    return np.asarray(leaf)
+
+
+def flatten(tree, prefix: str = "") -> dict[str, np.ndarray]:
+    """``{"a/b/c": leaf}`` for nested mappings and sequences, in insertion order."""
+    if isinstance(tree, Mapping):
+        out: dict[str, np.ndarray] = {}
+        for k, v in tree.items():
+            out.update(flatten(v, f"{prefix}/{k}" if prefix else str(k)))
+        return out
+    if isinstance(tree, (list, tuple)):
+        out = {}
+        for i, v in enumerate(tree):
+            out.update(flatten(v, f"{prefix}/{i}" if prefix else str(i)))
+        return out
+    return {prefix: _to_numpy(tree)}
+
+
+def leaf_diff(name: str, actual, expected, rtol: float, atol: float) -> LeafDiff:
+    """Max abs and rel error of ``actual`` against ``expected``, and whether
+    ``|a - e| <= atol + rtol * |e|`` holds everywhere (``np.testing.assert_allclose``'s rule)."""
+    a = np.asarray(actual, dtype=np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    if a.shape != e.shape:
+        raise AssertionError(f"{name}: shape {a.shape} != reference shape {e.shape}")
+    err = np.abs(a - e)
+    nonzero = e != 0
+    max_abs = float(err.max()) if err.size else 0.0
+    max_rel = float((err[nonzero] / np.abs(e[nonzero])).max()) if nonzero.any() else 0.0
+    finite = bool(np.isfinite(a).all() == np.isfinite(e).all())
+    ok = finite and bool(np.all(err <= atol + rtol * np.abs(e)))
+    return LeafDiff(name, max_abs, max_rel, ok)
+
+
+def check_structure(actual: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray]) -> None:
+    """Same leaf names (order aside); the message names the first missing and first extra leaf."""
+    missing = [k for k in expected if k not in actual]
+    extra = [k for k in actual if k not in expected]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[0]!r}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
+        if extra:
+            parts.append(f"unexpected {extra[0]!r}" + (f" and {len(extra) - 1} more" if len(extra) > 1 else ""))
+        raise AssertionError("tree structures differ: " + "; ".join(parts))
+
+
+def compare_trees(actual, expected, rtol: float, atol: float) -> list[LeafDiff]:
+    """Every leaf's difference, in the reference's order, after checking the structure."""
+    a, e = flatten(actual), flatten(expected)
+    check_structure(a, e)
+    return [leaf_diff(name, a[name], e[name], rtol, atol) for name in e]
+
+
+def assert_trees_close(actual, expected, rtol: float, atol: float, what: str = "trees") -> list[LeafDiff]:
+    """Raise AssertionError naming the first leaf outside ``rtol``/``atol`` (with its max abs and
+    rel error); return all leaf differences when every leaf is close."""
+    diffs = compare_trees(actual, expected, rtol, atol)
+    a, e = flatten(actual), flatten(expected)
+    for d in diffs:
+        if not d.ok:
+            np.testing.assert_allclose(
+                np.asarray(a[d.name], np.float64), np.asarray(e[d.name], np.float64), rtol=rtol, atol=atol,
+                err_msg=f"{what}: leaf {d.name} differs (max abs {d.max_abs:.3e}, max rel {d.max_rel:.3e})",
+            )
+            raise AssertionError(f"{what}: leaf {d.name} differs ({d})")  # non-finite mismatch
+    return diffs
+
+
+# --- layer by layer ------------------------------------------------------------------------------
+
+def torch_activations(model, x) -> dict[str, np.ndarray]:
+    """Output of ``flatten`` and of every module in ``linear_relu_stack`` (forward hooks), named as
+    the Flax side names them (``linear_relu_stack_<i>``), plus ``logits``."""
+    import torch
+
+    acts: dict[str, np.ndarray] = {}
+    handles = [model.flatten.register_forward_hook(lambda m, i, o: acts.__setitem__("flatten", o.detach().cpu().numpy()))]
+    for idx, module in enumerate(model.linear_relu_stack):
+        name = f"linear_relu_stack_{idx}"
+        handles.append(module.register_forward_hook(
+            lambda m, i, o, name=name: acts.__setitem__(name, o.detach().cpu().numpy())))
+    try:
+        with torch.no_grad():
+            acts["logits"] = model(x).cpu().numpy()
+    finally:
+        for h in handles:
+            h.remove()
+    return acts
+
+
+def flax_activations(params, hidden: Sequence[int], x) -> dict[str, np.ndarray]:
+    """The same layers of ``MLP(hidden)``: Dense outputs from ``capture_intermediates``, flatten and
+    relu outputs sown by the model, plus ``logits``."""
+    from jax_impl.model import MLP
+
+    logits, state = MLP(tuple(hidden)).apply({"params": params}, x, capture_intermediates=True, mutable=["intermediates"])
+    inter = state["intermediates"]
+    acts: dict[str, np.ndarray] = {}
+    for name, value in inter.items():
+        if name == "__call__":
+            continue
+        out = value["__call__"] if isinstance(value, Mapping) else value  # Dense module vs sown tuple
+        acts[name] = np.asarray(out[0])
+    acts["logits"] = np.asarray(logits)
+    return acts
+
+
+def layer_order(hidden: Sequence[int]) -> list[str]:
+    """The forward order of the compared layers."""
+    return ["flatten"] + [f"linear_relu_stack_{i}" for i in range(2 * len(hidden) + 1)] + ["logits"]
+
+
+def compare_activations(torch_acts: Mapping[str, np.ndarray], flax_acts: Mapping[str, np.ndarray],
+                        hidden: Sequence[int], rtol: float, atol: float) -> tuple[list[LeafDiff], str | None]:
+    """Per-layer differences in forward order and the first layer outside tolerance (or None)."""
+    order = layer_order(hidden)
+    check_structure({k: None for k in flax_acts}, {k: None for k in order})
+    check_structure({k: None for k in torch_acts}, {k: None for k in order})
+    diffs = [leaf_diff(name, flax_acts[name], torch_acts[name], rtol, atol) for name in order]
+    first = next((d.name for d in diffs if not d.ok), None)
+    return diffs, first

@@ -1,0 +1,144 @@
+"""Train and evaluate both sides from the same weights on the same batches (tests, CLI, calibration).
+
+The torch side runs ``reference_torch.train.train_epoch`` / ``evaluate`` over a DataLoader in file
+order; the JAX side runs ``jax_impl.train.train_epoch`` / ``evaluate``. Images are the ToTensor
+pixels (``common.data.to_float``; ``test_data.py`` proves them bit-equal to torchvision's).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import BatchSampler, DataLoader, SequentialSampler, TensorDataset
+
+from common.data import to_float
+from jax_impl.data import load_fashion_mnist
+from reference_torch import train as ttrain
+from reference_torch.model import NeuralNetwork
+
+from .weights import flax_to_torch, hidden_of, torch_to_flax
+
+
+@dataclass
+class Split:
+    """One split as float pixels (N, 784) and int labels (N,), numpy on the host."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+
+def real_data(data_dir: str = "data") -> tuple[Split, Split]:
+    """The real FashionMNIST train and test splits, in file order."""
+    out = []
+    for train in (True, False):
+        images, labels = load_fashion_mnist(data_dir, train)
+        out.append(Split(to_float(images).reshape(len(images), -1), labels))
+    return out[0], out[1]
+
+
+def torch_loader(split: Split, batch_size: int, dtype=torch.float32, device="cpu") -> DataLoader:
+    """A DataLoader in file order with the last partial batch, fetching whole batches by index."""
+    ds = TensorDataset(torch.from_numpy(split.x).to(device, dtype), torch.from_numpy(split.y.astype(np.int64)).to(device))
+    return DataLoader(ds, batch_size=None, sampler=BatchSampler(SequentialSampler(ds), batch_size, drop_last=False))
+
+
+def torch_model(state_dict, dtype=torch.float32, device="cpu") -> NeuralNetwork:
+    """A NeuralNetwork of the state_dict's widths holding its values."""
+    model = NeuralNetwork(hidden_of(state_dict)).to(device=device, dtype=dtype)
+    model.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in state_dict.items()})
+    return model
+
+
+def torch_train(state_dict, split: Split, epochs: int = 1, batch_size: int = 64, lr: float = 1e-3,
+                dtype=torch.float32, device="cpu", loss_scale: float = 1.0):
+    """(per-step losses (epochs * steps,), trained model) of the reference torch loop.
+
+    ``loss_scale`` multiplies the loss (1.0 is the quickstart; the negative controls use 0.1).
+    """
+    model = torch_model(state_dict, dtype, device)
+    ce = nn.CrossEntropyLoss()
+    loss_fn = ce if loss_scale == 1.0 else (lambda pred, y: ce(pred, y) * loss_scale)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    loader = torch_loader(split, batch_size, dtype, device)
+    losses = [ttrain.train_epoch(loader, model, loss_fn, optimizer, log=None) for _ in range(epochs)]
+    return torch.cat(losses).double().numpy(), model
+
+
+def torch_evaluate(model, split: Split, batch_size: int = 64) -> tuple[float, float]:
+    dtype = next(model.parameters()).dtype
+    device = next(model.parameters()).device
+    return ttrain.evaluate(torch_loader(split, batch_size, dtype, device), model, nn.CrossEntropyLoss())
+
+
+def jax_train(params, split: Split, epochs: int = 1, batch_size: int = 64, lr: float = 1e-3, device=None):
+    """(per-step losses, final TrainState) of ``jax_impl.train.train_epoch``."""
+    import jax
+
+    from jax_impl import train as jtrain
+    state = jtrain.create_train_state(jax.device_put(params, device), lr, hidden_of(params))
+    data = (jax.device_put(split.x, device), jax.device_put(split.y, device))
+    losses = []
+    for _ in range(epochs):
+        state, epoch_losses = jtrain.train_epoch(state, data, batch_size, log=None)
+        losses.append(epoch_losses)
+    return np.concatenate(losses).astype(np.float64), state
+
+
+def jax_evaluate(state, split: Split, batch_size: int = 64, device=None) -> tuple[float, float]:
+    import jax
+
+    from jax_impl import train as jtrain
+
+    return jtrain.evaluate(state, (jax.device_put(split.x, device), jax.device_put(split.y, device)), batch_size)
+
+
+def jax_x64_train(state_dict, steps: int, batch_size: int = 64, lr: float = 1e-3, data_dir: str = "data",
+                  epochs: int = 1) -> tuple[np.ndarray, dict]:
+    """Run ``jax_impl`` in float64 (``jax_enable_x64``) in its own process, since the flag leaks
+    into everything imported after it; returns (per-step losses, final params in torch naming)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        init, out = Path(tmp) / "init.npz", Path(tmp) / "out.npz"
+        np.savez(init, **{k: np.asarray(v, np.float64) for k, v in state_dict.items()})
+        cmd = [sys.executable, "-m", "parity.oracle", "--init", str(init), "--out", str(out), "--steps", str(steps),
+               "--batch-size", str(batch_size), "--lr", repr(lr), "--data-dir", data_dir, "--epochs", str(epochs)]
+        env = dict(os.environ, JAX_PLATFORMS="cpu")
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            raise RuntimeError(f"parity.oracle failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr else proc.returncode}")
+        with np.load(out) as f:
+            losses = f["losses"]
+            params = {k: f[k] for k in f.files if k != "losses"}
+    return losses, params
+
+
+def state_dict_numpy(model) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+
+
+def params_as_torch_numpy(params) -> dict[str, np.ndarray]:
+    """Flax params in torch naming and layout, as numpy (for comparing with a state_dict)."""
+    import jax
+
+    return {k: v.numpy() for k, v in flax_to_torch(jax.device_get(params)).items()}
+
+
+def init_state_dict(seed: int = 0, hidden=(512, 512)) -> dict[str, np.ndarray]:
+    """The tutorial's initial weights: ``torch.manual_seed(seed); NeuralNetwork(hidden)``."""
+    torch.manual_seed(seed)
+    return state_dict_numpy(NeuralNetwork(hidden))
+
+
+def dumps(obj) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True)
+
+
+__all__ = ["Split", "real_data", "torch_train", "torch_evaluate", "jax_train", "jax_evaluate", "jax_x64_train",
+           "state_dict_numpy", "params_as_torch_numpy", "init_state_dict", "torch_to_flax", "flax_to_torch"]
