@@ -1,0 +1,53 @@
+"""Shared test helpers: small IDX files written by the tests, and running the CLIs."""
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from common.data import DEBIAN_DIR, FILES, DataError, find_files
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """An unsigned-byte IDX payload of ``array``."""
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+
+
+def write_tiny_dataset(data_dir: Path, n_train: int = 200, n_test: int = 50, gz: bool = False, seed: int = 0) -> Path:
+    """A small, valid FashionMNIST-shaped data set in ``data_dir/FashionMNIST/raw``; returns that folder."""
+    rng = np.random.default_rng(seed)
+    raw = data_dir / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for train, n in ((True, n_train), (False, n_test)):
+        images, labels = FILES[train]
+        for name, arr in ((images, rng.integers(0, 256, (n, 28, 28))), (labels, rng.integers(0, 10, (n,)))):
+            data = idx_bytes(arr)
+            if gz:
+                with gzip.open(raw / f"{name}.gz", "wb") as f:
+                    f.write(data)
+            else:
+                (raw / name).write_bytes(data)
+    return raw
+
+
+def real_data_dir() -> str | None:
+    """``data`` if the real set is reachable from it (its raw folder or Debian's), else None."""
+    try:
+        find_files(REPO / "data", DEBIAN_DIR)
+    except DataError:
+        return None
+    return str(REPO / "data")
+
+
+def run_module(module: str, *args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 600):
+    """``python -m module args...`` in a subprocess; returns the CompletedProcess (text)."""
+    full_env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu", **(env or {}))
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+                          cwd=cwd or REPO, env=full_env, timeout=timeout)
