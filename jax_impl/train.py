@@ -57,7 +57,12 @@ def resolve_device(name: str) -> jax.Device:
 
 
 def create_train_state(params, lr: float = 1e-3, hidden=(512, 512)) -> TrainState:
-    """A TrainState for ``MLP(hidden)`` with ``optax.sgd(lr)`` (torch.optim.SGD without momentum)."""
+    """A TrainState for ``MLP(hidden)`` with ``optax.sgd(lr)`` (torch.optim.SGD without momentum).
+
+    The state gets its own copy of ``params``: ``train_epoch`` donates the state's buffers, and
+    the caller's ``params`` must survive that.
+    """
+    params = jax.tree_util.tree_map(lambda p: jnp.array(p, copy=True), params)
     return TrainState.create(apply_fn=MLP(tuple(hidden)).apply, params=params, tx=optax.sgd(lr))
 
 

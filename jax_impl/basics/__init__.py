@@ -1,0 +1,1 @@
+"""The tutorial's chapters in JAX, mirroring ``reference_torch.basics``."""

@@ -1,0 +1,1 @@
+"""The tutorial's chapters in PyTorch, one module per chapter, mirrored in ``jax_impl.basics``."""
