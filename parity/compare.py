@@ -5,6 +5,7 @@ The pattern is optax's ``test_utils``: flatten both trees, check that the struct
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -149,3 +150,28 @@ def compare_activations(torch_acts: Mapping[str, np.ndarray], flax_acts: Mapping
     diffs = [leaf_diff(name, flax_acts[name], torch_acts[name], rtol, atol) for name in order]
     first = next((d.name for d in diffs if not d.ok), None)
     return diffs, first
+
+
+# --- initialisation -----------------------------------------------------------------------------
+
+def uniform_init_violations(params) -> list[str]:
+    """Where ``params`` do not look drawn from U(-b, b), b = 1/sqrt(fan_in), as torch's nn.Linear draws.
+
+    Bounds are 5 standard errors: mean of n uniform samples has sd b/sqrt(3n); the sample variance
+    has sd b^2 sqrt(4/45)/sqrt(n) (Var(X^2) = E[X^4] - E[X^2]^2 = b^4/5 - b^4/9). A false alarm
+    per check is < 1e-6; the support check is exact.
+    """
+    problems = []
+    for name, layer in params.items():
+        fan_in = layer["kernel"].shape[0]
+        b = 1 / math.sqrt(fan_in)
+        for part, w in layer.items():
+            w = np.asarray(w, np.float64).ravel()
+            n = w.size
+            if np.abs(w).max() > b:
+                problems.append(f"{name}/{part}: |w| max {np.abs(w).max():.4g} > bound {b:.4g}")
+            if abs(w.mean()) > 5 * b / math.sqrt(3 * n):
+                problems.append(f"{name}/{part}: mean {w.mean():.3g}")
+            if abs(w.var() - b * b / 3) > 5 * b * b * math.sqrt(4 / 45) / math.sqrt(n):
+                problems.append(f"{name}/{part}: variance {w.var():.4g}, expected {b * b / 3:.4g}")
+    return problems

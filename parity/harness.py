@@ -6,7 +6,6 @@ pixels (``common.data.to_float``; ``test_data.py`` proves them bit-equal to torc
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -136,9 +135,45 @@ def init_state_dict(seed: int = 0, hidden=(512, 512)) -> dict[str, np.ndarray]:
     return state_dict_numpy(NeuralNetwork(hidden))
 
 
-def dumps(obj) -> str:
-    return json.dumps(obj, indent=2, sort_keys=True)
 
 
-__all__ = ["Split", "real_data", "torch_train", "torch_evaluate", "jax_train", "jax_evaluate", "jax_x64_train",
-           "state_dict_numpy", "params_as_torch_numpy", "init_state_dict", "torch_to_flax", "flax_to_torch"]
+def relu_preactivations(state_dict, x: np.ndarray) -> list[np.ndarray]:
+    """float64 inputs of every ReLU, (B, width) per hidden layer: where they sit near 0, float32
+    rounding may flip the ReLU and its gradient (a kink, not a bug)."""
+    h = np.asarray(x, np.float64).reshape(len(x), -1)
+    out = []
+    weights = [(np.asarray(state_dict[k], np.float64), np.asarray(state_dict[k.replace("weight", "bias")], np.float64))
+               for k in state_dict if k.endswith(".weight")]
+    for w, b in weights[:-1]:
+        z = h @ w.T + b
+        out.append(z)
+        h = np.maximum(z, 0)
+    return out
+
+
+def torch_loss_and_grads(state_dict, x: np.ndarray, y: np.ndarray, dtype=torch.float32, device="cpu", loss_scale: float = 1.0):
+    """(logits, loss, {torch key: gradient}) from ``loss.backward()`` on one batch."""
+    model = torch_model(state_dict, dtype, device)
+    xt = torch.as_tensor(x).to(device, dtype)
+    yt = torch.as_tensor(np.asarray(y, np.int64)).to(device)
+    logits = model(xt)
+    loss = nn.CrossEntropyLoss()(logits, yt) * loss_scale
+    loss.backward()
+    grads = {k: p.grad.detach().cpu().numpy() for k, p in model.named_parameters()}
+    return logits.detach().cpu().numpy(), float(loss.detach()), grads
+
+
+def jax_loss_and_grads(params, x: np.ndarray, y: np.ndarray, device=None):
+    """(logits, loss, {torch key: gradient}) from ``jax.value_and_grad`` of jax_impl's loss, kernels
+    transposed into torch's layout."""
+    import jax
+
+    from jax_impl import train as jtrain
+    from jax_impl.model import MLP
+
+    apply_fn = MLP(hidden_of(params)).apply
+    params = jax.device_put(params, device)
+    xj, yj = jax.device_put(np.asarray(x), device), jax.device_put(np.asarray(y, np.int32), device)
+    loss, grads = jax.value_and_grad(jtrain.loss_fn)(params, apply_fn, xj, yj)
+    logits = apply_fn({"params": params}, xj)
+    return np.asarray(logits), float(loss), params_as_torch_numpy(grads)

@@ -1,5 +1,4 @@
 """The JAX quickstart: model, torch-matched init, scan epoch, checkpoints, CLI, no torch inside."""
-import math
 import re
 import sys
 
@@ -12,6 +11,7 @@ from jax_impl import checkpoint, train
 from jax_impl.checkpoint import CheckpointError
 from jax_impl.data import device_dataset, load_fashion_mnist
 from jax_impl.model import MLP, count_params, init_params
+from parity.compare import uniform_init_violations
 from tests.helpers import REPO, run_module, write_tiny_dataset
 from tests.test_reference_torch import ONE_EPOCH
 
@@ -28,29 +28,6 @@ def test_shapes_and_count():
     }
     assert count_params(params) == 669_706
     assert MLP().apply({"params": params}, jnp.zeros((3, 28, 28))).shape == (3, 10)
-
-
-def uniform_init_violations(params) -> list[str]:
-    """Where ``params`` do not look drawn from U(-b, b), b = 1/sqrt(fan_in), as torch's nn.Linear draws.
-
-    Bounds are 5 standard errors: mean of n uniform samples has sd b/sqrt(3n); the sample variance
-    has sd b^2 sqrt(4/45)/sqrt(n) (Var(X^2) = E[X^4] - E[X^2]^2 = b^4/5 - b^4/9). A false alarm
-    per check is < 1e-6; the support check is exact.
-    """
-    problems = []
-    for name, layer in params.items():
-        fan_in = layer["kernel"].shape[0]
-        b = 1 / math.sqrt(fan_in)
-        for part, w in layer.items():
-            w = np.asarray(w, np.float64).ravel()
-            n = w.size
-            if np.abs(w).max() > b:
-                problems.append(f"{name}/{part}: |w| max {np.abs(w).max():.4g} > bound {b:.4g}")
-            if abs(w.mean()) > 5 * b / math.sqrt(3 * n):
-                problems.append(f"{name}/{part}: mean {w.mean():.3g}")
-            if abs(w.var() - b * b / 3) > 5 * b * b * math.sqrt(4 / 45) / math.sqrt(n):
-                problems.append(f"{name}/{part}: variance {w.var():.4g}, expected {b * b / 3:.4g}")
-    return problems
 
 
 def test_init_matches_torch_distribution():
