@@ -1,0 +1,72 @@
+"""The tutorial's autograd chapter in JAX, mirroring ``reference_torch/basics/autograd.py``.
+
+Gradients are values returned by ``jax.grad`` / ``jax.vjp``, not state stored on arrays: nothing
+accumulates unless the code adds it up, and "frozen" means "not differentiated".
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+
+def tutorial_inputs(seed: int = 0) -> dict[str, np.ndarray]:
+    """``x = ones(5)``, ``y = zeros(3)``, ``w``, ``b`` normal from an explicit PRNG key."""
+    kw, kb = jax.random.split(jax.random.PRNGKey(seed))
+    return {"x": np.ones(5, np.float32), "y": np.zeros(3, np.float32),
+            "w": np.asarray(jax.random.normal(kw, (5, 3))), "b": np.asarray(jax.random.normal(kb, (3,)))}
+
+
+def _loss(w, b, x, y):
+    z = jnp.matmul(x, w) + b
+    return optax.sigmoid_binary_cross_entropy(z, y).mean(), z  # binary_cross_entropy_with_logits
+
+
+def single_layer(x, y, w, b) -> dict[str, np.ndarray]:
+    """``jax.value_and_grad`` w.r.t. ``(w, b)`` (argnums 0 and 1): the gradients are returned."""
+    (loss, z), (grad_w, grad_b) = jax.value_and_grad(_loss, argnums=(0, 1), has_aux=True)(w, b, x, y)
+    return {"z": np.asarray(z), "loss": np.asarray(loss), "grad_w": np.asarray(grad_w), "grad_b": np.asarray(grad_b)}
+
+
+def frozen_bias(x, y, w, b) -> dict[str, np.ndarray | None]:
+    """Differentiate w.r.t. ``w`` only (``argnums=0``): no gradient of ``b`` is ever computed."""
+    grad_w = jax.grad(lambda w: _loss(w, b, x, y)[0])(w)
+    return {"grad_w": np.asarray(grad_w), "grad_b": None}
+
+
+def tracking(x, w, b) -> dict[str, bool]:
+    """Does a gradient flow from ``z`` back to ``w``? JAX has no ``requires_grad`` flag; it depends
+    on whether ``z`` is computed inside the differentiated function and not under ``stop_gradient``."""
+    def flows(fn) -> bool:
+        return bool(jnp.any(jax.grad(fn)(w) != 0))
+
+    z_outside = jnp.matmul(x, w) + b  # computed outside the function jax.grad sees: like torch.no_grad()
+    return {
+        "tracked": flows(lambda w: (jnp.matmul(x, w) + b).sum()),
+        "no_grad": flows(lambda w: z_outside.sum()),
+        "detach": flows(lambda w: jax.lax.stop_gradient(jnp.matmul(x, w) + b).sum()),
+    }
+
+
+def detach_grad(x, w, b) -> np.ndarray:
+    """Gradient of ``sum(stop_gradient(z) ** 2 + z)`` w.r.t. ``w``: ``stop_gradient`` is ``detach()``."""
+    def f(w):
+        z = jnp.matmul(x, w) + b
+        return (jax.lax.stop_gradient(z) ** 2 + z).sum()
+
+    return np.asarray(jax.grad(f)(w))
+
+
+def jacobian_products(n: int = 5) -> dict[str, np.ndarray]:
+    """``jax.vjp`` of ``(inp + 1) ** 2`` at ``eye(n)`` with a cotangent of ones.
+
+    Each call returns the product afresh (4s and 2s); torch's second ``backward`` (8s and 4s) is an
+    explicit sum here, and "zeroing" is simply not adding.
+    """
+    out, vjp_fn = jax.vjp(lambda inp: (inp + 1) ** 2, jnp.eye(n))
+    ones = jnp.ones_like(out)
+    (first,) = vjp_fn(ones)
+    second = first + vjp_fn(ones)[0]  # what torch's accumulation does implicitly
+    (after_zero,) = vjp_fn(ones)
+    return {"first": np.asarray(first), "second": np.asarray(second), "after_zero": np.asarray(after_zero)}
