@@ -56,14 +56,22 @@ def resolve_device(name: str) -> jax.Device:
     return jax.devices("cpu")[0]
 
 
-def create_train_state(params, lr: float = 1e-3, hidden=(512, 512)) -> TrainState:
+def create_train_state(params, lr: float = 1e-3, hidden=(512, 512), device: jax.Device | None = None) -> TrainState:
     """A TrainState for ``MLP(hidden)`` with ``optax.sgd(lr)`` (torch.optim.SGD without momentum).
 
-    The state gets its own copy of ``params``: ``train_epoch`` donates the state's buffers, and
-    the caller's ``params`` must survive that.
+    The state gets its own copy of ``params``, placed on ``device`` (default: where ``params``
+    already are, else JAX's default device): ``train_epoch`` donates the state's buffers, and the
+    caller's ``params`` must survive that.
     """
-    params = jax.tree_util.tree_map(lambda p: jnp.array(p, copy=True), params)
-    return TrainState.create(apply_fn=MLP(tuple(hidden)).apply, params=params, tx=optax.sgd(lr))
+    if device is None:
+        first = jax.tree_util.tree_leaves(params)[0]
+        device = next(iter(first.devices())) if isinstance(first, jax.Array) and first.committed else jax.devices()[0]
+    # Every leaf placed on the device now (committed) and ``step`` a strong int32: as they will be
+    # after the first update. A weakly typed Python-int step or an uncommitted leaf would be a
+    # different input signature, and the second epoch would compile again.
+    params = jax.device_put(jax.tree_util.tree_map(lambda p: jnp.array(p, copy=True), params), device)
+    state = TrainState.create(apply_fn=MLP(tuple(hidden)).apply, params=params, tx=optax.sgd(lr))
+    return state.replace(step=jax.device_put(jnp.zeros((), jnp.int32), device))
 
 
 def loss_fn(params, apply_fn, x: jax.Array, y: jax.Array) -> jax.Array:

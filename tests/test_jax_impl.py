@@ -83,6 +83,19 @@ def test_scan_epoch_equals_python_loop_including_partial_batch():
         np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
 
 
+def test_epochs_after_the_first_do_not_recompile():
+    images, labels = small_data(n=5 * 64 + 8, seed=1)
+    cpu = jax.devices("cpu")[0]
+    data = device_dataset(images, labels, cpu)
+    # Params placed on a device (committed), as the CLI and the benchmarks place them, and not.
+    for params in (init_params(jax.random.PRNGKey(0)), jax.device_put(init_params(jax.random.PRNGKey(0)), cpu)):
+        train._train_epoch.clear_cache()
+        state = train.create_train_state(params, 1e-3)
+        for _ in range(3):
+            state, _ = train.train_epoch(state, data, 64, log=None)
+        assert train._train_epoch._cache_size() == 1  # one compilation for three epochs
+
+
 def test_partial_batch_is_trained_on():
     """Dropping the last 32 samples would leave these parameters unchanged: they are not."""
     images, labels = small_data()
