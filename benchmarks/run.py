@@ -21,6 +21,8 @@ import numpy as np
 import torch
 
 from . import limits
+from parity.harness import Split
+
 from .variants import GPU_ONLY, JAX_VARIANTS, TORCH_VARIANTS, Workload, flops_per_sample, jax_variant, torch_variant
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -91,6 +93,11 @@ def run_device(kind: str, args, workload: Workload, tutorial_data, out: dict) ->
     jdev = _jax_device(kind)
     variants = [v for v in args.variants if kind == "cuda" or v not in GPU_ONLY]
     fps = flops_per_sample()
+    if kind == "cpu" and args.threads == 0:
+        args.threads, out["thread_study"] = choose_threads(workload, args.quick)
+    elif args.threads == 0:
+        args.threads = torch.get_num_threads()
+    out["meta"]["torch_threads"] = args.threads
     limit = limits.cpu_limit(args.batch_size, args.threads, quick=args.quick) if kind == "cpu" else limits.gpu_limit()
     out["limits"][kind] = limit
     precisions = args.precision if kind == "cuda" else ["fp32"]
@@ -118,20 +125,24 @@ def run_device(kind: str, args, workload: Workload, tutorial_data, out: dict) ->
             })
             bar.update()
     bar.close()
-    if kind == "cpu" and not args.quick:
-        out["thread_study"] = thread_study(workload, tdev)
     if args.sweep:
         out["sweeps"][kind] = sweep(kind, args, out, workload, tdev, jdev)
 
 
-def thread_study(workload: Workload, tdev) -> list[dict]:
-    """torch-eager's epoch time with 1 and 2 intra-op threads (the guide's 'never trust a default')."""
+def choose_threads(workload: Workload, quick: bool) -> tuple[int, list[dict]]:
+    """torch's intra-op thread count for the CPU runs, by measurement (never trust a default):
+    torch-eager over the first 150 steps with 1, 2, 4, ... threads up to the core count."""
+    cores = os.cpu_count() or 1
+    candidates = sorted({1, cores, *(2**k for k in range(1, 8) if 2**k < cores)})
+    n = min(workload.n, (40 if quick else 150) * workload.batch_size)
+    sub = Workload(Split(workload.split.x[:n], workload.split.y[:n]), workload.state_dict, workload.batch_size)
     rows = []
-    for threads in (1, 2):
+    for threads in candidates:
         torch.set_num_threads(threads)
-        r = time_variant(lambda: torch_variant("torch-eager", workload, tdev), 2)
-        rows.append({"threads": threads, "median_epoch_s": r["median_epoch_s"]})
-    return rows
+        r = time_variant(lambda: torch_variant("torch-eager", sub, torch.device("cpu")), 2)
+        rows.append({"threads": threads, "epoch_equivalent_s": r["median_epoch_s"] * workload.n / n})
+    best = min(rows, key=lambda r: r["epoch_equivalent_s"])["threads"]
+    return best, rows
 
 
 def _fastest(out: dict, kind: str, framework: str) -> str:
@@ -142,7 +153,7 @@ def _fastest(out: dict, kind: str, framework: str) -> str:
 
 def sweep(kind: str, args, out: dict, workload: Workload, tdev, jdev) -> list[dict]:
     """Throughput of the fastest variant of each framework over batch size and hidden width."""
-    from parity.harness import Split, init_state_dict
+    from parity.harness import init_state_dict
 
     precision_settings(kind, "fp32")
     batches = SWEEP_BATCHES[:3] if args.quick else SWEEP_BATCHES
@@ -208,7 +219,8 @@ def markdown(out: dict) -> str:
             lines.append(f"  torch probe {lim['torch_probe_gflops']:.1f}, JAX probe {lim['jax_probe_gflops']:.1f}, "
                          f"1024^3 GEMM {lim['large_gemm_gflops']:.1f} GFLOP/s")
     for row in out.get("thread_study", []):
-        lines.append(f"torch-eager with {row['threads']} thread(s): {row['median_epoch_s']:.3f} s/epoch")
+        lines.append(f"torch-eager with {row['threads']} thread(s): {row['epoch_equivalent_s']:.3f} s/epoch "
+                     f"(150-step probe){'  <- chosen' if row['threads'] == out['meta']['torch_threads'] else ''}")
     for kind, rows in out["sweeps"].items():
         lines.append(f"\nsweep ({kind}): samples/s")
         lines.append("| framework | variant | batch | hidden | samples/s | GFLOP/s |")
@@ -291,7 +303,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", choices=("cpu", "cuda", "all"), default="cpu", help="where to run")
     p.add_argument("--quick", action="store_true", help="a small subset in seconds (smoke test): 1/20 of the data")
     p.add_argument("--epochs", type=int, default=3, help="steady-state epochs per variant (median)")
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 measured fastest on 2 cores)")
+    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: measure 1, 2, 4, ... and take the fastest)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--precision", default="fp32,tf32", help="GPU precision modes to time, comma-separated (CPU: fp32)")
     p.add_argument("--variants", default=",".join(TORCH_VARIANTS + JAX_VARIANTS), help="variants to time")
@@ -308,7 +320,7 @@ def main(argv=None) -> int:
 
 def _main(args, prog: str) -> int:
     from common.data import DataError
-    from parity.harness import Split, init_state_dict, real_data
+    from parity.harness import init_state_dict, real_data
 
     args.precision = [m.strip() for m in args.precision.split(",") if m.strip()]
     if not set(args.precision) <= {"fp32", "tf32"}:

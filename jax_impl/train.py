@@ -90,14 +90,18 @@ train_step = jax.jit(_train_step)
 train_step.__doc__ = """One SGD step: ``(state, (x, y)) -> (state, {"loss": mean CE before the update})``. Pure, jitted."""
 
 
+def _batch(x: jax.Array, y: jax.Array, i, batch_size: int) -> Batch:
+    """Batch ``i`` read in place from the device-resident set: no reshaped copy of the epoch."""
+    return (jax.lax.dynamic_slice_in_dim(x, i * batch_size, batch_size),
+            jax.lax.dynamic_slice_in_dim(y, i * batch_size, batch_size))
+
+
 @partial(jax.jit, static_argnames=("batch_size",), donate_argnums=(0,))
 def _train_epoch(state: TrainState, x: jax.Array, y: jax.Array, batch_size: int):
     n = x.shape[0]
     full = n // batch_size
-    xs = x[: full * batch_size].reshape(full, batch_size, x.shape[1])  # (steps, B, 784)
-    ys = y[: full * batch_size].reshape(full, batch_size)
-    state, metrics = jax.lax.scan(_train_step, state, (xs, ys))
-    losses = metrics["loss"]
+    state, metrics = jax.lax.scan(lambda s, i: _train_step(s, _batch(x, y, i, batch_size)), state, jnp.arange(full))
+    losses = metrics["loss"]  # (full,)
     if n > full * batch_size:  # the DataLoader's last partial batch, as its own (smaller) step
         state, tail = _train_step(state, (x[full * batch_size:], y[full * batch_size:]))
         losses = jnp.concatenate([losses, tail["loss"][None]])
@@ -128,9 +132,7 @@ def _eval_batches(state: TrainState, x: jax.Array, y: jax.Array, batch_size: int
 
     n = x.shape[0]
     full = n // batch_size
-    xs = x[: full * batch_size].reshape(full, batch_size, x.shape[1])
-    ys = y[: full * batch_size].reshape(full, batch_size)
-    losses, correct = jax.lax.map(lambda b: batch_metrics(state.params, *b), (xs, ys))
+    losses, correct = jax.lax.map(lambda i: batch_metrics(state.params, *_batch(x, y, i, batch_size)), jnp.arange(full))
     correct = jnp.sum(correct)
     if n > full * batch_size:
         tail_loss, tail_correct = batch_metrics(state.params, x[full * batch_size:], y[full * batch_size:])

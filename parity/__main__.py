@@ -13,7 +13,7 @@ def main(argv=None) -> int:
     p.set_defaults(device="cpu")
     p.add_argument("--precision", choices=("default", "strict"), default="default",
                    help="GPU matmul precision: strict = true float32 on both sides; default = each library's default")
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: torch's default)")
+    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default, one per core)")
     p.add_argument("--out-dir", default="runs", help="folder for the JSON report and the PNG plot")
     args = p.parse_args(argv)
     del args.save

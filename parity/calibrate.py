@@ -66,7 +66,6 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", default="data")
     p.add_argument("--json", help="also write the numbers to this file")
     args = p.parse_args(argv)
-    torch.set_num_threads(1)
     numbers = measure(args.data_dir)
     print(f"| {'quantity':<32} | torch32 vs f64 | jax32 vs f64 | torch32 vs jax32 |")
     print(f"|{'-' * 34}|----------------|--------------|------------------|")

@@ -1,15 +1,8 @@
 """Parity fixtures: the real data and the tutorial's initial weights, and one epoch of both sides."""
 import numpy as np
 import pytest
-import torch
 
 from . import harness as H
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _one_torch_thread():
-    # Measured on the 2-core machine: 1 intra-op thread is faster than 2 at batch 64 (README).
-    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

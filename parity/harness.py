@@ -23,7 +23,7 @@ from jax_impl.data import load_fashion_mnist
 from reference_torch import train as ttrain
 from reference_torch.model import NeuralNetwork
 
-from .weights import flax_to_torch, hidden_of, torch_to_flax
+from .weights import flax_to_torch_numpy, hidden_of, torch_to_flax
 
 
 @dataclass
@@ -126,7 +126,7 @@ def params_as_torch_numpy(params) -> dict[str, np.ndarray]:
     """Flax params in torch naming and layout, as numpy (for comparing with a state_dict)."""
     import jax
 
-    return {k: v.numpy() for k, v in flax_to_torch(jax.device_get(params)).items()}
+    return dict(flax_to_torch_numpy(jax.device_get(params)))
 
 
 def init_state_dict(seed: int = 0, hidden=(512, 512)) -> dict[str, np.ndarray]:

@@ -16,7 +16,7 @@ from jax_impl.data import load_fashion_mnist  # noqa: E402
 
 from common.data import to_float  # noqa: E402
 
-from .weights import flax_to_torch, hidden_of, torch_to_flax  # noqa: E402
+from .weights import flax_to_torch_numpy, hidden_of, torch_to_flax  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     for _ in range(args.epochs):
         state, epoch_losses = jtrain.train_epoch(state, data, args.batch_size, log=None)
         losses.append(epoch_losses)
-    out = {k: v.numpy() for k, v in flax_to_torch(jax.device_get(state.params)).items()}
+    out = flax_to_torch_numpy(jax.device_get(state.params))
     np.savez(args.out, losses=np.concatenate(losses), **out)
     return 0
 

@@ -28,7 +28,7 @@ class SideBySideConfig:
     data_dir: str = "data"
     hidden: tuple[int, ...] = (512, 512)
     precision: str = "default"
-    threads: int = 1
+    threads: int = 0
     out_dir: str = "runs"
     verbose: bool = True
 

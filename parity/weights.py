@@ -11,7 +11,6 @@ from collections import OrderedDict
 from typing import Mapping
 
 import numpy as np
-import torch
 
 from jax_impl.model import IN_FEATURES, NUM_CLASSES, layer_name
 
@@ -25,7 +24,7 @@ _FLAX_KEY = re.compile(r"linear_relu_stack_(\d+)")
 
 
 def _numpy(value) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
+    if hasattr(value, "detach"):  # a torch tensor; this module imports torch only to make tensors
         return value.detach().cpu().numpy()
     return np.asarray(value)
 
@@ -61,7 +60,7 @@ def _check_chain(layers: dict[int, tuple[tuple, tuple]], key: callable) -> None:
 def hidden_of(tree) -> tuple[int, ...]:
     """The hidden widths of a torch state_dict or a Flax params tree (validated on the way)."""
     params = torch_to_flax(tree) if any("." in str(k) for k in tree) else tree
-    flax_to_torch(params)  # validates the chain
+    flax_to_torch_numpy(params)  # validates the chain
     layers = sorted(params.items(), key=lambda kv: int(_FLAX_KEY.fullmatch(kv[0]).group(1)))
     return tuple(int(np.shape(layer["kernel"])[1]) for _, layer in layers[:-1])
 
@@ -86,8 +85,15 @@ def torch_to_flax(state_dict: Mapping[str, object]) -> dict:
     }
 
 
-def flax_to_torch(params: Mapping[str, Mapping[str, object]]) -> "OrderedDict[str, torch.Tensor]":
+def flax_to_torch(params: Mapping[str, Mapping[str, object]]) -> "OrderedDict":
     """A torch state_dict (CPU tensors) holding exactly the params' values, kernels transposed."""
+    import torch
+
+    return OrderedDict((k, torch.from_numpy(v)) for k, v in flax_to_torch_numpy(params).items())
+
+
+def flax_to_torch_numpy(params: Mapping[str, Mapping[str, object]]) -> "OrderedDict[str, np.ndarray]":
+    """``flax_to_torch`` as numpy arrays, without torch: the torch layout for files both sides read."""
     found: dict[int, dict[str, np.ndarray]] = {}
     for name, layer in params.items():
         m = _FLAX_KEY.fullmatch(str(name))
@@ -107,6 +113,6 @@ def flax_to_torch(params: Mapping[str, Mapping[str, object]]) -> "OrderedDict[st
     _check_chain({i: (p["kernel"].shape[::-1], p["bias"].shape) for i, p in found.items()}, flax_key)
     state = OrderedDict()
     for i, p in sorted(found.items()):
-        state[f"linear_relu_stack.{i}.weight"] = torch.from_numpy(np.ascontiguousarray(p["kernel"].T))
-        state[f"linear_relu_stack.{i}.bias"] = torch.from_numpy(p["bias"].copy())
+        state[f"linear_relu_stack.{i}.weight"] = np.ascontiguousarray(p["kernel"].T)
+        state[f"linear_relu_stack.{i}.bias"] = p["bias"].copy()
     return state

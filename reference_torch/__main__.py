@@ -11,7 +11,7 @@ from .train import Config, DeviceError, run
 
 def main(argv=None) -> int:
     p = base_parser("python -m reference_torch", "The PyTorch quickstart on FashionMNIST.", "model.pth")
-    p.add_argument("--threads", type=int, default=Config.threads, help="torch intra-op threads (0: torch's default)")
+    p.add_argument("--threads", type=int, default=Config.threads, help="torch intra-op threads (0: torch's default, one per core)")
     p.add_argument("--no-download", dest="download", action="store_false", help="never try torchvision's download")
     args = p.parse_args(argv)
     config = Config(**vars(args))

@@ -1,0 +1,77 @@
+"""Tutorial chapter "Tensors" in JAX, mirroring ``reference_torch/basics/tensors.py``.
+
+JAX arrays are immutable: "in place" becomes ``x.at[...].set/add`` returning a new array, and
+random numbers come from explicit keys, not a global generator.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+DATA = [[1, 2], [3, 4]]
+
+
+def from_data():
+    """``jnp.array(data)``: int32 (JAX's default integer width without x64)."""
+    return jnp.array(DATA)
+
+
+def from_numpy():
+    """``jnp.asarray(np_array)``: a copy onto the device (int64 narrowed to int32)."""
+    return jnp.asarray(np.array(DATA))
+
+
+def like(x, seed: int = 0) -> dict:
+    """``ones_like``; ``jax.random.uniform`` with the shape of ``x`` and an explicit key."""
+    return {"ones": jnp.ones_like(x), "rand": jax.random.uniform(jax.random.PRNGKey(seed), x.shape, jnp.float32)}
+
+
+def from_shape(shape=(2, 3), seed: int = 0) -> dict:
+    return {"rand": jax.random.uniform(jax.random.PRNGKey(seed), shape), "ones": jnp.ones(shape), "zeros": jnp.zeros(shape)}
+
+
+def attributes(x) -> dict:
+    device = next(iter(x.devices()))
+    return {"shape": tuple(x.shape), "dtype": str(x.dtype), "device": device.platform}
+
+
+def indexing(x) -> dict:
+    """The same reads; the write is ``x.at[:, 1].set(0)``, a new array (``x`` is unchanged)."""
+    out = {"first_row": x[0], "first_column": x[:, 0], "last_column": x[..., -1]}
+    out["after_set"] = x.at[:, 1].set(0)
+    return out
+
+
+def concatenate(x):
+    return jnp.concatenate([x, x, x], axis=1)
+
+
+def matmul_three_ways(x) -> list:
+    """``x @ x.T``, ``jnp.matmul``, ``jnp.dot`` (no ``out=``: results are always new arrays)."""
+    return [x @ x.T, jnp.matmul(x, x.T), jnp.dot(x, x.T)]
+
+
+def multiply_three_ways(x) -> list:
+    return [x * x, jnp.multiply(x, x), jax.lax.mul(x, x)]
+
+
+def single_element(x) -> float:
+    return x.sum().item()
+
+
+def in_place_add(x) -> dict:
+    """``x.at[...].add(5)`` returns a new array; the input is untouched."""
+    y = x.at[...].add(5)
+    return {"result": y, "input_after": x, "same_object": y is x}
+
+
+def numpy_bridge() -> dict:
+    """``jnp.asarray`` copies and ``np.asarray(jax_array)`` is read-only: no shared mutation."""
+    t = jnp.ones(5)
+    n = np.array(t)  # a writable host copy; np.asarray(t) would be read-only
+    t = t + 1  # a new array; n is not affected
+    n2 = np.ones(5, np.float32)
+    t2 = jnp.asarray(n2)
+    np.add(n2, 1, out=n2)  # t2 is not affected
+    return {"numpy_after_tensor_add": n.copy(), "tensor_after_numpy_add": np.asarray(t2).copy()}
