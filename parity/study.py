@@ -37,6 +37,8 @@ def fmt(value) -> str:
         value = value.detach().numpy()
     if isinstance(value, (bool, str, int)) or value is None:
         return f"`{value}`"
+    if isinstance(value, tuple) and all(isinstance(v, int) for v in value):  # a shape
+        return f"`{value}`"
     if isinstance(value, float):
         return f"`{value:.4f}`"
     if isinstance(value, (list, tuple)) and value and isinstance(value[0], tuple):

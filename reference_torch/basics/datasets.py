@@ -65,7 +65,7 @@ def sample_grid(dataset, path: str | Path, seed: int = 0) -> list[int]:
         figure.add_subplot(3, 3, i)
         plt.title(CLASSES[label])
         plt.axis("off")
-        plt.imshow(img.squeeze(), cmap="gray")
+        plt.imshow(img.squeeze().numpy(), cmap="gray")
     figure.savefig(path, dpi=80)
     plt.close(figure)
     return indices
