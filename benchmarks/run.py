@@ -11,6 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+
+# --device all times torch and JAX in one process on one GPU: JAX must not preallocate 75% of it.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 import platform
 import statistics
 import sys

@@ -1,5 +1,9 @@
 """python -m parity: torch and JAX trained side by side (argument parsing only; see side_by_side.run)."""
+import os
 import sys
+
+# torch and JAX share the GPU in one process: JAX must not preallocate 75% of its memory.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 from common.cli import base_parser, run_guarded
 from common.data import DataError

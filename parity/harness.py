@@ -23,7 +23,7 @@ from jax_impl.data import load_fashion_mnist
 from reference_torch import train as ttrain
 from reference_torch.model import NeuralNetwork
 
-from .weights import flax_to_torch_numpy, hidden_of, torch_to_flax
+from .weights import flax_to_torch_numpy, hidden_of, torch_to_flax  # noqa: F401 - torch_to_flax re-exported
 
 
 @dataclass
