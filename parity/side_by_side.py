@@ -113,9 +113,11 @@ def run(cfg: SideBySideConfig) -> dict:
             step_gap = np.abs(t_losses - j_all[-1])
             param_gap = max(np.abs(a - b).max() for a, b in zip(H.state_dict_numpy(model).values(),
                                                                   H.params_as_torch_numpy(state.params).values()))
-            if np.any(step_gap > loss_tolerance(steps, cfg.precision, plat)):
-                k = int(np.argmax(step_gap / loss_tolerance(steps, cfg.precision, plat)))
-                failures.append(f"epoch {epoch} step {k}: per-step loss gap {step_gap[k]:.3e} beyond tolerance")
+            tol = loss_tolerance(steps, cfg.precision, plat)
+            beyond = np.flatnonzero(step_gap > tol)
+            if beyond.size:
+                k = int(beyond[0])
+                failures.append(f"epoch {epoch} step {k + 1}: per-step loss gap {step_gap[k]:.3e} > {tol[k]:.3e}")
             if param_gap > param_tolerance(epoch, cfg.precision, plat):
                 failures.append(f"epoch {epoch}: parameter gap {param_gap:.3e} > {param_tolerance(epoch, cfg.precision, plat):.1e}")
             row = {"epoch": epoch, "torch_accuracy": t_acc, "jax_accuracy": j_acc, "torch_avg_loss": t_avg,
