@@ -67,7 +67,7 @@ def torch_variant(name: str, w: Workload, device: torch.device, tutorial_data=No
     """An ``epoch()`` closure for one torch variant (state persists across calls)."""
     model = torch_model(w.state_dict, device=device)
     loss_fn = nn.CrossEntropyLoss()
-    optimizer = torch.optim.SGD(model.parameters(), lr=w.lr)
+    optimizer = ttrain.make_optimizer(model, w.lr)
 
     if name == "torch-tutorial":  # DataLoader + ToTensor per sample, exactly the tutorial's loop
         from torch.utils.data import DataLoader, Subset

@@ -30,6 +30,8 @@ def base_parser(prog: str, description: str, save_default: str) -> argparse.Argu
     p.add_argument("--epochs", type=positive_int, default=5, help="training epochs")
     p.add_argument("--batch-size", type=positive_int, default=64, help="minibatch size")
     p.add_argument("--lr", type=float, default=1e-3, help="SGD learning rate")
+    p.add_argument("--momentum", type=float, default=0.0, help="SGD momentum, torch's semantics (0: the tutorial)")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay added to the gradient, as torch's SGD")
     p.add_argument("--seed", type=int, default=0, help="seed of the weight initialisation")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (auto prefers an accelerator)")
     p.add_argument("--data-dir", default="data", help="folder holding FashionMNIST/raw/")

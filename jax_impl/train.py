@@ -34,6 +34,8 @@ class Config:
     epochs: int = 5
     batch_size: int = 64
     lr: float = 1e-3
+    momentum: float = 0.0
+    weight_decay: float = 0.0
     seed: int = 0
     device: str = "auto"
     data_dir: str = "data"
@@ -56,8 +58,22 @@ def resolve_device(name: str) -> jax.Device:
     return jax.devices("cpu")[0]
 
 
-def create_train_state(params, lr: float = 1e-3, hidden=(512, 512), device: jax.Device | None = None) -> TrainState:
-    """A TrainState for ``MLP(hidden)`` with ``optax.sgd(lr)`` (torch.optim.SGD without momentum).
+def make_optimizer(lr: float = 1e-3, momentum: float = 0.0, weight_decay: float = 0.0) -> optax.GradientTransformation:
+    """The optax twin of ``torch.optim.SGD(lr, momentum, weight_decay)`` (dampening 0, no Nesterov).
+
+    torch adds ``weight_decay * p`` to the gradient *before* the momentum buffer, and its buffer
+    starts as the first gradient; ``add_decayed_weights`` first, then ``optax.sgd``'s trace
+    (``t = g + momentum * t``, from zeros) computes the same. The other order is a classic porting
+    bug, caught by ``parity/test_optimizer.py``.
+    """
+    sgd = optax.sgd(lr, momentum=momentum or None)
+    return optax.chain(optax.add_decayed_weights(weight_decay), sgd) if weight_decay else sgd
+
+
+def create_train_state(params, lr: float = 1e-3, hidden=(512, 512), device: jax.Device | None = None,
+                       momentum: float = 0.0, weight_decay: float = 0.0) -> TrainState:
+    """A TrainState for ``MLP(hidden)`` with ``make_optimizer(lr, momentum, weight_decay)``
+    (the tutorial's plain ``optax.sgd(lr)`` by default).
 
     The state gets its own copy of ``params``, placed on ``device`` (default: where ``params``
     already are, else JAX's default device): ``train_epoch`` donates the state's buffers, and the
@@ -70,7 +86,8 @@ def create_train_state(params, lr: float = 1e-3, hidden=(512, 512), device: jax.
     # after the first update. A weakly typed Python-int step or an uncommitted leaf would be a
     # different input signature, and the second epoch would compile again.
     params = jax.device_put(jax.tree_util.tree_map(lambda p: jnp.array(p, copy=True), params), device)
-    state = TrainState.create(apply_fn=MLP(tuple(hidden)).apply, params=params, tx=optax.sgd(lr))
+    state = TrainState.create(apply_fn=MLP(tuple(hidden)).apply, params=params,
+                              tx=make_optimizer(lr, momentum, weight_decay))
     return state.replace(step=jax.device_put(jnp.zeros((), jnp.int32), device))
 
 
@@ -172,7 +189,7 @@ def run(config: Config) -> dict:
     test_data = device_dataset(test_images, test_labels, device)
 
     params = jax.device_put(init_params(jax.random.PRNGKey(config.seed), config.hidden), device)
-    state = create_train_state(params, config.lr, config.hidden)
+    state = create_train_state(params, config.lr, config.hidden, momentum=config.momentum, weight_decay=config.weight_decay)
 
     history = {"accuracy": [], "avg_loss": [], "epoch_s": [], "losses": []}
     for t in range(config.epochs):

@@ -57,7 +57,8 @@ def torch_model(state_dict, dtype=torch.float32, device="cpu") -> NeuralNetwork:
 
 
 def torch_train(state_dict, split: Split, epochs: int = 1, batch_size: int = 64, lr: float = 1e-3,
-                dtype=torch.float32, device="cpu", loss_scale: float = 1.0):
+                dtype=torch.float32, device="cpu", loss_scale: float = 1.0, momentum: float = 0.0,
+                weight_decay: float = 0.0):
     """(per-step losses (epochs * steps,), trained model) of the reference torch loop.
 
     ``loss_scale`` multiplies the loss (1.0 is the quickstart; the negative controls use 0.1).
@@ -65,7 +66,7 @@ def torch_train(state_dict, split: Split, epochs: int = 1, batch_size: int = 64,
     model = torch_model(state_dict, dtype, device)
     ce = nn.CrossEntropyLoss()
     loss_fn = ce if loss_scale == 1.0 else (lambda pred, y: ce(pred, y) * loss_scale)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    optimizer = ttrain.make_optimizer(model, lr, momentum, weight_decay)
     loader = torch_loader(split, batch_size, dtype, device)
     losses = [ttrain.train_epoch(loader, model, loss_fn, optimizer, log=None) for _ in range(epochs)]
     return torch.cat(losses).double().numpy(), model
@@ -77,12 +78,17 @@ def torch_evaluate(model, split: Split, batch_size: int = 64) -> tuple[float, fl
     return ttrain.evaluate(torch_loader(split, batch_size, dtype, device), model, nn.CrossEntropyLoss())
 
 
-def jax_train(params, split: Split, epochs: int = 1, batch_size: int = 64, lr: float = 1e-3, device=None):
-    """(per-step losses, final TrainState) of ``jax_impl.train.train_epoch``."""
+def jax_train(params, split: Split, epochs: int = 1, batch_size: int = 64, lr: float = 1e-3, device=None,
+              momentum: float = 0.0, weight_decay: float = 0.0, tx=None):
+    """(per-step losses, final TrainState) of ``jax_impl.train.train_epoch``; ``tx`` replaces the
+    optimizer (the negative controls use it)."""
     import jax
 
     from jax_impl import train as jtrain
-    state = jtrain.create_train_state(jax.device_put(params, device), lr, hidden_of(params))
+    state = jtrain.create_train_state(jax.device_put(params, device), lr, hidden_of(params),
+                                      momentum=momentum, weight_decay=weight_decay)
+    if tx is not None:
+        state = state.replace(tx=tx, opt_state=tx.init(state.params))
     data = (jax.device_put(split.x, device), jax.device_put(split.y, device))
     losses = []
     for _ in range(epochs):
@@ -100,14 +106,15 @@ def jax_evaluate(state, split: Split, batch_size: int = 64, device=None) -> tupl
 
 
 def jax_x64_train(state_dict, steps: int, batch_size: int = 64, lr: float = 1e-3, data_dir: str = "data",
-                  epochs: int = 1) -> tuple[np.ndarray, dict]:
+                  epochs: int = 1, momentum: float = 0.0, weight_decay: float = 0.0) -> tuple[np.ndarray, dict]:
     """Run ``jax_impl`` in float64 (``jax_enable_x64``) in its own process, since the flag leaks
     into everything imported after it; returns (per-step losses, final params in torch naming)."""
     with tempfile.TemporaryDirectory() as tmp:
         init, out = Path(tmp) / "init.npz", Path(tmp) / "out.npz"
         np.savez(init, **{k: np.asarray(v, np.float64) for k, v in state_dict.items()})
         cmd = [sys.executable, "-m", "parity.oracle", "--init", str(init), "--out", str(out), "--steps", str(steps),
-               "--batch-size", str(batch_size), "--lr", repr(lr), "--data-dir", data_dir, "--epochs", str(epochs)]
+               "--batch-size", str(batch_size), "--lr", repr(lr), "--data-dir", data_dir, "--epochs", str(epochs),
+               "--momentum", repr(momentum), "--weight-decay", repr(weight_decay)]
         env = dict(os.environ, JAX_PLATFORMS="cpu")
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode != 0:

@@ -28,6 +28,8 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--momentum", type=float, default=0.0)
+    p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--data-dir", default="data")
     args = p.parse_args(argv)
 
@@ -40,7 +42,8 @@ def main(argv=None) -> int:
     # The float32 ToTensor pixels, widened: the same inputs the torch float64 run sees.
     x = to_float(images[:n]).astype(np.float64).reshape(n, -1)
     data = (jax.numpy.asarray(x), jax.numpy.asarray(labels[:n]))
-    state = jtrain.create_train_state(jax.tree_util.tree_map(jax.numpy.asarray, params), args.lr, hidden)
+    state = jtrain.create_train_state(jax.tree_util.tree_map(jax.numpy.asarray, params), args.lr, hidden,
+                                      momentum=args.momentum, weight_decay=args.weight_decay)
     losses = []
     for _ in range(args.epochs):
         state, epoch_losses = jtrain.train_epoch(state, data, args.batch_size, log=None)

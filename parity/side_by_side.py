@@ -23,6 +23,8 @@ class SideBySideConfig:
     epochs: int = 5
     batch_size: int = 64
     lr: float = 1e-3
+    momentum: float = 0.0
+    weight_decay: float = 0.0
     seed: int = 0
     device: str = "cpu"
     data_dir: str = "data"
@@ -88,9 +90,10 @@ def run(cfg: SideBySideConfig) -> dict:
             f"jax {jdev.device_kind}; threads: torch {torch.get_num_threads()}")
         model = H.torch_model(sd, device=tdev)
         loss_fn = nn.CrossEntropyLoss()
-        optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr)
+        optimizer = ttrain.make_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay)
         t_loader = H.torch_loader(train, cfg.batch_size, device=tdev)
-        state = jtrain.create_train_state(jax.device_put(H.torch_to_flax(sd), jdev), cfg.lr, cfg.hidden)
+        state = jtrain.create_train_state(jax.device_put(H.torch_to_flax(sd), jdev), cfg.lr, cfg.hidden,
+                                          momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         j_data = (jax.device_put(train.x, jdev), jax.device_put(train.y, jdev))
 
         header = ("| epoch | torch acc | jax acc | torch Avg loss | jax Avg loss | max step-loss diff "

@@ -27,6 +27,8 @@ class Config:
     epochs: int = 5
     batch_size: int = 64
     lr: float = 1e-3
+    momentum: float = 0.0
+    weight_decay: float = 0.0
     seed: int = 0
     device: str = "auto"
     data_dir: str = "data"
@@ -52,6 +54,11 @@ def resolve_device(name: str) -> torch.device:
     if name not in ("cpu", "cuda", "mps"):
         raise DeviceError(f"--device {name}: unknown device (use auto, cpu, cuda or mps)")
     return torch.device(name)
+
+
+def make_optimizer(model: nn.Module, lr: float = 1e-3, momentum: float = 0.0, weight_decay: float = 0.0):
+    """``torch.optim.SGD``; the tutorial's is ``SGD(model.parameters(), lr=1e-3)``."""
+    return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
 def train_epoch(dataloader, model, loss_fn, optimizer, log=print) -> torch.Tensor:
@@ -129,7 +136,7 @@ def run(config: Config) -> dict:
     torch.manual_seed(config.seed)
     model = NeuralNetwork(config.hidden).to(device)
     loss_fn = nn.CrossEntropyLoss()
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr)
+    optimizer = make_optimizer(model, config.lr, config.momentum, config.weight_decay)
 
     history = {"accuracy": [], "avg_loss": [], "epoch_s": [], "losses": []}
     for t in range(config.epochs):
