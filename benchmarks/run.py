@@ -125,6 +125,9 @@ def run_device(kind: str, args, workload: Workload, tutorial_data, out: dict) ->
                 "samples": workload.n, "steps_per_epoch": workload.steps, **r,
                 "five_epoch_s": 5 * r["median_epoch_s"], "samples_per_s": sps, "gflops": gflops,
                 "fraction_of_limit": gflops / peak if peak else None,
+                **({"fraction_of_fp32_peak": gflops / limit["fp32_gflops"] if limit["fp32_gflops"] else None,
+                    "fraction_of_tf32_peak": gflops / limit["tf32_gflops"] if limit["tf32_gflops"] else None}
+                   if kind == "cuda" else {}),
             })
             bar.update()
     bar.close()
