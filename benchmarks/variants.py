@@ -69,12 +69,7 @@ def torch_variant(name: str, w: Workload, device: torch.device, tutorial_data=No
     loss_fn = nn.CrossEntropyLoss()
     optimizer = ttrain.make_optimizer(model, w.lr)
 
-    if name == "torch-tutorial":  # DataLoader + ToTensor per sample, exactly the tutorial's loop
-        from torch.utils.data import DataLoader, Subset
-
-        ds = tutorial_data if w.n == len(tutorial_data) else Subset(tutorial_data, range(w.n))
-        loader = DataLoader(ds, batch_size=w.batch_size)
-
+    def loop_epoch(loader):  # the tutorial's train_epoch over any loader
         def epoch():
             losses = ttrain.train_epoch(loader, model, loss_fn, optimizer, log=None)
             _sync(device)
@@ -82,18 +77,17 @@ def torch_variant(name: str, w: Workload, device: torch.device, tutorial_data=No
 
         return epoch
 
+    if name == "torch-tutorial":  # DataLoader + ToTensor per sample, exactly the tutorial's loop
+        from torch.utils.data import DataLoader, Subset
+
+        ds = tutorial_data if w.n == len(tutorial_data) else Subset(tutorial_data, range(w.n))
+        return loop_epoch(DataLoader(ds, batch_size=w.batch_size))
+
     x = torch.from_numpy(w.split.x).to(device)  # (N, 784) once, on the device
     y = torch.from_numpy(w.split.y.astype(np.int64)).to(device)
 
     if name == "torch-eager":
-        batches = DeviceBatches(x, y, w.batch_size)
-
-        def epoch():
-            losses = ttrain.train_epoch(batches, model, loss_fn, optimizer, log=None)
-            _sync(device)
-            return float(losses[-1])
-
-        return epoch
+        return loop_epoch(DeviceBatches(x, y, w.batch_size))
 
     if name in ("torch-compile", "torch-compile-ro"):
         def step(xb, yb):

@@ -6,6 +6,10 @@ import sys
 from typing import Callable, Sequence
 
 
+class DeviceError(Exception):
+    """The requested device is not available (both quickstarts, parity and the benchmarks)."""
+
+
 def hidden_widths(text: str) -> tuple[int, ...]:
     """``"512,512"`` -> ``(512, 512)``."""
     try:

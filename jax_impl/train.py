@@ -12,6 +12,7 @@ import numpy as np
 import optax
 from flax.training import train_state
 
+from common.cli import DeviceError
 from common.data import CLASSES
 from common.report import check_finite, epoch_header, loss_lines, prediction_line, test_line
 
@@ -21,10 +22,6 @@ from .model import MLP, init_params
 
 TrainState = train_state.TrainState
 Batch = tuple[jax.Array, jax.Array]  # (x float32 (B, 784), y int32 (B,))
-
-
-class DeviceError(Exception):
-    """The requested device is not available."""
 
 
 @dataclass

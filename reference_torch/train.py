@@ -8,16 +8,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from common.cli import DeviceError
 from common.data import CLASSES
 from common.report import check_finite, epoch_header, loss_line, prediction_line, test_line
 
 from . import checkpoint
 from .data import get_dataloaders, get_datasets
 from .model import NeuralNetwork
-
-
-class DeviceError(Exception):
-    """The requested device is not available."""
 
 
 @dataclass
