@@ -1,46 +1,179 @@
-"""The flags both quickstarts share, and the one way a CLI reports a bad input: one line, exit 2."""
+"""The flags both quickstarts share, their validators, and the one way a CLI reports a bad input:
+one ``prog: error: ...`` line on stderr, exit 2, before any work starts.
+
+Every validator here is an argparse ``type=``: it runs while the command line is parsed, so a bad
+flag never costs a data load or a training run. parity and the benchmarks reuse them.
+"""
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+# One seed range valid on both sides: torch.manual_seed takes [-2**63, 2**64), but
+# jax.random.PRNGKey keeps only the low 32 bits (PRNGKey(2**32) == PRNGKey(0), PRNGKey(-1) ==
+# PRNGKey(2**32 - 1)), so any wider range would give two seeds one JAX key.
+SEED_MIN, SEED_MAX = 0, 2**32 - 1
+
+# Devices every side resolves (its train.resolve_device); torch adds mps, JAX the alias gpu.
+DEVICES = ("auto", "cpu", "cuda")
+TORCH_DEVICES = DEVICES + ("mps",)
+JAX_DEVICES = DEVICES + ("gpu",)
 
 
 class DeviceError(Exception):
     """The requested device is not available (both quickstarts, parity and the benchmarks)."""
 
 
-def hidden_widths(text: str) -> tuple[int, ...]:
-    """``"512,512"`` -> ``(512, 512)``."""
+def _bad(text: str, why: str) -> NoReturn:
+    raise argparse.ArgumentTypeError(f"{text!r}: {why}")
+
+
+def _int(text: str) -> int:
     try:
-        widths = tuple(int(w) for w in text.split(",") if w.strip())
+        return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--hidden {text!r}: expected comma-separated integers like 512,512") from None
-    if not widths or min(widths) <= 0:
-        raise argparse.ArgumentTypeError(f"--hidden {text!r}: widths must be positive integers")
-    return widths
+        _bad(text, "not an integer")
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text}: must be a positive integer")
+def _float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        _bad(text, "not a number")
+    if not math.isfinite(value):
+        _bad(text, "must be finite")
     return value
 
 
-def base_parser(prog: str, description: str, save_default: str) -> argparse.ArgumentParser:
-    """The quickstart's flags, with their defaults shown in ``--help``."""
-    p = argparse.ArgumentParser(prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--epochs", type=positive_int, default=5, help="training epochs")
+def positive_int(text: str) -> int:
+    """An integer >= 1 (``--epochs``, ``--batch-size``)."""
+    value = _int(text)
+    if value < 1:
+        _bad(text, "must be a positive integer (1 or more)")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0 (``--threads``: 0 keeps the library's default)."""
+    value = _int(text)
+    if value < 0:
+        _bad(text, "must be 0 or more")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (``--lr``: 0 would train nothing, a negative one climbs the loss)."""
+    value = _float(text)
+    if value <= 0:
+        _bad(text, "must be a finite number > 0")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0 (``--momentum``, ``--weight-decay``; torch's SGD refuses negatives)."""
+    value = _float(text)
+    if value < 0:
+        _bad(text, "must be a finite number >= 0")
+    return value
+
+
+def seed(text: str) -> int:
+    """An integer in [SEED_MIN, SEED_MAX]: one range that gives distinct seeds on both sides."""
+    value = _int(text)
+    if not SEED_MIN <= value <= SEED_MAX:
+        _bad(text, f"must be in {SEED_MIN}..{SEED_MAX} (JAX's PRNGKey keeps 32 bits)")
+    return value
+
+
+def hidden_widths(text: str) -> tuple[int, ...]:
+    """``"512,512"`` -> ``(512, 512)``; every element a positive integer (``512,,512`` is refused)."""
+    parts = text.split(",")
+    widths = []
+    for part in parts:
+        if not part.strip():
+            _bad(text, "an empty width; expected comma-separated positive integers like 512,512")
+        try:
+            widths.append(int(part))
+        except ValueError:
+            _bad(text, f"{part.strip()!r} is not an integer; expected comma-separated positive integers like 512,512")
+    if min(widths) <= 0:
+        _bad(text, "widths must be positive integers")
+    return tuple(widths)
+
+
+def save_path(text: str) -> str:
+    """A file the run can write at the end (``''``: don't save), checked before training starts:
+    its folder exists and is writable, and the path is not a directory or another non-file."""
+    if text == "":
+        return text
+    path = Path(text)
+    if path.is_dir():
+        _bad(text, "is a directory; give a file name")
+    if path.exists() and not path.is_file():
+        _bad(text, "exists and is not a regular file")
+    folder = path.parent
+    if not folder.is_dir():
+        _bad(text, f"folder {str(folder)!r} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        _bad(text, f"folder {str(folder)!r} is not writable")
+    if path.exists() and not os.access(path, os.W_OK):
+        _bad(text, "exists and is not writable")
+    return text
+
+
+def data_dir(text: str) -> str:
+    """The data folder: may be absent (the data step creates it), but not a file."""
+    if text == "":
+        _bad(text, "empty; give a folder (default: data)")
+    if Path(text).exists() and not Path(text).is_dir():
+        _bad(text, "exists and is not a folder")
+    return text
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults in ``--help``, except for on/off switches: ``--no-download (default: True)`` would
+    read as "no download by default"; their help text says what the default is."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.nargs == 0:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error: ``prog: error: argument --x: ...`` (no usage block), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see --help)\n")
+
+
+def base_parser(prog: str, description: str, save_default: str,
+                devices: Sequence[str] = DEVICES) -> argparse.ArgumentParser:
+    """The quickstart's flags, validated while parsing, with their defaults shown in ``--help``.
+
+    ``devices`` are the ``--device`` choices the caller's side resolves (TORCH_DEVICES, JAX_DEVICES).
+    """
+    p = Parser(prog=prog, description=description, formatter_class=HelpFormatter)
+    p.add_argument("--epochs", type=positive_int, default=5, help="training epochs (1 or more)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="minibatch size")
-    p.add_argument("--lr", type=float, default=1e-3, help="SGD learning rate")
-    p.add_argument("--momentum", type=float, default=0.0, help="SGD momentum, torch's semantics (0: the tutorial)")
-    p.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay added to the gradient, as torch's SGD")
-    p.add_argument("--seed", type=int, default=0, help="seed of the weight initialisation")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (auto prefers an accelerator)")
-    p.add_argument("--data-dir", default="data", help="folder holding FashionMNIST/raw/")
-    p.add_argument("--save", default=save_default, help="checkpoint path ('' to skip saving)")
-    p.add_argument("--hidden", type=hidden_widths, default=(512, 512), help="hidden widths, comma-separated")
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="SGD learning rate (finite, > 0)")
+    p.add_argument("--momentum", type=non_negative_float, default=0.0,
+                   help="SGD momentum, torch's semantics (0: the tutorial)")
+    p.add_argument("--weight-decay", type=non_negative_float, default=0.0,
+                   help="L2 weight decay added to the gradient, as torch's SGD")
+    p.add_argument("--seed", type=seed, default=0, help=f"seed of the weight initialisation ({SEED_MIN}..{SEED_MAX})")
+    p.add_argument("--device", choices=tuple(devices), default="auto",
+                   help="where to run (auto prefers an accelerator)")
+    p.add_argument("--data-dir", type=data_dir, default="data", help="folder holding FashionMNIST/raw/")
+    p.add_argument("--save", type=save_path, default=save_default,
+                   help="checkpoint path, checked before training ('' to skip saving)")
+    # A string default goes through the type too, so --help prints 512,512 and the run gets (512, 512).
+    p.add_argument("--hidden", type=hidden_widths, default="512,512", help="hidden widths, comma-separated")
     return p
 
 

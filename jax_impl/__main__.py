@@ -1,17 +1,19 @@
 """python -m jax_impl: the JAX quickstart (argument parsing only; the work is in train.run)."""
 import sys
 
-from common.cli import base_parser, run_guarded
+from common.cli import JAX_DEVICES, base_parser, run_guarded
 from common.data import DataError
 from common.report import NonFiniteLossError
 
-from .checkpoint import CheckpointError
-from .train import Config, DeviceError, run
-
 
 def main(argv=None) -> int:
-    p = base_parser("python -m jax_impl", "The quickstart in functional JAX (Flax Linen + optax).", "model.msgpack")
+    p = base_parser("python -m jax_impl", "The quickstart in functional JAX (Flax Linen + optax).", "model.msgpack", JAX_DEVICES)
     args = p.parse_args(argv)
+    # JAX is imported only once the flags are valid: a bad flag is refused in a second, not after
+    # JAX's import (tests/test_cli_validation.py runs every bad flag as a subprocess).
+    from .checkpoint import CheckpointError
+    from .train import Config, DeviceError, run
+
     config = Config(**vars(args))
     return run_guarded(lambda: run(config), (DataError, DeviceError, CheckpointError, NonFiniteLossError), p.prog)
 
