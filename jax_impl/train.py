@@ -114,8 +114,10 @@ def _batch(x: jax.Array, y: jax.Array, i, batch_size: int) -> Batch:
 def _train_epoch(state: TrainState, x: jax.Array, y: jax.Array, batch_size: int):
     n = x.shape[0]
     full = n // batch_size
-    state, metrics = jax.lax.scan(lambda s, i: _train_step(s, _batch(x, y, i, batch_size)), state, jnp.arange(full))
-    losses = metrics["loss"]  # (full,)
+    losses = jnp.zeros((0,), jnp.float32)
+    if full:  # a set smaller than one batch has only the partial batch (the scan body could not slice)
+        state, metrics = jax.lax.scan(lambda s, i: _train_step(s, _batch(x, y, i, batch_size)), state, jnp.arange(full))
+        losses = metrics["loss"]  # (full,)
     if n > full * batch_size:  # the DataLoader's last partial batch, as its own (smaller) step
         state, tail = _train_step(state, (x[full * batch_size:], y[full * batch_size:]))
         losses = jnp.concatenate([losses, tail["loss"][None]])
@@ -146,8 +148,10 @@ def _eval_batches(state: TrainState, x: jax.Array, y: jax.Array, batch_size: int
 
     n = x.shape[0]
     full = n // batch_size
-    losses, correct = jax.lax.map(lambda i: batch_metrics(state.params, *_batch(x, y, i, batch_size)), jnp.arange(full))
-    correct = jnp.sum(correct)
+    losses, correct = jnp.zeros((0,), jnp.float32), jnp.zeros((), jnp.int32)
+    if full:  # as in _train_epoch: fewer than one batch leaves only the partial one
+        losses, correct = jax.lax.map(lambda i: batch_metrics(state.params, *_batch(x, y, i, batch_size)), jnp.arange(full))
+        correct = jnp.sum(correct)
     if n > full * batch_size:
         tail_loss, tail_correct = batch_metrics(state.params, x[full * batch_size:], y[full * batch_size:])
         losses = jnp.concatenate([losses, tail_loss[None]])
