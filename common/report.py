@@ -1,7 +1,7 @@
 """The tutorial's printed lines, formatted in one place so both quickstarts print them identically."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -8,8 +8,18 @@ import numpy as np
 import pytest
 
 from common import data as cdata
-from common.data import (ALL_FILES, DataError, DataMissing, apt_install, atomic_write, find_files,
-                         materialize_raw, parse_idx, prepare, read_idx)
+from common.data import (
+    ALL_FILES,
+    DataError,
+    DataMissing,
+    apt_install,
+    atomic_write,
+    find_files,
+    materialize_raw,
+    parse_idx,
+    prepare,
+    read_idx,
+)
 from jax_impl.data import load_fashion_mnist
 from tests.helpers import idx_bytes, run_module, write_tiny_dataset
 
