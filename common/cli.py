@@ -126,6 +126,18 @@ def save_path(text: str) -> str:
     return text
 
 
+def existing_file(text: str) -> str:
+    """A regular file that exists and is readable (e.g. a ``--load PATH`` checkpoint)."""
+    path = Path(text)
+    if not path.exists():
+        _bad(text, "no such file")
+    if not path.is_file():
+        _bad(text, "is not a regular file")
+    if not os.access(path, os.R_OK):
+        _bad(text, "is not readable")
+    return text
+
+
 def data_dir(text: str) -> str:
     """The data folder: may be absent (the data step creates it), but not a file."""
     if text == "":

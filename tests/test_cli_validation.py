@@ -136,6 +136,11 @@ def test_valid_values_pass_the_validators(tmp_path):
     assert cli.non_negative_int("0") == 0 and cli.positive_int("1") == 1
     assert cli.save_path("") == "" and cli.save_path(str(tmp_path / "m.pth")) == str(tmp_path / "m.pth")
     assert cli.data_dir(str(tmp_path / "not-yet")) == str(tmp_path / "not-yet")
+    (tmp_path / "ckpt").write_bytes(b"x")
+    assert cli.existing_file(str(tmp_path / "ckpt")) == str(tmp_path / "ckpt")
+    for bad in (tmp_path / "absent", tmp_path):
+        with pytest.raises(argparse.ArgumentTypeError):
+            cli.existing_file(str(bad))
     args = cli.base_parser("p", "d", "model.pth").parse_args([])
     assert args.hidden == (512, 512) and args.seed == 0 and args.device == "auto"
 
