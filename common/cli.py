@@ -108,10 +108,13 @@ def hidden_widths(text: str) -> tuple[int, ...]:
 
 def save_path(text: str) -> str:
     """A file the run can write at the end (``''``: don't save), checked before training starts:
-    its folder exists and is writable, and the path is not a directory or another non-file."""
+    its folder exists and is writable, and the path is not a directory, symlink or device
+    (docs/design.md, Reliability)."""
     if text == "":
         return text
     path = Path(text)
+    if path.is_symlink():  # the save's rename would replace the link, not write where it points
+        _bad(text, "is a symlink; give the file's own path")
     if path.is_dir():
         _bad(text, "is a directory; give a file name")
     if path.exists() and not path.is_file():

@@ -47,6 +47,7 @@ BAD_FLAGS = [
     (["--save", "{tmp}/missing/model.out"], "does not exist"),
     (["--save", "{tmp}"], "is a directory"),
     (["--save", "/dev/null"], "not a regular file"),
+    (["--save", "{tmp}/link"], "is a symlink"),
     (["--device", "foo"], "invalid choice"),
     (["--device", "tpu"], "invalid choice"),
     (["--data-dir", "{file}"], "not a folder"),
@@ -69,6 +70,7 @@ def refused(tmp_path_factory) -> dict:
     """Every (module, row) run once as a subprocess, a few at a time (each is a second of startup)."""
     tmp = tmp_path_factory.mktemp("cli")
     (tmp / "a-file").write_text("not a folder")
+    (tmp / "link").symlink_to(tmp / "a-file")
     jobs = [(m, f) for m in SIDES for f, _ in BAD_FLAGS] + [("reference_torch", f) for f, _ in TORCH_ONLY]
 
     def go(job):
