@@ -1,0 +1,59 @@
+"""Tutorial chapter "Optimizing model parameters" in JAX, mirroring ``reference_torch/basics/optimization.py``.
+
+An optax optimizer is a pair of pure functions (``init``, ``update``); its state is a pytree the
+caller carries. Gradients are return values, so there is nothing to zero. The train and test
+loops are ``jax_impl.train.train_epoch`` (one compiled ``lax.scan``) and ``evaluate``.
+"""
+from __future__ import annotations
+
+import jax
+import numpy as np
+import optax
+
+from jax_impl import train
+from jax_impl.model import MLP
+
+__all__ = ["sgd_steps", "forgotten_zero_grad", "train_epoch", "evaluate"]
+
+train_epoch = train.train_epoch  # the tutorial's train loop, one compiled scan
+evaluate = train.evaluate  # the tutorial's test loop
+
+
+def sgd_steps(params: dict, x: np.ndarray, y: np.ndarray, steps: int, batch_size: int = 64,
+              lr: float = 1e-3, momentum: float = 0.9) -> dict:
+    """The same steps as ``value_and_grad`` -> ``tx.update`` -> ``optax.apply_updates`` (what
+    ``TrainState.apply_gradients`` does); returns the losses, the final params and the momentum
+    trace (``opt_state[0].trace``), Flax layout."""
+    model = MLP()
+    tx = optax.sgd(lr, momentum=momentum)  # trace = g + momentum * trace; p -= lr * trace
+    opt_state = tx.init(params)  # the "momentum buffers": zeros, a pytree like params
+
+    def loss_fn(params, X, Y):
+        return optax.softmax_cross_entropy_with_integer_labels(model.apply({"params": params}, X), Y).mean()
+
+    @jax.jit
+    def step(params, opt_state, X, Y):
+        loss, grads = jax.value_and_grad(loss_fn)(params, X, Y)  # fresh gradients: nothing to zero
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    losses = []
+    for i in range(steps):
+        params, opt_state, loss = step(params, opt_state, x[i * batch_size:(i + 1) * batch_size],
+                                       y[i * batch_size:(i + 1) * batch_size])
+        losses.append(float(loss))
+    return {"losses": np.array(losses), "params": jax.device_get(params),
+            "momentum": jax.device_get(opt_state[0].trace)}
+
+
+def forgotten_zero_grad(params: dict, x: np.ndarray, y: np.ndarray) -> dict:
+    """``jax.grad`` on two batches: each call returns that batch's gradient alone (the last
+    layer's bias here); accumulating would be an explicit ``+``."""
+    model = MLP()
+
+    def loss_fn(params, X, Y):
+        return optax.softmax_cross_entropy_with_integer_labels(model.apply({"params": params}, X), Y).mean()
+
+    grads = [jax.grad(loss_fn)(params, X, Y)["linear_relu_stack_4"]["bias"]
+             for X, Y in ((x[:64], y[:64]), (x[64:128], y[64:128]))]
+    return {"after_first": np.asarray(grads[0]), "after_second": np.asarray(grads[1])}
