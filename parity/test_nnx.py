@@ -11,7 +11,14 @@ from parity import harness as H
 from parity.compare import assert_trees_close
 
 from .conftest import loss_atol
-from .test_training import EPOCH_ATOL, EPOCH_RTOL, EVAL_LOSS_ATOL, LOGITS_ATOL, STEP_ATOL, STEP_RTOL
+from .test_training import (
+    EPOCH_ATOL,
+    EPOCH_RTOL,
+    EVAL_LOSS_ATOL,
+    LOGITS_ATOL,
+    STEP_ATOL,
+    STEP_RTOL,
+)
 
 STEPS = 300  # a few hundred real steps: the point is equality, not accuracy (1,000 test images are evaluated)
 

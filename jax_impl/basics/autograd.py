@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+__all__ = ["detach_grad", "frozen_bias", "jacobian_products", "single_layer", "tracking", "tutorial_inputs"]
+
 
 def tutorial_inputs(seed: int = 0) -> dict[str, np.ndarray]:
     """``x = ones(5)``, ``y = zeros(3)``, ``w``, ``b`` normal from an explicit PRNG key."""

@@ -16,6 +16,8 @@ from PIL import Image
 from common.data import CLASSES, to_float
 from common.image_folder import read_annotations
 
+__all__ = ["CustomImageDataset", "batch_iterator", "sample", "sample_grid", "shuffled_orders"]
+
 
 def sample(images: np.ndarray, labels: np.ndarray, index: int) -> tuple[np.ndarray, str]:
     """``images[index]`` scaled as ToTensor scales it, and its class name."""

@@ -16,8 +16,16 @@ from jax.ad_checkpoint import print_saved_residuals
 
 from jax_impl.model import MLP
 
-__all__ = ["model_grad", "per_sample_grads", "jacobians", "hvp", "log1pexp", "custom_grad",
-           "checkpointed", "higher_order"]
+__all__ = [
+    "checkpointed",
+    "custom_grad",
+    "higher_order",
+    "hvp",
+    "jacobians",
+    "log1pexp",
+    "model_grad",
+    "per_sample_grads",
+]
 
 
 def model_grad(params: dict, x: np.ndarray, y: np.ndarray) -> dict:
@@ -47,7 +55,7 @@ def _layer(w, b, x):
 def jacobians(x, w, b) -> dict:
     """``jax.jacrev`` / ``jax.jacfwd`` of the layer w.r.t. ``x``; ``jax.hessian`` (jacfwd of jacrev)
     of the loss w.r.t. ``b``."""
-    loss = lambda b: optax.sigmoid_binary_cross_entropy(x @ w + b, jnp.zeros(3)).mean()  # noqa: E731
+    loss = lambda b: optax.sigmoid_binary_cross_entropy(x @ w + b, jnp.zeros(3)).mean()
     return {"jacrev": np.asarray(jax.jacrev(_layer, argnums=2)(w, b, x)),
             "jacfwd": np.asarray(jax.jacfwd(_layer, argnums=2)(w, b, x)),
             "hessian": np.asarray(jax.hessian(loss)(b))}
@@ -55,7 +63,7 @@ def jacobians(x, w, b) -> dict:
 
 def hvp(x, w, b, v) -> np.ndarray:
     """``jax.jvp(jax.grad(loss), (w,), (v,))``: forward-over-reverse."""
-    loss = lambda w: optax.sigmoid_binary_cross_entropy(x @ w + b, jnp.zeros(3)).mean()  # noqa: E731
+    loss = lambda w: optax.sigmoid_binary_cross_entropy(x @ w + b, jnp.zeros(3)).mean()
     return np.asarray(jax.jvp(jax.grad(loss), (w,), (v,))[1])
 
 
@@ -84,8 +92,9 @@ def custom_grad(x: np.ndarray) -> dict:
     """Value and gradient of ``log1pexp``, by ``jax.grad`` and by the ``custom_vjp``."""
     out = {}
     for name, fn in (("autograd", log1pexp), ("custom", _log1pexp)):
-        value, g = jax.value_and_grad(lambda x: fn(x).sum())(jnp.asarray(x))
-        out[name] = {"value": np.asarray(fn(jnp.asarray(x))), "grad": np.asarray(g)}
+        value = fn(jnp.asarray(x))
+        g = jax.grad(lambda x, fn=fn: fn(x).sum())(jnp.asarray(x))
+        out[name] = {"value": np.asarray(value), "grad": np.asarray(g)}
     return out
 
 
@@ -102,7 +111,7 @@ def checkpointed(ws: list, h: np.ndarray) -> dict:
     for mode in ("plain", "checkpoint"):
         segment = jax.checkpoint(_segment) if mode == "checkpoint" else _segment
 
-        def f(ws, h):
+        def f(ws, h, segment=segment):
             for i in range(0, len(ws), 2):
                 h = segment(h, ws[i], ws[i + 1])
             return h.sum()
@@ -120,6 +129,6 @@ def checkpointed(ws: list, h: np.ndarray) -> dict:
 
 def higher_order(x: float) -> dict:
     """``jax.grad(jax.grad(f))``: the gradient is a function, so differentiate it again."""
-    f = lambda x: x ** 3 * jnp.sin(x)  # noqa: E731
+    f = lambda x: x ** 3 * jnp.sin(x)
     x = jnp.float32(x)
     return {"first": float(jax.grad(f)(x)), "second": float(jax.grad(jax.grad(f))(x))}

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["control_flow", "tracing_counts", "static_argument", "donation", "ready"]
+__all__ = ["control_flow", "donation", "ready", "static_argument", "tracing_counts"]
 
 
 def _f(x):

@@ -12,12 +12,14 @@ import numpy as np
 
 from jax_impl.model import torch_linear_init
 
+__all__ = ["make_layers", "minibatch", "named_parameters", "walk_through"]
+
 
 def minibatch(seed: int = 0) -> np.ndarray:
     return np.asarray(jax.random.uniform(jax.random.PRNGKey(seed), (3, 28, 28)))
 
 
-class Stack(nn.Module):
+class _Stack(nn.Module):
     """The tutorial's ``Sequential(Flatten, Linear(784, 20), ReLU, Linear(20, 10))`` as a Flax module."""
 
     @nn.compact
@@ -30,14 +32,14 @@ class Stack(nn.Module):
 
 def make_layers(seed: int = 0) -> dict:
     """Parameters of both Dense layers, from an explicit key (``{"layer1": {"kernel", "bias"}, ...}``)."""
-    return Stack().init(jax.random.PRNGKey(seed), jnp.zeros((1, 28, 28)))["params"]
+    return _Stack().init(jax.random.PRNGKey(seed), jnp.zeros((1, 28, 28)))["params"]
 
 
 def walk_through(images: np.ndarray, layers: dict) -> dict:
     flat_image = images.reshape(images.shape[0], -1)  # (3, 784)
     hidden1 = nn.Dense(20).apply({"params": layers["layer1"]}, flat_image)  # (3, 20)
     relu = jax.nn.relu(hidden1)
-    logits = Stack().apply({"params": layers}, images)  # (3, 10)
+    logits = _Stack().apply({"params": layers}, images)  # (3, 10)
     pred_probab = jax.nn.softmax(logits, axis=1)
     return {"flat": np.asarray(flat_image), "hidden1": np.asarray(hidden1), "relu": np.asarray(relu),
             "logits": np.asarray(logits), "probabilities": np.asarray(pred_probab),

@@ -13,7 +13,7 @@ import optax
 from jax_impl import train
 from jax_impl.model import MLP
 
-__all__ = ["sgd_steps", "forgotten_zero_grad", "train_epoch", "evaluate"]
+__all__ = ["evaluate", "forgotten_zero_grad", "sgd_steps", "train_epoch"]
 
 train_epoch = train.train_epoch  # the tutorial's train loop, one compiled scan
 evaluate = train.evaluate  # the tutorial's test loop

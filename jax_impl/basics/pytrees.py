@@ -10,7 +10,7 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
-__all__ = ["parameter_order", "scale_all", "flatten_to_vector", "global_norm"]
+__all__ = ["flatten_to_vector", "global_norm", "parameter_order", "scale_all"]
 
 
 def parameter_order(params) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from jax_impl import train
 from jax_impl.model import MLP, torch_linear_init
 
-__all__ = ["MLP", "torch_linear_init", "loss_fn", "train_step"]
+__all__ = ["MLP", "loss_fn", "torch_linear_init", "train_step"]
 
 loss_fn = train.loss_fn
 train_step = train._train_step  # the pure step; jax_impl.train.train_step is jax.jit of it

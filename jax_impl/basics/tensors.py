@@ -9,6 +9,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+__all__ = [
+    "attributes",
+    "concatenate",
+    "from_data",
+    "from_numpy",
+    "from_shape",
+    "in_place_add",
+    "indexing",
+    "like",
+    "matmul_three_ways",
+    "multiply_three_ways",
+    "numpy_bridge",
+    "single_element",
+]
+
 DATA = [[1, 2], [3, 4]]
 
 
@@ -18,7 +33,8 @@ def from_data():
 
 
 def from_numpy():
-    """``jnp.asarray(np_array)``: a copy onto the device (int64 narrowed to int32)."""
+    """``jnp.asarray(np_array)`` (int64 narrowed to int32). Its ``copy=None`` default copies "only
+    when necessary": JAX does not promise a copy (see ``numpy_bridge``)."""
     return jnp.asarray(np.array(DATA))
 
 
@@ -67,11 +83,18 @@ def in_place_add(x) -> dict:
 
 
 def numpy_bridge() -> dict:
-    """``jnp.asarray`` copies and ``np.asarray(jax_array)`` is read-only: no shared mutation."""
+    """No shared mutation, by construction: ``np.array(t)`` is a writable host copy (``np.asarray(t)``
+    would be a read-only view), and the numpy array is mutated only after JAX's own copy exists.
+
+    ``jnp.asarray(n)`` promises no copy (``copy=None``: "only when necessary"; ``jax.device_put`` on
+    CPU may alias an aligned numpy buffer), and even a forced copy (``jnp.array(n, copy=True)``) is
+    made asynchronously: mutating ``n`` before the JAX array is ready is a race. So: ask for the copy
+    and wait for it (``block_until_ready``) before touching ``n`` again.
+    """
     t = jnp.ones(5)
     n = np.array(t)  # a writable host copy; np.asarray(t) would be read-only
     t = t + 1  # a new array; n is not affected
     n2 = np.ones(5, np.float32)
-    t2 = jnp.asarray(n2)
+    t2 = jnp.array(n2, copy=True).block_until_ready()  # a copy, and finished
     np.add(n2, 1, out=n2)  # t2 is not affected
     return {"numpy_after_tensor_add": n.copy(), "tensor_after_numpy_add": np.asarray(t2).copy()}

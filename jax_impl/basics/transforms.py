@@ -7,6 +7,8 @@ import numpy as np
 
 from common.data import to_float
 
+__all__ = ["one_hot", "to_tensor"]
+
 
 def to_tensor(image: np.ndarray):
     """uint8 (28, 28) -> float32 (1, 28, 28) in [0, 1]: ``x / 255`` in float32, as ToTensor computes it."""

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+__all__ = ["detach_grad", "frozen_bias", "jacobian_products", "single_layer", "tracking", "tutorial_inputs"]
+
 
 def tutorial_inputs(seed: int = 0) -> dict[str, np.ndarray]:
     """``x = ones(5)``, ``y = zeros(3)``, ``w = randn(5, 3)``, ``b = randn(3)`` (torch's generator)."""

@@ -6,11 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 from torchvision.io import read_image
 
 from common.data import CLASSES
 from common.image_folder import read_annotations
+
+__all__ = ["CustomImageDataset", "batch_iterator", "sample", "sample_grid", "shuffled_orders"]
 
 
 def sample(dataset, index: int) -> tuple[np.ndarray, str]:
@@ -69,3 +71,12 @@ def sample_grid(dataset, path: str | Path, seed: int = 0) -> list[int]:
     figure.savefig(path, dpi=80)
     plt.close(figure)
     return indices
+
+
+def batch_iterator(x: np.ndarray, y: np.ndarray, batch_size: int, generator: torch.Generator):
+    """Shuffled minibatches of one epoch from ``DataLoader(shuffle=True)`` over in-memory arrays;
+    the order comes from ``generator``'s state, which the call advances."""
+    loader = DataLoader(TensorDataset(torch.as_tensor(x), torch.as_tensor(y)), batch_size=batch_size,
+                        shuffle=True, generator=generator)
+    for xb, yb in loader:
+        yield xb.numpy(), yb.numpy()

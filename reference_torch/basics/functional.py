@@ -10,8 +10,16 @@ from torch.utils.checkpoint import checkpoint
 
 from reference_torch.model import NeuralNetwork
 
-__all__ = ["model_grad", "per_sample_grads", "jacobians", "hvp", "log1pexp", "custom_grad",
-           "checkpointed", "higher_order"]
+__all__ = [
+    "checkpointed",
+    "custom_grad",
+    "higher_order",
+    "hvp",
+    "jacobians",
+    "log1pexp",
+    "model_grad",
+    "per_sample_grads",
+]
 
 
 def _tensors(tree: dict) -> dict:
@@ -50,7 +58,7 @@ def jacobians(x, w, b) -> dict:
     """d sigmoid(x @ w + b) / dx by reverse mode (``jacrev``, one VJP per output) and forward mode
     (``jacfwd``, one JVP per input), and the Hessian of the summed BCE loss w.r.t. ``b``."""
     x, w, b = map(torch.as_tensor, (x, w, b))
-    loss = lambda b: F.binary_cross_entropy_with_logits(x @ w + b, torch.zeros(3))  # noqa: E731
+    loss = lambda b: F.binary_cross_entropy_with_logits(x @ w + b, torch.zeros(3))
     return {"jacrev": jacrev(_layer, argnums=2)(w, b, x).numpy(), "jacfwd": jacfwd(_layer, argnums=2)(w, b, x).numpy(),
             "hessian": hessian(loss)(b).numpy()}
 
@@ -59,7 +67,7 @@ def hvp(x, w, b, v) -> np.ndarray:
     """Hessian-vector product of the BCE loss w.r.t. ``w``: forward-over-reverse, ``jvp`` of
     ``grad``; never builds the (15, 15) Hessian."""
     x, w, b, v = map(torch.as_tensor, (x, w, b, v))
-    loss = lambda w: F.binary_cross_entropy_with_logits(x @ w + b, torch.zeros(3))  # noqa: E731
+    loss = lambda w: F.binary_cross_entropy_with_logits(x @ w + b, torch.zeros(3))
     return jvp(grad(loss), (w,), (v,))[1].numpy()
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["control_flow", "tracing_counts", "static_argument", "donation", "ready"]
+__all__ = ["control_flow", "donation", "ready", "static_argument", "tracing_counts"]
 
 
 def _f(x):

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
+__all__ = ["make_layers", "minibatch", "named_parameters", "walk_through"]
+
 
 def minibatch(seed: int = 0) -> np.ndarray:
     """``torch.rand(3, 28, 28)``: three random "images"."""
@@ -34,10 +36,11 @@ def walk_through(images: np.ndarray, layers: dict) -> dict:
     seq_modules = nn.Sequential(flatten, layers["layer1"], nn.ReLU(), layers["layer2"])
     logits = seq_modules(input_image)  # (3, 10)
     pred_probab = nn.Softmax(dim=1)(logits)
-    with torch.no_grad():
-        return {"flat": flat_image.numpy(), "hidden1": hidden1.numpy(), "relu": relu.numpy(),
-                "logits": logits.numpy(), "probabilities": pred_probab.numpy(),
-                "predicted": pred_probab.argmax(1).numpy()}
+    # hidden1, relu, logits and the probabilities require grad (the layers' weights do): detach()
+    # before .numpy(), which refuses tensors that are part of a graph.
+    return {"flat": flat_image.numpy(), "hidden1": hidden1.detach().numpy(), "relu": relu.detach().numpy(),
+            "logits": logits.detach().numpy(), "probabilities": pred_probab.detach().numpy(),
+            "predicted": pred_probab.argmax(1).numpy()}
 
 
 def named_parameters(model: nn.Module) -> list[tuple[str, tuple[int, ...]]]:

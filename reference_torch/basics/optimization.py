@@ -13,7 +13,7 @@ from torch import nn
 from reference_torch import train
 from reference_torch.model import NeuralNetwork
 
-__all__ = ["sgd_steps", "forgotten_zero_grad", "train_epoch", "evaluate"]
+__all__ = ["evaluate", "forgotten_zero_grad", "sgd_steps", "train_epoch"]
 
 train_epoch = train.train_epoch  # the tutorial's train loop
 evaluate = train.evaluate  # the tutorial's test loop

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["same_call_twice", "reseed_repeats", "independent_streams", "replay_step"]
+__all__ = ["independent_streams", "replay_step", "reseed_repeats", "same_call_twice"]
 
 
 def same_call_twice(seed: int = 0) -> dict:

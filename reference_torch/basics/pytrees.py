@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["parameter_order", "scale_all", "flatten_to_vector", "global_norm"]
+__all__ = ["flatten_to_vector", "global_norm", "parameter_order", "scale_all"]
 
 
 def parameter_order(model: nn.Module) -> list[str]:

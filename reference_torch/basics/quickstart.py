@@ -7,7 +7,7 @@ from torch import nn
 
 from reference_torch.model import NeuralNetwork
 
-__all__ = ["MLP", "torch_linear_init", "loss_fn", "train_step"]
+__all__ = ["MLP", "loss_fn", "torch_linear_init", "train_step"]
 
 MLP = NeuralNetwork  # the tutorial's class
 torch_linear_init = nn.Linear.reset_parameters  # what every nn.Linear draws at construction

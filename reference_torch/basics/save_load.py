@@ -15,6 +15,18 @@ from safetensors.torch import load_file, save_file
 from reference_torch import checkpoint
 from reference_torch.model import NeuralNetwork
 
+__all__ = [
+    "load_safetensors",
+    "load_untrusted",
+    "load_weights",
+    "load_whole_model",
+    "predict_all",
+    "save_safetensors",
+    "save_weights",
+    "save_whole_model",
+    "write_crafted_pickle",
+]
+
 METADATA = {"format": "pt", "layout": "torch: linear_relu_stack.<i>.weight is [out, in]"}
 
 save_weights = checkpoint.save  # torch.save(model.state_dict(), path), atomically
@@ -32,8 +44,12 @@ def load_whole_model(path: str | Path) -> torch.nn.Module:
 
 
 def load_untrusted(path: str | Path):
-    """``torch.load`` with its default ``weights_only=True``: refuses anything but tensors and containers."""
-    return torch.load(path)
+    """``torch.load(path, weights_only=True)``: refuses anything but tensors and plain containers.
+
+    ``weights_only=True`` is ``torch.load``'s default only from torch 2.6 (2.4 and 2.5, which this
+    project allows, default to ``False``), so it is passed explicitly.
+    """
+    return torch.load(path, weights_only=True)
 
 
 class _Payload:  # what an attacker would put in a "checkpoint"

@@ -4,6 +4,21 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+__all__ = [
+    "attributes",
+    "concatenate",
+    "from_data",
+    "from_numpy",
+    "from_shape",
+    "in_place_add",
+    "indexing",
+    "like",
+    "matmul_three_ways",
+    "multiply_three_ways",
+    "numpy_bridge",
+    "single_element",
+]
+
 DATA = [[1, 2], [3, 4]]
 
 

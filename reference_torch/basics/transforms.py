@@ -6,6 +6,8 @@ import torch
 from PIL import Image
 from torchvision.transforms import Lambda, ToTensor
 
+__all__ = ["one_hot", "to_tensor"]
+
 
 def to_tensor(image: np.ndarray):
     """``ToTensor()`` of a uint8 (28, 28) image: float32 (1, 28, 28) in [0, 1] (the PIL path the dataset takes)."""
