@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-__all__ = ["detach_grad", "frozen_bias", "jacobian_products", "single_layer", "tracking", "tutorial_inputs"]
+__all__ = ["detach_grad", "frozen_bias", "jacobian_products", "loss_and_logits", "single_layer", "tracking", "tutorial_inputs"]
 
 
 def tutorial_inputs(seed: int = 0) -> dict[str, np.ndarray]:
@@ -20,20 +20,22 @@ def tutorial_inputs(seed: int = 0) -> dict[str, np.ndarray]:
             "w": np.asarray(jax.random.normal(kw, (5, 3))), "b": np.asarray(jax.random.normal(kb, (3,)))}
 
 
-def _loss(w, b, x, y):
+def loss_and_logits(w, b, x, y):
+    """The function ``jax.grad`` differentiates: (loss, z). Gradients are taken w.r.t. the arguments
+    ``argnums`` names; ``has_aux=True`` says the second output ``z`` is carried along, not differentiated."""
     z = jnp.matmul(x, w) + b
     return optax.sigmoid_binary_cross_entropy(z, y).mean(), z  # binary_cross_entropy_with_logits
 
 
 def single_layer(x, y, w, b) -> dict[str, np.ndarray]:
     """``jax.value_and_grad`` w.r.t. ``(w, b)`` (argnums 0 and 1): the gradients are returned."""
-    (loss, z), (grad_w, grad_b) = jax.value_and_grad(_loss, argnums=(0, 1), has_aux=True)(w, b, x, y)
+    (loss, z), (grad_w, grad_b) = jax.value_and_grad(loss_and_logits, argnums=(0, 1), has_aux=True)(w, b, x, y)
     return {"z": np.asarray(z), "loss": np.asarray(loss), "grad_w": np.asarray(grad_w), "grad_b": np.asarray(grad_b)}
 
 
 def frozen_bias(x, y, w, b) -> dict[str, np.ndarray | None]:
     """Differentiate w.r.t. ``w`` only (``argnums=0``): no gradient of ``b`` is ever computed."""
-    grad_w = jax.grad(lambda w: _loss(w, b, x, y)[0])(w)
+    grad_w = jax.grad(lambda w: loss_and_logits(w, b, x, y)[0])(w)
     return {"grad_w": np.asarray(grad_w), "grad_b": None}
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["detach_grad", "frozen_bias", "jacobian_products", "single_layer", "tracking", "tutorial_inputs"]
+__all__ = ["detach_grad", "frozen_bias", "jacobian_products", "loss_and_logits", "single_layer", "tracking", "tutorial_inputs"]
 
 
 def tutorial_inputs(seed: int = 0) -> dict[str, np.ndarray]:
@@ -18,14 +18,19 @@ def tutorial_inputs(seed: int = 0) -> dict[str, np.ndarray]:
             "w": torch.randn(5, 3).numpy(), "b": torch.randn(3).numpy()}
 
 
+def loss_and_logits(w, b, x, y):
+    """(loss, z): ``z = x @ w + b``, ``loss = binary_cross_entropy_with_logits(z, y)``; autograd
+    records every operation on tensors that require grad as it runs."""
+    z = torch.matmul(x, w) + b
+    return F.binary_cross_entropy_with_logits(z, y), z
+
+
 def single_layer(x, y, w, b) -> dict[str, np.ndarray]:
-    """``z = x @ w + b``, ``loss = binary_cross_entropy_with_logits(z, y)``, then ``loss.backward()``
-    fills ``w.grad`` and ``b.grad``: the gradients live on the leaves."""
+    """``loss.backward()`` fills ``w.grad`` and ``b.grad``: the gradients live on the leaves."""
     x, y = torch.as_tensor(x), torch.as_tensor(y)
     w = torch.tensor(w, requires_grad=True)
     b = torch.tensor(b, requires_grad=True)
-    z = torch.matmul(x, w) + b
-    loss = F.binary_cross_entropy_with_logits(z, y)
+    loss, z = loss_and_logits(w, b, x, y)
     loss.backward()
     return {"z": z.detach().numpy(), "loss": loss.detach().numpy(), "grad_w": w.grad.numpy(), "grad_b": b.grad.numpy()}
 

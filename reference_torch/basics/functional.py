@@ -115,7 +115,7 @@ def checkpointed(ws: list, h: np.ndarray) -> dict:
         weights = [torch.tensor(w, requires_grad=True) for w in ws]
         saved = []
 
-        def pack(t):
+        def pack(t, saved=saved):
             saved.append(t.numel() * t.element_size())
             return t
 
