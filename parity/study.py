@@ -282,13 +282,13 @@ def _optimization(data_dir):
     return [
         ("`sgd_steps` (momentum 0.9, 20 real batches): first and last loss", (ts_["losses"][0], ts_["losses"][-1]),
          (js_["losses"][0], js_["losses"][-1])),
-        ("the same: every step's loss", "torch", agree(js_["losses"], ts_["losses"], 1e-5, 1e-6)),
-        ("parameters after 20 steps", "torch", agree(dict(flax_to_torch_numpy(js_["params"])), ts_["params"], 1e-4, 1e-6)),
-        ("momentum buffers (torch `momentum_buffer`, optax `trace`)", "torch",
+        ("the same: every step's loss", "(reference)", agree(js_["losses"], ts_["losses"], 1e-5, 1e-6)),
+        ("parameters after 20 steps", "(reference)", agree(dict(flax_to_torch_numpy(js_["params"])), ts_["params"], 1e-4, 1e-6)),
+        ("momentum buffers (torch `momentum_buffer`, optax `trace`)", "(reference)",
          agree(dict(flax_to_torch_numpy(js_["momentum"])), ts_["momentum"], 1e-4, 1e-6)),
         ("`forgotten_zero_grad`: last bias grad after batch 2, [:3]", tz["after_second"][:3], jz["after_second"][:3]),
         ("torch's minus its batch-1 grad = JAX's batch-2 grad", agree(tz["after_second"] - tz["after_first"],
-                                                                      jz["after_second"], 1e-4, 1e-6), "JAX"),
+                                                                      jz["after_second"], 1e-4, 1e-6), "(reference)"),
     ]
 
 
@@ -312,7 +312,7 @@ def _functional(data_dir):
     ws, h = checkpoint_inputs()
     tk, jk = t.checkpointed(ws, h), j.checkpointed(ws, h)
     return [
-        ("`model_grad` (8 real images) vs `loss.backward()` on the same batch", "torch",
+        ("`model_grad` (8 real images) vs `loss.backward()` on the same batch", "(reference)",
          agree(as_torch(j.model_grad(torch_to_flax(sd), x, y)), t.model_grad(sd, x, y), 1e-4, 1e-7)),
         ("`per_sample_grads` vs a float64 loop of 8 `backward()`s", agree(tp, ref, 1e-4, 1e-7), agree(jp, ref, 1e-4, 1e-7)),
         ("`jacobians`: jacrev row 0", tj["jacrev"][0], jj["jacrev"][0]),
@@ -326,7 +326,8 @@ def _functional(data_dir):
         ("`custom_grad([0, 10, 100])`: the custom gradient", tc["custom"]["grad"], jc["custom"]["grad"]),
         ("`checkpointed`: gradients, plain vs checkpointed", agree(tk["checkpoint"]["grads"], tk["plain"]["grads"], 0, 0),
          agree(jk["checkpoint"]["grads"], jk["plain"]["grads"], 0, 0)),
-        ("`checkpointed`: gradients, torch vs JAX", "torch", agree(jk["plain"]["grads"], tk["plain"]["grads"], 1e-4, 1e-5)),
+        # gradients up to ~34, each a sum over 1,024 rows: float32 rounding is ~1e-6 of that scale
+        ("`checkpointed`: gradients, torch vs JAX", "(reference)", agree(jk["plain"]["grads"], tk["plain"]["grads"], 1e-5, 1e-4)),
         ("tensors saved for backward, plain (count, bytes)", (tk["plain"]["saved"], tk["plain"]["saved_bytes"]),
          (jk["plain"]["saved"], jk["plain"]["saved_bytes"])),
         ("tensors saved for backward, checkpointed (count, bytes)", (tk["checkpoint"]["saved"], tk["checkpoint"]["saved_bytes"]),
@@ -428,7 +429,7 @@ def _quickstart(data_dir):
     return [
         ("one `train_step` from the same weights on a real batch: loss", t_loss, float(metrics["loss"]),
          float(n_metrics["loss"])),
-        ("parameters after the step, vs torch", "torch", agree(linen, t_params, 1e-6, 1.5e-8),
+        ("parameters after the step, vs torch", "(reference)", agree(linen, t_params, 1e-6, 1.5e-8),
          agree(nnx_params, t_params, 1e-6, 1.5e-8)),
         ("parameter count", sum(p.numel() for p in model.parameters()), int(sum(v.size for v in linen.values())),
          int(sum(v.size for v in nnx_params.values()))),
@@ -506,7 +507,8 @@ CHAPTERS = [
         "explicitly.",
         "**The safetensors row uses trained weights**: `trained_torch_model` in `parity/study.py` runs 300 SGD steps "
         "(lr 1e-3, batch 64) from the seed-0 init on the first 19,200 training images, deterministically; the JAX row "
-        "uses freshly initialised JAX weights.",
+        "uses freshly initialised JAX weights. (24% test accuracy after 300 steps at the tutorial's lr: trained, "
+        "non-random weights, not yet a good model.)",
         "**Model = code, params = data.** JAX has no whole-model object to save: `flax.serialization` writes the params "
         "pytree as msgpack, and the model is rebuilt from code.",
         "**safetensors is the shared format**: tensors and names only, no code. Written in torch's names and layout, "

@@ -234,3 +234,46 @@ def test_msgpack_and_state_dict_round_trips(tmp_path):
     ts.save_weights(model, tmp_path / "m.pth")
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), ts.load_weights(tmp_path / "m.pth").state_dict().values()))
     assert CLASSES[9] == "Ankle boot"
+
+
+def test_jax_copy_from_numpy_is_independent_once_ready():
+    """What JAX documents: ``jnp.array(n, copy=True)`` copies (``jnp.asarray``'s ``copy=None`` promises
+    nothing); the copy is asynchronous, so the test waits for it before mutating ``n``."""
+    import jax.numpy as jnp
+
+    n = np.ones(1 << 16, np.float32)
+    j = jnp.array(n, copy=True).block_until_ready()
+    assert j.unsafe_buffer_pointer() != n.ctypes.data
+    n[:] = 7
+    np.testing.assert_array_equal(np.asarray(j), 1.0)
+    assert "only copy when necessary" in " ".join(jnp.asarray.__doc__.split())  # the contract the guide quotes
+
+
+def test_jax_whole_model_and_untrusted_file(tmp_path):
+    import jax
+
+    from jax_impl.model import init_params
+
+    params = init_params(jax.random.PRNGKey(0), (32,))
+    js.save_whole_model(params, tmp_path / "whole.msgpack")
+    model, back = js.load_whole_model(tmp_path / "whole.msgpack")
+    assert model.hidden == (32,)
+    x = np.random.default_rng(0).random((4, 784), dtype=np.float32)
+    np.testing.assert_array_equal(np.asarray(model.apply({"params": back}, x)), np.asarray(model.apply({"params": params}, x)))
+    path, marker = tmp_path / "evil.pth", tmp_path / "pwned"
+    js.write_crafted_pickle(path, marker)
+    with pytest.raises(Exception) as info:
+        js.load_untrusted(path)
+    assert not isinstance(info.value, AssertionError)
+    assert not marker.exists()  # msgpack never runs code
+    ts.write_crafted_pickle(path, marker)  # torch's crafted file too
+    with pytest.raises(Exception):
+        js.load_untrusted(path)
+    assert not marker.exists()
+
+
+def test_walk_through_needs_no_no_grad():
+    """torch's walk_through detaches before .numpy(): no RuntimeError outside torch.no_grad()."""
+    assert torch.is_grad_enabled()
+    out = tl.walk_through(tl.minibatch(0), tl.make_layers(0))
+    assert out["logits"].shape == (3, 10)
