@@ -30,11 +30,12 @@ class Chapter:
     differences: list[str] = field(default_factory=list)
     extra: str = ""  # markdown after the numbers (e.g. a figure)
     more_sides: list[tuple[str, str]] = field(default_factory=list)  # (label, module) after torch and JAX
+    jax_label: str = "JAX"  # the column title of jax_impl.basics.<module>
 
     @property
     def sides(self) -> list[tuple[str, str]]:
         """(label, importable module) of every column: torch, JAX, then ``more_sides``."""
-        return [("PyTorch", f"reference_torch.basics.{self.module}"), ("JAX", f"jax_impl.basics.{self.module}"),
+        return [("PyTorch", f"reference_torch.basics.{self.module}"), (self.jax_label, f"jax_impl.basics.{self.module}"),
                 *self.more_sides]
 
 
@@ -610,7 +611,7 @@ CHAPTERS = [
         "and the bias from U(-1/sqrt(fan_in), 1/sqrt(fan_in)); the kaiming bound is sqrt(6 / (6 fan_in)) = "
         "1/sqrt(fan_in), so both are that uniform. `torch_linear_init` gives Flax (Linen and NNX) the same "
         "distribution, replacing Flax's default lecun-normal kernel and zero bias.",
-    ], more_sides=[("Flax NNX", "jax_impl.nnx_model")]),
+    ], jax_label="Flax Linen", more_sides=[("Flax NNX", "jax_impl.nnx_model")]),
 ]
 
 

@@ -202,3 +202,41 @@ def test_pytrees_order_and_norms():
     scaled = jt.scale_all(params, 0.5)
     assert jax.tree_util.tree_structure(scaled) == jax.tree_util.tree_structure(params)
     assert_trees_close(dict(flax_to_torch_numpy(scaled)), tt.scale_all(model, 0.5), rtol=0, atol=0, what="scale_all")
+
+
+def test_torch_linear_init_is_what_nn_linear_draws():
+    from torch import nn
+
+    from reference_torch.basics import quickstart
+
+    torch.manual_seed(0)
+    fresh = nn.Linear(784, 512)
+    torch.manual_seed(0)
+    layer = nn.Linear(784, 512)
+    with torch.no_grad():
+        layer.weight.zero_()
+        layer.bias.zero_()
+    torch.manual_seed(0)
+    quickstart.torch_linear_init(layer)
+    assert torch.equal(layer.weight, fresh.weight) and torch.equal(layer.bias, fresh.bias)
+
+
+def test_quickstart_step_three_ways(init_sd, data_dir):
+    """One train_step of torch, Flax Linen and Flax NNX from the same weights on one real batch."""
+    from flax import nnx
+
+    from jax_impl import nnx_model, train as jtrain
+    from reference_torch.basics import quickstart
+
+    x, y = real_batch(data_dir, 64)
+    model = H.torch_model(init_sd)
+    t_loss = quickstart.train_step(model, torch.optim.SGD(model.parameters(), lr=1e-3),
+                                   (torch.as_tensor(x), torch.as_tensor(y).long()))["loss"]
+    state, metrics = jtrain.train_step(jtrain.create_train_state(torch_to_flax(init_sd)), (x, y))
+    net = nnx_model.load_params(nnx_model.MLP(rngs=nnx.Rngs(0)), torch_to_flax(init_sd))
+    n_metrics = nnx_model.train_step(net, nnx_model.create_optimizer(net), (x, y))
+    for loss in (metrics["loss"], n_metrics["loss"]):
+        np.testing.assert_allclose(float(loss), float(t_loss), rtol=1e-6)
+    expected = H.state_dict_numpy(model)
+    for what, params in (("Linen", state.params), ("NNX", nnx_model.params_of(net))):
+        assert_trees_close(H.params_as_torch_numpy(params), expected, rtol=1e-6, atol=1.5e-8, what=what)

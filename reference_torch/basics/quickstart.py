@@ -2,6 +2,8 @@
 (``jax_impl/basics/quickstart.py``) and Flax NNX (``jax_impl/nnx_model.py``)."""
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -10,7 +12,16 @@ from reference_torch.model import NeuralNetwork
 __all__ = ["MLP", "loss_fn", "torch_linear_init", "train_step"]
 
 MLP = NeuralNetwork  # the tutorial's class
-torch_linear_init = nn.Linear.reset_parameters  # what every nn.Linear draws at construction
+
+
+def torch_linear_init(linear: nn.Linear) -> None:
+    """What ``nn.Linear.reset_parameters`` draws at construction, spelled out: the weight by
+    ``kaiming_uniform_(a=sqrt(5))``, whose bound sqrt(6 / ((1 + 5) * fan_in)) is 1/sqrt(fan_in), and
+    the bias from U(-1/sqrt(fan_in), 1/sqrt(fan_in)). (``parity/test_chapters.py`` checks it redraws
+    a fresh layer's numbers exactly.)"""
+    nn.init.kaiming_uniform_(linear.weight, a=math.sqrt(5))
+    bound = 1 / math.sqrt(linear.in_features)
+    nn.init.uniform_(linear.bias, -bound, bound)
 
 
 def loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
