@@ -9,7 +9,7 @@ as a dict *is* a Linen params tree. ``parity/test_nnx.py`` proves it trains as t
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -45,10 +45,11 @@ class MLP(nnx.Module):
 def load_params(model: MLP, params) -> MLP:
     """Put a Linen-layout params tree (``{"linear_relu_stack_0": {"kernel", "bias"}, ...}``) into
     ``model``, checked leaf by leaf for name and shape; returns ``model``."""
+    layers = {layer_name(2 * i): getattr(model, layer_name(2 * i)) for i in range(len(model.hidden) + 1)}
     for name, layer in params.items():
-        linear = getattr(model, name, None)
-        if not isinstance(linear, nnx.Linear):
+        if name not in layers:
             raise ValueError(f"{name}: no such layer in MLP{model.hidden}")
+        linear = layers[name]
         for part in ("kernel", "bias"):
             value = jnp.asarray(layer[part], jnp.float32)
             param = getattr(linear, part)

@@ -180,9 +180,6 @@ def _save_load(data_dir):
     from jax_impl.model import init_params
     from parity.weights import torch_to_flax
     from reference_torch.basics import save_load as t
-    from reference_torch.model import NeuralNetwork
-
-    import torch
 
     model, test = trained_torch_model(data_dir)
     with tempfile.TemporaryDirectory() as tmp:
@@ -215,10 +212,9 @@ def _save_load(data_dir):
 def trained_torch_model(data_dir: str, steps: int = 300):
     """(torch model trained ``steps`` SGD steps from the seed-0 init on the first training images in
     file order, the first 1,000 test images): trained weights, deterministic, in about a second."""
-    from parity import harness as H
-
     from common.data import to_float
     from jax_impl.data import load_fashion_mnist
+    from parity import harness as H
 
     images, labels = load_fashion_mnist(data_dir, train=True)
     train = H.Split(to_float(images[:steps * 64]).reshape(-1, 784), labels[:steps * 64])
@@ -297,7 +293,8 @@ def _functional(data_dir):
     from jax_impl.basics import functional as j
     from parity import harness as H
     from parity.weights import flax_to_torch_numpy, torch_to_flax
-    from reference_torch.basics import autograd, functional as t
+    from reference_torch.basics import autograd
+    from reference_torch.basics import functional as t
 
     sd = H.init_state_dict(0)
     x, y = real_batch(data_dir, 8)
@@ -410,7 +407,8 @@ def _quickstart(data_dir):
     import torch
     from flax import nnx
 
-    from jax_impl import nnx_model, train as jtrain
+    from jax_impl import nnx_model
+    from jax_impl import train as jtrain
     from parity import harness as H
     from parity.weights import flax_to_torch_numpy, torch_to_flax
     from reference_torch.basics import quickstart as t

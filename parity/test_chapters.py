@@ -17,14 +17,28 @@ import torch
 
 import jax_impl.basics
 import reference_torch.basics
-from jax_impl.basics import functional as jf, jit as jj, optimization as jo, prng as jp, pytrees as jt
+from jax_impl.basics import functional as jf
+from jax_impl.basics import jit as jj
+from jax_impl.basics import optimization as jo
+from jax_impl.basics import prng as jp
+from jax_impl.basics import pytrees as jt
 from parity import harness as H
 from parity.compare import assert_trees_close
-from parity.study import (CHAPTERS, checkpoint_inputs, per_sample_as_torch, per_sample_grads_float64, real_batch,
-                          _explicit_hvp)
+from parity.study import (
+    CHAPTERS,
+    _explicit_hvp,
+    checkpoint_inputs,
+    per_sample_as_torch,
+    per_sample_grads_float64,
+    real_batch,
+)
 from parity.weights import flax_to_torch_numpy, torch_to_flax
-from reference_torch.basics import (autograd, functional as tf, jit as tj, optimization as to, prng as tp,
-                                    pytrees as tt)
+from reference_torch.basics import autograd
+from reference_torch.basics import functional as tf
+from reference_torch.basics import jit as tj
+from reference_torch.basics import optimization as to
+from reference_torch.basics import prng as tp
+from reference_torch.basics import pytrees as tt
 
 CHAPTER_MODULES = sorted(m.name for m in pkgutil.iter_modules(reference_torch.basics.__path__))
 
@@ -225,7 +239,8 @@ def test_quickstart_step_three_ways(init_sd, data_dir):
     """One train_step of torch, Flax Linen and Flax NNX from the same weights on one real batch."""
     from flax import nnx
 
-    from jax_impl import nnx_model, train as jtrain
+    from jax_impl import nnx_model
+    from jax_impl import train as jtrain
     from reference_torch.basics import quickstart
 
     x, y = real_batch(data_dir, 64)

@@ -2,7 +2,6 @@
 ``torch.Generator`` objects, both *stateful*; ``jax_impl/basics/prng.py`` does the same with keys."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 __all__ = ["independent_streams", "replay_step", "reseed_repeats", "same_call_twice"]
