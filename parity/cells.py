@@ -1,0 +1,71 @@
+"""What the study notebooks (``docs/notebooks/<chapter>.ipynb``) run besides the chapter's own code.
+
+``%load_ext parity.cells`` adds the cell magic ``%%run_in <module>``: the cell's code runs inside that
+module (``reference_torch.basics.tensors``, say), as if written in its file. The torch and JAX twins
+share their names (``from_data`` on both sides), so each side's definitions must live in their own
+namespace; and because the chapter's numbers are computed by calling those modules, a cell edited
+and rerun changes the numbers printed at the end of the notebook.
+
+``print_numbers`` prints a chapter's numbers as plain text, in the form ``parse_numbers`` reads back
+(``parity/test_render.py`` compares them with the guide's).
+"""
+from __future__ import annotations
+import __future__
+
+import importlib
+
+from parity.study import CHAPTERS, fmt
+
+SIDES = ("PyTorch", "JAX")
+
+
+def run_in(line: str, cell: str) -> None:
+    """Cell magic body: execute ``cell`` in the namespace of the module named on the magic's line."""
+    module = importlib.import_module(line.strip())
+    flags = 0
+    # the basics modules start with `from __future__ import annotations`: compile the cell the same way,
+    # so an annotation naming a class defined later in the file means what it means there
+    if module.__dict__.get("annotations") is __future__.annotations:
+        flags |= __future__.annotations.compiler_flag
+    exec(compile(cell, f"<{module.__name__} cell>", "exec", flags, dont_inherit=True),  # noqa: S102 (running the cell is the point)
+         module.__dict__)
+
+
+def load_ipython_extension(ipython) -> None:
+    """``%load_ext parity.cells``: register ``%%run_in``."""
+    ipython.register_magic_function(run_in, magic_kind="cell", magic_name="run_in")
+
+
+def plain(value) -> str:
+    """``study.fmt``'s text of a value without its markdown (backticks, ``<br>``)."""
+    return fmt(value).replace("<br>", "; ").replace("`", "")
+
+
+def number_lines(rows: list[tuple[str, object, object]]) -> list[str]:
+    """Three lines per number: what, then the torch value, then the JAX value."""
+    lines = []
+    for what, t, j in rows:
+        lines += [what.replace("`", "")] + [f"  {side + ':':8} {plain(v)}" for side, v in zip(SIDES, (t, j))]
+    return lines
+
+
+def parse_numbers(text: str) -> list[tuple[str, str, str]]:
+    """The (what, torch text, JAX text) rows in ``print_numbers``'s output; raises ValueError on any other line."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if len(lines) % 3:
+        raise ValueError(f"{len(lines)} lines: not (what, torch, JAX) triples:\n{text}")
+    rows = []
+    for what, t, j in zip(lines[::3], lines[1::3], lines[2::3]):
+        for line, side in ((t, SIDES[0]), (j, SIDES[1])):
+            if not line.startswith(f"  {side}: "[:len(side) + 3]):
+                raise ValueError(f"expected '  {side}: ...' after {what!r}, got {line!r}")
+        rows.append((what, t.split(":", 1)[1].strip(), j.split(":", 1)[1].strip()))
+    return rows
+
+
+def print_numbers(module: str, data_dir: str) -> None:
+    """Compute and print the numbers of the chapter whose basics module is ``module``."""
+    chapter = next((c for c in CHAPTERS if c.module == module), None)
+    if chapter is None:
+        raise ValueError(f"no chapter for basics module {module!r} in parity.study.CHAPTERS")
+    print("\n".join(number_lines(chapter.numbers(data_dir))))
