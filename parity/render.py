@@ -54,9 +54,14 @@ def inline(text: str, images: Path) -> str:
     """One line of the guide's markdown (code spans, bold, links, images, ``<br>``) as HTML."""
     parts = []
     for piece in text.split("<br>"):
-        spans = re.split(r"(`[^`]*`)", piece)
-        parts.append("".join(f"<code>{html.escape(s[1:-1])}</code>" if s.startswith("`") and s.endswith("`") and len(s) > 1
-                             else _prose(s, images) for s in spans))
+        codes: list[str] = []  # code spans set aside first: no markup inside them, and **`x` vs y** still bolds
+
+        def keep(m: re.Match) -> str:
+            codes.append(f"<code>{html.escape(m.group(1))}</code>")
+            return f"\0{len(codes) - 1}\0"
+
+        prose = _prose(re.sub(r"`([^`]*)`", keep, piece), images)
+        parts.append(re.sub(r"\0(\d+)\0", lambda m: codes[int(m.group(1))], prose))
     return "<br>".join(parts)
 
 
