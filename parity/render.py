@@ -14,8 +14,11 @@ notebook.
 """
 from __future__ import annotations
 
+import ast
 import base64
 import html
+import importlib
+import inspect
 import json
 import os
 import re
@@ -52,17 +55,18 @@ def _prose(text: str, images: Path) -> str:
 
 def inline(text: str, images: Path) -> str:
     """One line of the guide's markdown (code spans, bold, links, images, ``<br>``) as HTML."""
-    parts = []
-    for piece in text.split("<br>"):
-        codes: list[str] = []  # code spans set aside first: no markup inside them, and **`x` vs y** still bolds
+    return "<br>".join(_inline_piece(piece, images) for piece in text.split("<br>"))
 
-        def keep(m: re.Match) -> str:
-            codes.append(f"<code>{html.escape(m.group(1))}</code>")
-            return f"\0{len(codes) - 1}\0"
 
-        prose = _prose(re.sub(r"`([^`]*)`", keep, piece), images)
-        parts.append(re.sub(r"\0(\d+)\0", lambda m: codes[int(m.group(1))], prose))
-    return "<br>".join(parts)
+def _inline_piece(text: str, images: Path) -> str:
+    codes: list[str] = []  # code spans set aside first: no markup inside them, and **`x` vs y** still bolds
+
+    def keep(m: re.Match) -> str:
+        codes.append(f"<code>{html.escape(m.group(1))}</code>")
+        return f"\0{len(codes) - 1}\0"
+
+    prose = _prose(re.sub(r"`([^`]*)`", keep, text), images)
+    return re.sub(r"\0(\d+)\0", lambda m: codes[int(m.group(1))], prose)
 
 
 def blocks(text: str, images: Path) -> str:
@@ -111,6 +115,7 @@ main { max-width: 1760px; margin: 0 auto; padding: 0 18px 48px; }
 h1 { font-size: 1.6em; margin: 18px 0 6px; }
 h2 { font-size: 1.35em; margin: 36px 0 0; padding-top: 10px; border-top: 2px solid #d0d7de; }
 h3 { font-size: 1.02em; margin: 0; }
+section > h3 { margin: 22px 0 4px; }
 nav a { margin-right: 0.9em; }
 code { font: 0.9em/1.4 ui-monospace, SFMono-Regular, Menlo, Consolas, "DejaVu Sans Mono", monospace;
        background: #eff1f3; padding: 0 3px; border-radius: 3px; }
@@ -225,10 +230,12 @@ def render_notebooks(built: list[Built]) -> dict:
         cells.append(new_code_cell("%load_ext parity.cells\nfrom parity.cells import print_numbers\n"
                                    "from parity.study import REPO\n\n"
                                    'DATA_DIR = str(REPO / "data")  # FashionMNIST, where `make data` puts it'))
+        cells.append(new_markdown_cell("### The modules' imports and constants\n\nWhat the functions below use."))
+        cells += [new_code_cell(f"%%run_in {module}\n{_preamble(module)}") for module in (b.torch_module, b.jax_module)]
         for name, tsrc, jsrc in b.pairs:
             cells.append(new_markdown_cell(f"### `{name}`"))
             for (_, label), module, src in zip(SIDES, (b.torch_module, b.jax_module), (tsrc, jsrc)):
-                cells.append(new_code_cell(f"%%run_in {module}\n{src}") if src
+                cells.append(new_code_cell(_in_module(module, name, src)) if src
                              else new_markdown_cell(f"**{label}**: {NO_COUNTERPART}"))
         cells.append(new_markdown_cell("## The numbers both produce"))
         cells.append(new_code_cell(f'print_numbers("{chapter.module}", DATA_DIR)'))
@@ -242,6 +249,33 @@ def render_notebooks(built: list[Built]) -> dict:
         nbformat.validate(nb)
         books[f"{chapter.module}.ipynb"] = nb
     return books
+
+
+def _preamble(module: str) -> str:
+    """The module's top-level code other than its docstring, functions and classes: imports, constants, aliases."""
+    source = inspect.getsource(importlib.import_module(module))
+    lines = source.splitlines()
+    out: list[str] = []
+    end = 0
+    for i, node in enumerate(ast.parse(source).body):
+        docstring = i == 0 and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+        future = isinstance(node, ast.ImportFrom) and node.module == "__future__"  # %%run_in compiles cells the same way
+        main = isinstance(node, ast.If) and "__name__" in ast.unparse(node.test)
+        if docstring or future or main or isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            continue
+        start = node.lineno - 1 - (len(node.decorator_list) if hasattr(node, "decorator_list") else 0)
+        if out and start > end:
+            out.append("")  # keep the file's grouping (imports, then constants)
+        out += lines[start:node.end_lineno]
+        end = node.end_lineno
+    return "\n".join(out)
+
+
+def _in_module(module: str, name: str, source: str) -> str:
+    """The cell for ``name``: run in the module that defines it (an alias such as ``save_weights = checkpoint.save``
+    runs in ``checkpoint``, with the globals its code was written against)."""
+    home = getattr(getattr(importlib.import_module(module), name), "__module__", None) or module
+    return f"%%run_in {module if source.startswith('from ') else home}\n{source}"
 
 
 def cell_sources(nb) -> list[tuple[str, str]]:

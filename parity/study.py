@@ -241,10 +241,13 @@ def _source(module, name: str) -> str | None:
     if obj is None:
         return None
     try:
-        return inspect.getsource(obj).rstrip()
+        source = inspect.getsource(obj).rstrip()
     except TypeError:  # an alias of a function defined elsewhere: show where, as code a notebook cell can run
         doc = (obj.__doc__ or "").strip().splitlines()[0] if obj.__doc__ else ""
         return f"from {obj.__module__} import {obj.__qualname__} as {name}  # {doc}".rstrip(" #")
+    if getattr(obj, "__module__", module.__name__) != module.__name__:  # an alias: say whose code this is
+        source = f"# {name} = {obj.__module__}.{obj.__qualname__}\n{source}"
+    return source
 
 
 @dataclass
