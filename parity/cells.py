@@ -16,8 +16,6 @@ import importlib
 
 from parity.study import CHAPTERS, fmt
 
-SIDES = ("PyTorch", "JAX")
-
 
 def run_in(line: str, cell: str) -> None:
     """Cell magic body: execute ``cell`` in the namespace of the module named on the magic's line."""
@@ -41,26 +39,31 @@ def plain(value) -> str:
     return fmt(value).replace("<br>", "; ").replace("`", "")
 
 
-def number_lines(rows: list[tuple[str, object, object]]) -> list[str]:
-    """Three lines per number: what, then the torch value, then the JAX value."""
+def number_lines(rows: list[tuple], labels: list[str]) -> list[str]:
+    """Per number: what, then one indented ``label: value`` line per side."""
+    width = max(len(label) for label in labels) + 1
     lines = []
-    for what, t, j in rows:
-        lines += [what.replace("`", "")] + [f"  {side + ':':8} {plain(v)}" for side, v in zip(SIDES, (t, j))]
+    for what, *values in rows:
+        lines += [what.replace("`", "")] + [f"  {label + ':':{width}} {plain(v)}" for label, v in zip(labels, values)]
     return lines
 
 
-def parse_numbers(text: str) -> list[tuple[str, str, str]]:
-    """The (what, torch text, JAX text) rows in ``print_numbers``'s output; raises ValueError on any other line."""
-    lines = [line for line in text.splitlines() if line.strip()]
-    if len(lines) % 3:
-        raise ValueError(f"{len(lines)} lines: not (what, torch, JAX) triples:\n{text}")
-    rows = []
-    for what, t, j in zip(lines[::3], lines[1::3], lines[2::3]):
-        for line, side in ((t, SIDES[0]), (j, SIDES[1])):
-            if not line.startswith(f"  {side}: "[:len(side) + 3]):
-                raise ValueError(f"expected '  {side}: ...' after {what!r}, got {line!r}")
-        rows.append((what, t.split(":", 1)[1].strip(), j.split(":", 1)[1].strip()))
-    return rows
+def parse_numbers(text: str) -> list[tuple[str, tuple[tuple[str, str], ...]]]:
+    """The rows of ``print_numbers``'s output: (what, ((label, value text), ...)); ValueError on anything else."""
+    rows: list[tuple[str, list]] = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        if not line.startswith("  "):
+            rows.append((line, []))
+            continue
+        label, sep, value = line.strip().partition(":")
+        if not rows or not sep:
+            raise ValueError(f"expected '  <side>: <value>' under a heading line, got {line!r}")
+        rows[-1][1].append((label, value.strip()))
+    if not rows or any(len(values) < 2 for _, values in rows):
+        raise ValueError(f"not (what, a value per side) rows:\n{text}")
+    return [(what, tuple(values)) for what, values in rows]
 
 
 def print_numbers(module: str, data_dir: str) -> None:
@@ -68,4 +71,4 @@ def print_numbers(module: str, data_dir: str) -> None:
     chapter = next((c for c in CHAPTERS if c.module == module), None)
     if chapter is None:
         raise ValueError(f"no chapter for basics module {module!r} in parity.study.CHAPTERS")
-    print("\n".join(number_lines(chapter.numbers(data_dir))))
+    print("\n".join(number_lines(chapter.numbers(data_dir), [label for label, _ in chapter.sides])))

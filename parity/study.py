@@ -30,9 +30,16 @@ class Chapter:
     title: str
     module: str  # the module name under reference_torch/basics and jax_impl/basics
     functions: list[str]
-    numbers: Callable[[str], list[tuple[str, object, object]]]  # data_dir -> (what, torch, jax)
+    numbers: Callable[[str], list[tuple]]  # data_dir -> rows (what, value per side, in ``sides`` order)
     differences: list[str] = field(default_factory=list)
     extra: str = ""  # markdown after the numbers (e.g. a figure)
+    more_sides: list[tuple[str, str]] = field(default_factory=list)  # (label, module) after torch and JAX
+
+    @property
+    def sides(self) -> list[tuple[str, str]]:
+        """(label, importable module) of every column: torch, JAX, then ``more_sides``."""
+        return [("PyTorch", f"reference_torch.basics.{self.module}"), ("JAX", f"jax_impl.basics.{self.module}"),
+                *self.more_sides]
 
 
 def fmt(value) -> str:
@@ -237,32 +244,33 @@ CHAPTERS = [
 
 
 def _source(module, name: str) -> str | None:
+    """The source of ``module.name``; an alias of something defined elsewhere (or under another
+    name) is headed by a comment saying what it is, so the heading always matches the code."""
     obj = getattr(module, name, None)
     if obj is None:
         return None
+    target = inspect.unwrap(obj)
+    where = f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', name)}"
+    alias = getattr(target, "__name__", name) != name or getattr(target, "__module__", module.__name__) != module.__name__
     try:
-        source = inspect.getsource(obj).rstrip()
-    except TypeError:  # an alias of a function defined elsewhere: show where, as code a notebook cell can run
-        doc = (obj.__doc__ or "").strip().splitlines()[0] if obj.__doc__ else ""
-        return f"from {obj.__module__} import {obj.__qualname__} as {name}  # {doc}".rstrip(" #")
-    if getattr(obj, "__module__", module.__name__) != module.__name__:  # an alias: say whose code this is
-        source = f"# {name} = {obj.__module__}.{obj.__qualname__}\n{source}"
-    return source
+        src = inspect.getsource(target).rstrip()
+    except (TypeError, OSError):
+        return f"{name} = {where}"
+    return f"# {name} = {where}\n{src}" if alias else src
+
+
+def anchor(title: str) -> str:
+    """GitHub's heading anchor: lower case, punctuation dropped, spaces to dashes."""
+    return "".join(c for c in title.lower() if c.isalnum() or c in " -_").replace(" ", "-")
 
 
 @dataclass
 class Built:
     """One chapter as every rendering shows it (markdown here, HTML and notebooks in ``parity/render.py``)."""
     chapter: Chapter
-    torch_module: str  # e.g. reference_torch.basics.tensors
-    jax_module: str
-    pairs: list[tuple[str, str | None, str | None]]  # (function name, torch source, JAX source); None: no counterpart
-    numbers: list[tuple[str, object, object]]  # (what, torch value, JAX value), computed on the real data
-
-
-def anchor(title: str) -> str:
-    """The chapter's heading anchor, as GitHub makes it (shared by the markdown and the HTML page)."""
-    return title.lower().replace(" ", "-").replace("&", "")
+    sides: list[tuple[str, str]]  # (label, module) per column: torch, JAX, then the chapter's more_sides
+    pairs: list[tuple[str, list[str | None]]]  # (function name, its source per side; None: no counterpart)
+    numbers: list[tuple]  # (what, value per side), computed on the real data
 
 
 def build(data_dir: str = "data") -> list[Built]:
@@ -271,10 +279,14 @@ def build(data_dir: str = "data") -> list[Built]:
 
     built = []
     for chapter in CHAPTERS:
-        tmod = importlib.import_module(f"reference_torch.basics.{chapter.module}")
-        jmod = importlib.import_module(f"jax_impl.basics.{chapter.module}")
-        pairs = [(name, _source(tmod, name), _source(jmod, name)) for name in chapter.functions]
-        built.append(Built(chapter, tmod.__name__, jmod.__name__, pairs, chapter.numbers(data_dir)))
+        mods = [importlib.import_module(module) for _, module in chapter.sides]
+        pairs = [(name, [_source(mod, name) for mod in mods]) for name in chapter.functions]
+        numbers = chapter.numbers(data_dir)
+        for what, *values in numbers:
+            if len(values) != len(mods):
+                raise ValueError(f"{chapter.title}: row {what!r} has {len(values)} values for {len(mods)} sides")
+        built.append(Built(chapter, [(label, mod.__name__) for (label, _), mod in zip(chapter.sides, mods)], pairs,
+                           numbers))
     return built
 
 
@@ -288,18 +300,25 @@ def generate(data_dir: str = "data", built: list[Built] | None = None) -> str:
     for b in built:
         chapter = b.chapter
         out += [f"## {chapter.title}", ""]
-        for name, tsrc, jsrc in b.pairs:
+        for name, sources in b.pairs:
             out += [f"### `{name}`", ""]
-            for side, module, src in (("PyTorch", b.torch_module, tsrc), ("JAX", b.jax_module, jsrc)):
-                out += [f"**{side}** (`{module}`)", ""]
+            for (label, module), src in zip(b.sides, sources):
+                out += [f"**{label}** (`{module}`)", ""]
                 out += (["```python", src, "```", ""] if src else [NO_COUNTERPART, ""])
-        out += ["### The numbers both produce", "", "| what | PyTorch | JAX |", "|---|---|---|"]
-        for what, t, j in b.numbers:
-            out.append(f"| {what} | {fmt(t)} | {fmt(j)} |")
+        labels = [label for label, _ in b.sides]
+        out += ["### " + numbers_title(len(labels)), "",
+                "| what | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+        for what, *values in b.numbers:
+            out.append(f"| {what} | " + " | ".join(fmt(v) for v in values) + " |")
         if chapter.extra:
             out += ["", chapter.extra]
         out += ["", "### Differences in kind", ""] + [f"- {d}" for d in chapter.differences] + [""]
     return "\n".join(out)
+
+
+def numbers_title(sides: int) -> str:
+    """The heading over a chapter's numbers."""
+    return "The numbers " + ("both" if sides == 2 else f"all {sides}") + " produce"
 
 
 def main(argv=None) -> int:

@@ -33,25 +33,29 @@ window.addEventListener("load", () => {
   const pairs = [...document.querySelectorAll(".pair")];
   let numbered = 0;
   for (const p of pairs) {
-    const t = p.querySelector(":scope > .side.torch"), j = p.querySelector(":scope > .side.jax");
-    if (!t || !j) { problems.push(`${p.id}: a side is missing`); continue; }
-    const a = box(t), b = box(j);
-    if (!(a.right <= b.left)) problems.push(`${p.id}: torch block ends at x=${a.right}, JAX block starts at x=${b.left}`);
-    if (Math.abs(a.top - b.top) > 1) problems.push(`${p.id}: tops differ (torch y=${a.top}, JAX y=${b.top})`);
-    if (a.width < 400 || Math.abs(a.width - b.width) > 1) problems.push(`${p.id}: column widths ${a.width}, ${b.width}`);
-    for (const [side, e] of [["torch", t], ["jax", j]]) {
-      const pre = e.querySelector("pre.code");
-      if (pre && !pre.textContent.includes(p.id)) problems.push(`${p.id}: ${side} block does not show ${p.id}`);
+    const sides = [...p.querySelectorAll(":scope > .side")];
+    if (sides.length < 2 || !sides[0].matches(".torch") || !sides[1].matches(".jax")) {
+      problems.push(`${p.id}: not torch then JAX (${sides.length} sides)`); continue;
     }
-    const nt = [...p.querySelectorAll(":scope > .num.torch")], nj = [...p.querySelectorAll(":scope > .num.jax")];
-    if (nt.length !== nj.length) problems.push(`${p.id}: ${nt.length} torch numbers, ${nj.length} JAX numbers`);
-    nt.forEach((n, i) => {
-      const x = box(n), y = box(nj[i]);
-      if (Math.abs(x.left - a.left) > 1 || Math.abs(y.left - b.left) > 1 || Math.abs(x.top - y.top) > 1
-          || x.top < Math.max(a.bottom, b.bottom))
-        problems.push(`${p.id}: number ${i} is not under its code in the same row`);
+    const b = sides.map(box);
+    b.forEach((x, i) => {
+      if (i && !(b[i - 1].right <= x.left)) problems.push(`${p.id}: side ${i - 1} ends at x=${b[i - 1].right}, side ${i} starts at x=${x.left}`);
+      if (Math.abs(x.top - b[0].top) > 1) problems.push(`${p.id}: tops differ (side 0 y=${b[0].top}, side ${i} y=${x.top})`);
+      if (x.width < 300 || Math.abs(x.width - b[0].width) > 1) problems.push(`${p.id}: column widths ${b.map(y => y.width)}`);
+      const pre = sides[i].querySelector("pre.code");
+      if (pre && !pre.textContent.includes(p.id)) problems.push(`${p.id}: side ${i}'s block does not show ${p.id}`);
     });
-    if (nt.length) numbered++;
+    const bottom = Math.max(...b.map(x => x.bottom));
+    const whats = [...p.querySelectorAll(":scope > .what")], nums = [...p.querySelectorAll(":scope > .num")];
+    if (nums.length !== whats.length * sides.length) problems.push(`${p.id}: ${nums.length} values for ${whats.length} numbers`);
+    for (let r = 0; r < whats.length; r++) {
+      const row = nums.slice(r * sides.length, (r + 1) * sides.length).map(box);
+      row.forEach((x, i) => {
+        if (Math.abs(x.left - b[i].left) > 1 || Math.abs(x.top - row[0].top) > 1 || x.top < bottom)
+          problems.push(`${p.id}: number ${r}, side ${i} is not under its code in the same row`);
+      });
+    }
+    if (whats.length) numbered++;
   }
   const blocks = [...document.querySelectorAll("pre.code")];
   let rendered = 0;
@@ -60,14 +64,13 @@ window.addEventListener("load", () => {
     if (b.width > 0 && b.height > 0 && pre.textContent.trim() && pre.scrollWidth <= pre.clientWidth) rendered++;
     else problems.push(`code block in ${pre.closest(".pair").id}: ${b.width}x${b.height}, scrollWidth ${pre.scrollWidth}`);
   }
-  const first = pairs.length ? box(pairs[0].querySelector(".side.torch")) : null;
-  const firstJ = pairs.length ? box(pairs[0].querySelector(".side.jax")) : null;
+  const first = box(pairs[0].querySelector(".side.torch")), firstJ = box(pairs[0].querySelector(".side.jax"));
   const out = document.createElement("pre");
   out.id = "layout-verdict";
   out.textContent = JSON.stringify({
     pairs: pairs.length, numbered, blocks: blocks.length, rendered, problems,
     viewport: innerWidth, page_width: document.documentElement.scrollWidth,
-    torch_column: first && [first.left, first.right], jax_column: firstJ && [firstJ.left, firstJ.right]});
+    torch_column: [first.left, first.right], jax_column: [firstJ.left, firstJ.right]});
   document.body.appendChild(out);
 });
 """
@@ -84,7 +87,7 @@ def _chromium() -> str:
 def _run_chromium(chromium: str, *args: str) -> subprocess.CompletedProcess:
     with tempfile.TemporaryDirectory() as profile:
         return subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
-                              capture_output=True, text=True, timeout=180)
+                              check=False, capture_output=True, text=True, timeout=180)
 
 
 def test_page_and_notebooks_are_current(data_dir):
@@ -105,7 +108,7 @@ def test_two_columns_in_chromium(tmp_path):
     probe = tmp_path / "probe.html"  # a copy of the page with the measuring script
     probe.write_text(render.HTML_PAGE.read_text().replace("</body>", f"<script>{LAYOUT_JS}</script>\n</body>"))
     dom = _run_chromium(chromium, "--virtual-time-budget=10000", "--dump-dom", probe.as_uri())
-    found = re.search(r'<pre id="layout-verdict">(.*?)</pre>', dom.stdout, re.S)
+    found = re.search(r'<pre id="layout-verdict">(.*?)</pre>', dom.stdout, re.DOTALL)
     assert found, f"chromium wrote no verdict (exit {dom.returncode}): {dom.stderr[-2000:]}"
     verdict = json.loads(html.unescape(found.group(1)))
 
@@ -124,7 +127,7 @@ def test_two_columns_in_chromium(tmp_path):
     assert verdict["blocks"] == page.count('<pre class="code">') and verdict["rendered"] == verdict["blocks"], verdict
     assert verdict["numbered"] > 0, verdict
     assert verdict["page_width"] <= verdict["viewport"], f"the page scrolls sideways: {verdict}"
-    torch_col, jax_col = verdict["torch_column"], verdict["jax_column"]
+    torch_col, jax_col = verdict["torch_column"], verdict["jax_column"]  # the first chapter has two sides
     assert torch_col[1] <= verdict["viewport"] / 2 <= jax_col[0], f"columns not split at the middle: {verdict}"
 
 
@@ -142,10 +145,11 @@ def test_notebook_runs_and_prints_the_guides_numbers(chapter, data_dir):
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(c.execution_count for c in code), "a code cell did not run"
     printed = parse_numbers(_numbers_output(nb))
-    expected = parse_numbers("\n".join(number_lines(chapter.numbers(data_dir))))
+    labels = [label for label, _ in chapter.sides]
+    expected = parse_numbers("\n".join(number_lines(chapter.numbers(data_dir), labels)))
     assert [row[0] for row in printed] == [row[0] for row in expected]
     for got, want in zip(printed, expected):
-        assert got == want, f"{want[0]}: the notebook printed {got[1:]}, the guide has {want[1:]}"
+        assert got == want, f"{want[0]}: the notebook printed {got[1]}, the guide has {want[1]}"
 
 
 def test_committed_notebooks_hold_their_outputs():
@@ -162,13 +166,16 @@ def test_an_edited_cell_changes_the_printed_numbers():
     cell = next(c for c in nb.cells if c.source.startswith("%%run_in reference_torch.basics.transforms")
                 and "def one_hot" in c.source)
     cell.source += "\n\n\ndef one_hot(label):\n    return torch.full((10,), 7.0)\n"
-    rows = dict((what, (t, j)) for what, t, j in parse_numbers(_numbers_output(render.execute(nb))))
-    assert rows["one_hot(3)"][0] == "[7., 7., 7., 7., 7., 7., 7., 7., 7., 7.] (float32)"
-    assert rows["one_hot(3)"][1].startswith("[0., 0., 0., 1.")
+    rows = dict(parse_numbers(_numbers_output(render.execute(nb))))
+    assert rows["one_hot(3)"][0] == ("PyTorch", "[7., 7., 7., 7., 7., 7., 7., 7., 7., 7.] (float32)")
+    assert rows["one_hot(3)"][1][1].startswith("[0., 0., 0., 1.")
 
 
-def test_parse_numbers_rejects_other_output():
+def test_number_lines_round_trip_and_reject_other_output():
+    rows = [("`f(x)`: a", 1.0, [1, 2]), ("b", "x: y", True)]
+    assert parse_numbers("\n".join(number_lines(rows, ["PyTorch", "JAX"]))) == [
+        ("f(x): a", (("PyTorch", "1.0000"), ("JAX", "[1, 2] (int64)"))), ("b", (("PyTorch", "x: y"), ("JAX", "True")))]
     with pytest.raises(ValueError):
-        parse_numbers("one line\n  PyTorch: 1\n")
+        parse_numbers("one line\n  PyTorch: 1\n")  # one side only
     with pytest.raises(ValueError):
-        parse_numbers("what\n  JAX:     1\n  PyTorch: 1\n")
+        parse_numbers("  PyTorch: 1\n  JAX: 1\n")  # no heading line
