@@ -31,7 +31,7 @@ from parity.study import INTRO, NO_COUNTERPART, REPO, Built, anchor, fmt, number
 HTML_PAGE = REPO / "docs" / "side_by_side.html"
 NOTEBOOKS = REPO / "docs" / "notebooks"
 KERNEL = "quickstart-parity"  # the kernelspec name used to execute the notebooks with this interpreter
-SIDE_CLASSES = ("torch", "jax")  # the CSS class of the first columns; further ones (e.g. Flax NNX) are "more"
+SIDE_CLASSES = ("torch", "jax")  # the CSS class of the first columns; further ones (e.g. Flax NNX) are "extra"
 _NUMBER_KEY = re.compile(r"`(\w+)")  # the function a number is about: the first name in backticks
 
 
@@ -120,12 +120,12 @@ nav a { margin-right: 0.9em; }
 code { font: 0.9em/1.4 ui-monospace, SFMono-Regular, Menlo, Consolas, "DejaVu Sans Mono", monospace;
        background: #eff1f3; padding: 0 3px; border-radius: 3px; }
 section { --n: 2; }
-.pair, .modules, .more { display: grid; grid-template-columns: repeat(var(--n), minmax(0, 1fr)); column-gap: 14px; }
+.pair, .modules, .rest { display: grid; grid-template-columns: repeat(var(--n), minmax(0, 1fr)); column-gap: 14px; }
 .modules { position: sticky; top: 0; z-index: 1; background: #fff; padding: 6px 0; font-size: 13px;
            border-bottom: 1px solid #d0d7de; }
 .modules b { font-size: 15px; margin-right: 6px; }
-.modules .torch b { color: #b3361b; } .modules .jax b { color: #1a56b8; } .modules .more b { color: #1b7f3b; }
-.pair, .more { row-gap: 4px; margin: 18px 0 0; }
+.modules .torch b { color: #b3361b; } .modules .jax b { color: #1a56b8; } .modules .extra b { color: #1b7f3b; }
+.pair, .rest { row-gap: 4px; margin: 18px 0 0; }
 .pair > h3, .what, .numbers-title { grid-column: 1 / -1; }
 pre.code { margin: 0; padding: 7px 10px; background: #f6f8fa; border: 1px solid #d0d7de; border-radius: 5px;
            font: 12.5px/1.45 ui-monospace, SFMono-Regular, Menlo, Consolas, "DejaVu Sans Mono", monospace;
@@ -133,7 +133,7 @@ pre.code { margin: 0; padding: 7px 10px; background: #f6f8fa; border: 1px solid 
 pre.code .ln { display: block; padding-left: calc((var(--i) + 4) * 1ch); text-indent: calc((var(--i) + 4) * -1ch); }
 .side.torch pre.code { border-left: 4px solid #ee4c2c; }
 .side.jax pre.code { border-left: 4px solid #5e97f6; }
-.side.more pre.code { border-left: 4px solid #2da44e; }
+.side.extra pre.code { border-left: 4px solid #2da44e; }
 .missing { color: #57606a; font-style: italic; padding: 7px 10px; border: 1px dashed #d0d7de; border-radius: 5px; }
 .what { font-size: 13px; color: #57606a; margin-top: 4px; }
 .num { font-size: 13px; padding: 3px 8px; background: #fff8e1; border-radius: 4px; overflow-wrap: anywhere; }
@@ -144,7 +144,7 @@ img { max-width: 100%; }
 
 
 def _side_class(i: int) -> str:
-    return SIDE_CLASSES[i] if i < len(SIDE_CLASSES) else "more"
+    return SIDE_CLASSES[i] if i < len(SIDE_CLASSES) else "extra"
 
 
 def _pair_rows(name: str, sources: list[str | None], numbers: list) -> list[str]:
@@ -186,7 +186,7 @@ def render_html(built: list[Built], docs: Path = HTML_PAGE.parent) -> str:
         for name, sources in b.pairs:
             out += _pair_rows(name, sources, placed.get(name, []))
         if rest:
-            out += ['<div class="more-numbers more">', f'<div class="numbers-title">{numbers_title(len(b.sides))}</div>']
+            out += ['<div class="rest">', f'<div class="numbers-title">{numbers_title(len(b.sides))}</div>']
             out += _number_rows(rest) + ["</div>"]
         if chapter.extra:
             out.append(blocks(chapter.extra, docs))
