@@ -69,7 +69,7 @@ window.addEventListener("load", () => {
   out.id = "layout-verdict";
   out.textContent = JSON.stringify({
     pairs: pairs.length, numbered, blocks: blocks.length, rendered, problems,
-    viewport: innerWidth, page_width: document.documentElement.scrollWidth,
+    viewport: document.documentElement.clientWidth, page_width: document.documentElement.scrollWidth,  // less the scrollbar
     torch_column: [first.left, first.right], jax_column: [firstJ.left, firstJ.right]});
   document.body.appendChild(out);
 });
