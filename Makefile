@@ -8,7 +8,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test data setup quickstart-torch quickstart-jax bench study clean
+.PHONY: run test data setup browser quickstart-torch quickstart-jax bench study clean
 
 setup: $(STAMP)
 
@@ -24,7 +24,17 @@ data: $(STAMP)
 run: $(STAMP) data
 	$(PY) -m parity --epochs 5
 
-test: $(STAMP) data
+# parity/test_render.py opens the study guide's HTML page in Debian's chromium: install it where we can
+# (root with apt-get); elsewhere say so, and that test skips with the reason.
+browser:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Debian's chromium for the study guide's browser test: apt-get update && apt-get install -y chromium"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	    || echo "could not install chromium: parity/test_render.py's browser test will skip"; \
+	else echo "chromium is missing and this is not root with apt-get: parity/test_render.py's browser test will skip"; fi
+
+test: $(STAMP) data browser
 	$(PY) -m pytest
 
 quickstart-torch: $(STAMP) data
