@@ -51,3 +51,8 @@ study: $(STAMP) data
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# The README's benchmark blocks, rewritten from benchmarks/results/bench_{cpu,cuda}.json.
+.PHONY: results
+results: $(STAMP)
+	$(PY) -m benchmarks.report --readme README.md

@@ -1,12 +1,23 @@
-"""What the device could do at best: a matmul probe on CPU, the data-sheet peaks on GPU."""
+"""What the device can do at best for this step: the step's own matrix products, back to back.
+
+The limit is *measured*, on CPU and GPU alike, in the precision of the variants it is compared
+with: every matrix product of one training step at the run's batch size, repeated, with nothing
+else between them (torch and JAX, the faster of the two counts). A variant's share of it is how
+close the whole step (activations, loss, update, dispatch) comes to its bare matrix work. The
+data-sheet peak of a GPU (dense FP32 or TF32 tensor-core) is kept beside it as context only: no
+batch-64 step approaches it, and comparing an FP32 row with the TF32 peak is meaningless.
+"""
 from __future__ import annotations
 
-import time
+from typing import Callable
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import torch
 
-# Dense (no sparsity) data-sheet peaks, TFLOP/s: (FP32, TF32 tensor core).
+# Dense (no sparsity) data-sheet peaks, TFLOP/s: (FP32, TF32 tensor core). Longest names first:
+# the first key found in torch.cuda.get_device_name() wins.
 GPU_PEAKS = {
     "H100 PCIe": (51.2, 378.0),
     "H100 NVL": (60.0, 418.0),
@@ -17,6 +28,7 @@ GPU_PEAKS = {
 
 
 def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (else what ``platform`` knows)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -24,73 +36,75 @@ def cpu_model() -> str:
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    import platform
+    import platform  # only where /proc/cpuinfo is absent (not Linux)
 
     return platform.processor() or platform.machine()
 
 
-def step_gemms(batch: int, hidden=(512, 512)) -> list[tuple[int, int, int]]:
-    """(m, k, n) of every matrix product in one training step: forward, weight and input gradients."""
-    dims = [784, *hidden, 10]
-    fwd = [(batch, a, b) for a, b in zip(dims[:-1], dims[1:])]
-    wgrad = [(b, batch, a) for a, b in zip(dims[:-1], dims[1:])]
-    igrad = [(batch, b, a) for a, b in list(zip(dims[:-1], dims[1:]))[1:]]
-    return fwd + wgrad + igrad
+def datasheet_peak_gflops(gpu_name: str, precision: str) -> tuple[str | None, float | None]:
+    """(data-sheet entry, dense peak GFLOP/s) of ``gpu_name`` in ``fp32`` or ``tf32``; (None, None) if unknown."""
+    for key, (fp32, tf32) in GPU_PEAKS.items():
+        if key in gpu_name:
+            return key, 1e3 * (fp32 if precision == "fp32" else tf32)
+    return None, None
 
 
-def _best_rate(fn, flops: float, seconds: float) -> float:
-    """Best GFLOP/s of ``fn`` over three rounds of about ``seconds`` each."""
-    fn()
-    best = 0.0
-    for _ in range(3):
-        reps, t0 = 0, time.perf_counter()
-        while True:
-            fn()
-            reps += 1
-            dt = time.perf_counter() - t0
-            if dt >= seconds:
-                break
-        best = max(best, reps * flops / dt / 1e9)
-    return best
-
-
-def cpu_limit(batch: int, threads: int, quick: bool = False) -> dict:
-    """Matrix-product throughput at the step's own shapes, the fastest of torch (MKL, ``threads``)
-    and JAX (XLA), plus a large square GEMM for context."""
-    import jax
-    import jax.numpy as jnp
-
-    torch.set_num_threads(threads)
-    shapes = step_gemms(batch)
-    flops = 2.0 * sum(m * k * n for m, k, n in shapes)
+def _matrices(gemms: list[tuple[int, int, int]]) -> list[tuple[np.ndarray, np.ndarray]]:
     rng = np.random.default_rng(0)
-    mats = [(rng.random((m, k), dtype=np.float32), rng.random((k, n), dtype=np.float32)) for m, k, n in shapes]
-    t_mats = [(torch.from_numpy(a), torch.from_numpy(b), torch.empty(a.shape[0], b.shape[1])) for a, b in mats]
+    return [(rng.random((m, k), dtype=np.float32), rng.random((k, n), dtype=np.float32)) for m, k, n in gemms]
 
-    def torch_step():
-        for a, b, c in t_mats:
+
+def torch_probe(gemms: list[tuple[int, int, int]], reps: int, kind: str) -> Callable[[], None]:
+    """``reps`` times the step's matrix products with ``torch.mm`` (into preallocated outputs).
+
+    On CUDA the ``reps`` sets are captured in one CUDA graph and replayed, so the probe measures
+    the kernels, not Python's launch rate. Uses the process's current threads and precision.
+    """
+    device = torch.device(kind)
+    mats = [(torch.from_numpy(a).to(device), torch.from_numpy(b).to(device)) for a, b in _matrices(gemms)]
+    outs = [torch.empty(a.shape[0], b.shape[1], device=device) for a, b in mats]
+
+    def once():
+        for (a, b), c in zip(mats, outs):
             torch.mm(a, b, out=c)
 
-    j_mats = [(jnp.asarray(a), jnp.asarray(b)) for a, b in mats]
-    dots = jax.jit(lambda ms: [jnp.dot(a, b, precision="highest") for a, b in ms])
+    if kind != "cuda":
+        def probe():
+            for _ in range(reps):
+                once()
 
-    def jax_step():
-        jax.block_until_ready(dots(j_mats))
+        return probe
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # cuBLAS picks and caches its kernels before capture
+        once()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(reps):
+            once()
 
-    seconds = 0.1 if quick else 0.5
-    torch_rate = _best_rate(torch_step, flops, seconds)
-    jax_rate = _best_rate(jax_step, flops, seconds)
-    big = torch.rand(1024, 1024)
-    big_rate = _best_rate(lambda: torch.mm(big, big), 2.0 * 1024**3, seconds)
-    return {"kind": "cpu", "method": f"the step's {len(shapes)} matmuls at batch {batch}, back to back, best of torch and JAX",
-            "fp32_gflops": max(torch_rate, jax_rate), "torch_probe_gflops": torch_rate, "jax_probe_gflops": jax_rate,
-            "large_gemm_gflops": big_rate, "torch_threads": threads}
+    def probe():
+        graph.replay()
+        torch.cuda.synchronize(device)
+
+    return probe
 
 
-def gpu_limit() -> dict:
-    name = torch.cuda.get_device_name(0)
-    for key, (fp32, tf32) in GPU_PEAKS.items():
-        if key in name:
-            return {"kind": "cuda", "device": name, "method": f"data-sheet dense peak of {key}",
-                    "fp32_gflops": fp32 * 1e3, "tf32_gflops": tf32 * 1e3}
-    return {"kind": "cuda", "device": name, "method": "unknown GPU: no data-sheet peak", "fp32_gflops": None, "tf32_gflops": None}
+def jax_probe(gemms: list[tuple[int, int, int]], reps: int, device: jax.Device, precision: str) -> Callable[[], None]:
+    """``reps`` calls of one jitted function holding the step's matrix products, then a block.
+
+    ``precision`` fp32 asks XLA for ``HIGHEST`` (true float32); tf32 leaves the process default
+    (set to ``tensorfloat32`` by the caller), as the variants see it.
+    """
+    mats = [(jax.device_put(a, device), jax.device_put(b, device)) for a, b in _matrices(gemms)]
+    prec = "highest" if precision == "fp32" else None
+    dots = jax.jit(lambda ms: [jnp.dot(a, b, precision=prec) for a, b in ms])
+
+    def probe():
+        out = None
+        for _ in range(reps):
+            out = dots(mats)
+        jax.block_until_ready(out)
+
+    return probe

@@ -1,376 +1,413 @@
-"""python -m benchmarks.run --device cpu|cuda|all: every variant of the quickstart's training, timed
-fairly, against the device's limit, with sweeps over batch size and width.
+"""python -m benchmarks.run --device cpu|cuda|all: every variant of the quickstart's training timed in
+interleaved rounds, against the step's measured matmul limit, with sweeps over batch size and width.
 
-Fair timing: every variant starts from the same weights and trains on the same batches; the first
-epoch (compilation, graph capture, caches) is reported on its own as warm-up; steady state is the
-median of the following epochs; every clock read follows a device sync (``torch.cuda.synchronize``,
-reading the loss back from JAX). Precision and torch's thread count are pinned and recorded.
+Fair timing: every variant starts from the same weights and trains on the same batches; every
+clock read follows a device sync. All variants (and the limit probes) are built and warmed up
+first; then each round runs one epoch of every variant, in an order rotated between rounds, and
+every ratio (share of the limit, speed-up over the tutorial, between variants) is taken within a
+round; the reports give the median of those paired ratios with their spread (``schedule.py``).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
 
 # --device all times torch and JAX in one process on one GPU: JAX must not preallocate 75% of it.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-import platform
-import statistics
-import sys
-import time
-from pathlib import Path
 
-import numpy as np
-import torch
+import flax  # noqa: E402 - after the XLA environment above
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
-from . import limits
-from parity.harness import Split
+from common.cli import positive_int  # noqa: E402
+from common.data import DataError  # noqa: E402
 
-from .variants import GPU_ONLY, JAX_VARIANTS, TORCH_VARIANTS, Workload, flops_per_sample, jax_variant, torch_variant
+from . import limits, report, schedule, variants  # noqa: E402
+from .schedule import Timing, Unit, paired_ratio, per_round_max, spread  # noqa: E402
+from .workload import MODELS, Workload, load_workload  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# Rounds: each paired ratio's median is taken over this many rounds. With 5, the median ignores
+# the two most extreme rounds, and a slow phase of the machine (minutes long) spoils at most the
+# rounds it overlaps, within which every unit is slowed alike; the README's note compares two runs.
+DEFAULT_ROUNDS = 5
+THREAD_PROBE_STEPS = 150
 SWEEP_BATCHES = (64, 128, 256, 512, 1024, 2048, 4096)
 SWEEP_WIDTHS = (512, 1024, 2048, 4096)
+SWEEP_ROUNDS = 3
+SWEEP_LEFT_OUT = ("torch-tutorial", "jax-notebook", "torch-compile")
+# The comparisons the README makes between variants: (faster candidate, baseline).
+PAIRS = (("torch-eager", "torch-tutorial"), ("torch-compile", "torch-eager"), ("jax-jit", "jax-notebook"),
+         ("jax-scan", "jax-jit"), ("jax-scan", "torch-eager"), ("torch-cudagraph", "torch-eager"),
+         ("torch-compile-ro", "torch-compile"))
+ONE_THREAD = "@1thread"  # key suffix of the tutorial timed with one torch thread
 
 
 class BenchError(Exception):
-    """A benchmark cannot run as asked (absent device, bad option)."""
+    """A benchmark cannot run as asked (absent device, bad option, missing data)."""
 
 
-def _progress(total: int, desc: str):
-    try:
-        from tqdm import tqdm
+@dataclass(frozen=True)
+class Settings:
+    """The run's options, validated."""
 
-        return tqdm(total=total, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True)
-    except ImportError:  # pragma: no cover - tqdm is a dependency
-        class Plain:
-            def update(self, n=1): pass
-            def set_postfix_str(self, s): print(f"{desc}: {s}", file=sys.stderr)
-            def close(self): pass
-        return Plain()
+    device: str
+    rounds: int
+    threads: int  # 0: chosen by measurement on CPU, torch's default on GPU
+    batch_size: int
+    precisions: tuple[str, ...]
+    variants: tuple[str, ...]
+    model: str
+    sweep: bool
+    quick: bool
+    data_dir: str
+    out_dir: str
 
-
-def time_variant(make_epoch, epochs: int) -> dict:
-    """Warm-up epoch (build + compile + first run) timed alone, then the median of ``epochs`` epochs."""
-    t0 = time.perf_counter()
-    epoch = make_epoch()
-    build_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    epoch()
-    warmup_s = time.perf_counter() - t0
-    times, loss = [], float("nan")
-    for _ in range(epochs):
-        t0 = time.perf_counter()
-        loss = epoch()
-        times.append(time.perf_counter() - t0)
-    return {"build_s": build_s, "warmup_s": warmup_s, "epoch_s": times, "median_epoch_s": statistics.median(times),
-            "last_loss": loss}
+    @property
+    def kinds(self) -> list[str]:
+        return ["cpu", "cuda"] if self.device == "all" else [self.device]
 
 
-def _jax_device(kind: str):
-    import jax
-
-    if kind == "cpu":
-        return jax.devices("cpu")[0]
-    try:
-        return jax.devices("gpu")[0]
-    except RuntimeError:
-        raise BenchError("--device cuda: JAX sees no GPU (install jax[cuda12] on a machine with CUDA)") from None
+# ---------------------------------------------------------------- units
 
 
-def precision_settings(kind: str, precision: str) -> dict:
-    """Pin float32 matmul precision on both sides: ``fp32`` = IEEE float32, ``tf32`` = tensor-core TF32."""
-    import jax
-
-    torch_mode = "highest" if precision == "fp32" else "high"
-    torch.set_float32_matmul_precision(torch_mode)
-    jax_mode = "highest" if precision == "fp32" else "tensorfloat32"
-    jax.config.update("jax_default_matmul_precision", jax_mode)
-    return {"mode": precision, "torch_float32_matmul_precision": torch_mode, "jax_default_matmul_precision": jax_mode,
-            "effective": "IEEE float32 matmuls" if precision == "fp32" or kind == "cpu" else "TF32 tensor cores"}
+def set_precision(precision: str) -> None:
+    """Pin float32 matmul precision on both sides: ``fp32`` = IEEE float32, ``tf32`` = TF32 tensor cores."""
+    torch.set_float32_matmul_precision("highest" if precision == "fp32" else "high")
+    jax.config.update("jax_default_matmul_precision", "highest" if precision == "fp32" else "tensorfloat32")
 
 
-def run_device(kind: str, args, workload: Workload, tutorial_data, out: dict) -> None:
-    """All variants and sweeps on one device kind ('cpu' or 'cuda'), results appended to ``out``."""
-    tdev = torch.device(kind)
-    jdev = _jax_device(kind)
-    variants = [v for v in args.variants if kind == "cuda" or v not in GPU_ONLY]
-    fps = flops_per_sample()
-    if kind == "cpu" and args.threads == 0:
-        args.threads, out["thread_study"] = choose_threads(workload, args.quick)
-    elif args.threads == 0:
-        args.threads = torch.get_num_threads()
-    out["meta"]["torch_threads"] = args.threads
-    limit = limits.cpu_limit(args.batch_size, args.threads, quick=args.quick) if kind == "cpu" else limits.gpu_limit()
-    out["limits"][kind] = limit
-    precisions = args.precision if kind == "cuda" else ["fp32"]
-    bar = _progress(len(variants) * len(precisions), f"{kind} variants")
-    for precision in precisions:
-        prec = precision_settings(kind, precision)
-        for name in variants:
-            bar.set_postfix_str(f"{name} ({precision})")
-            threads = args.threads if name.startswith("torch") else None
-            if threads:
-                torch.set_num_threads(threads)
-            if name.startswith("torch"):
-                r = time_variant(lambda: torch_variant(name, workload, tdev, tutorial_data), args.epochs)
-            else:
-                r = time_variant(lambda: jax_variant(name, workload, jdev), args.epochs)
-            sps = workload.n / r["median_epoch_s"]
-            gflops = sps * fps / 1e9
-            peak = limit["fp32_gflops"] if precision == "fp32" else limit.get("tf32_gflops") or limit["fp32_gflops"]
-            out["variants"].append({
-                "variant": name, "framework": name.split("-")[0], "device": kind, "precision": prec,
-                "torch_threads": torch.get_num_threads() if name.startswith("torch") else None,
-                "samples": workload.n, "steps_per_epoch": workload.steps, **r,
-                "five_epoch_s": 5 * r["median_epoch_s"], "samples_per_s": sps, "gflops": gflops,
-                "fraction_of_limit": gflops / peak if peak else None,
-                **({"fraction_of_fp32_peak": gflops / limit["fp32_gflops"] if limit["fp32_gflops"] else None,
-                    "fraction_of_tf32_peak": gflops / limit["tf32_gflops"] if limit["tf32_gflops"] else None}
-                   if kind == "cuda" else {}),
-            })
-            bar.update()
-    bar.close()
-    if args.sweep:
-        out["sweeps"][kind] = sweep(kind, args, out, workload, tdev, jdev)
+def _pin(threads: int | None, precision: str):
+    """The ``before`` hook of a unit: torch's intra-op threads (changeable at run time, unlike its
+    inter-op pool) and the matmul precision, set again before every call of the unit."""
+
+    def before() -> None:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        set_precision(precision)
+
+    return before
 
 
-def choose_threads(workload: Workload, quick: bool) -> tuple[int, list[dict]]:
-    """torch's intra-op thread count for the CPU runs, by measurement (never trust a default):
-    torch-eager over the first 150 steps with 1, 2, 4, ... threads up to the core count."""
+def variant_unit(name: str, w: Workload, kind: str, threads: int | None, precision: str, key: str) -> Unit:
+    """A variant's epoch as a timed unit; torch variants run with ``threads``."""
+    v = variants.VARIANTS[name]
+    return Unit(key, lambda: v.build(w, kind), w.epoch_flops, _pin(threads if v.framework == "torch" else None, precision))
+
+
+def limit_units(w: Workload, kind: str, threads: int, precision: str, suffix: str) -> list[Unit]:
+    """The limit probes, torch and JAX: the step's matrix products, ``reps`` times per call."""
+    gemms = w.spec.step_gemms(w.batch_size, w.hidden)
+    reps = max(1, w.steps // 4) if kind == "cpu" else w.steps  # CPU: ~1/4 of an epoch's matmul work
+    work = reps * w.step_flops()
+    jdev = variants.jax_device(kind)
+    return [Unit(f"limit-torch{suffix}", lambda: limits.torch_probe(gemms, reps, kind), work, _pin(threads, precision)),
+            Unit(f"limit-jax{suffix}", lambda: limits.jax_probe(gemms, reps, jdev, precision), work, _pin(None, precision))]
+
+
+def plan(kind: str, s: Settings, threads: int, w: Workload) -> tuple[list[Unit], dict[str, dict]]:
+    """Every unit of one device's rounds, and what each key stands for."""
+    units, meta = [], {}
+    precisions = s.precisions if kind == "cuda" else ("fp32",)
+    for p_i, precision in enumerate(precisions):
+        suffix = f"/{precision}" if kind == "cuda" else ""
+        for name in s.variants:
+            v = variants.VARIANTS[name]
+            if v.gpu_only and kind != "cuda":
+                continue
+            if name == "torch-tutorial" and p_i > 0:
+                continue  # the tutorial's time is its data pipeline: one precision is enough
+            anchors = [(threads, "")]
+            if name == "torch-tutorial" and threads != 1:
+                anchors.append((1, ONE_THREAD))
+            for t, tag in anchors:
+                key = name + tag + suffix
+                units.append(variant_unit(name, w, kind, t, precision, key))
+                meta[key] = {"variant": name, "framework": v.framework, "label": v.label + (" at 1 thread" if tag else ""),
+                             "precision": precision, "torch_threads": t if v.framework == "torch" else None}
+        for u in limit_units(w, kind, threads, precision, suffix):
+            units.append(u)
+            meta[u.key] = {"variant": u.key.split("/")[0], "framework": u.key.split("-")[1].split("/")[0],
+                           "label": "limit probe", "precision": precision, "limit": True,
+                           "torch_threads": threads if "torch" in u.key else None}
+    return units, meta
+
+
+def choose_threads(w: Workload, rounds: int, progress=None) -> tuple[int, list[dict]]:
+    """torch's intra-op thread count by measurement: torch-eager over the first steps of the data,
+    with 1, 2, 4, ... threads up to the core count, in interleaved rounds; the fastest median wins."""
     cores = os.cpu_count() or 1
     candidates = sorted({1, cores, *(2**k for k in range(1, 8) if 2**k < cores)})
-    n = min(workload.n, (40 if quick else 150) * workload.batch_size)
-    sub = Workload(Split(workload.split.x[:n], workload.split.y[:n]), workload.state_dict, workload.batch_size)
+    sub = w.subset(min(w.n, THREAD_PROBE_STEPS * w.batch_size))
+    units = [variant_unit("torch-eager", sub, "cpu", t, "fp32", f"threads={t}") for t in candidates]
+    timings, _ = schedule.run_rounds(units, rounds, progress=progress)
     rows = []
-    for threads in candidates:
-        torch.set_num_threads(threads)
-        r = time_variant(lambda: torch_variant("torch-eager", sub, torch.device("cpu")), 2)
-        rows.append({"threads": threads, "epoch_equivalent_s": r["median_epoch_s"] * workload.n / n})
-    best = min(rows, key=lambda r: r["epoch_equivalent_s"])["threads"]
-    return best, rows
+    for t in candidates:
+        st = spread([x * w.n / sub.n for x in timings[f"threads={t}"].times])
+        rows.append({"threads": t, "epoch_equivalent_s": st, "probe_steps": sub.steps})
+    return min(rows, key=lambda r: r["epoch_equivalent_s"]["median"])["threads"], rows
 
 
-def _fastest(out: dict, kind: str, framework: str) -> str:
-    rows = [r for r in out["variants"] if r["device"] == kind and r["framework"] == framework
-            and r["precision"]["mode"] == "fp32" and r["variant"] not in ("torch-tutorial", "jax-notebook")]
-    return min(rows, key=lambda r: r["median_epoch_s"])["variant"]
+# ---------------------------------------------------------------- summaries
 
 
-def sweep(kind: str, args, out: dict, workload: Workload, tdev, jdev) -> list[dict]:
-    """Throughput of the fastest variant of each framework over batch size and hidden width."""
-    from parity.harness import init_state_dict
+def _ratio(num: list[float], den: list[float]) -> dict:
+    ratios = paired_ratio(num, den)
+    return {"per_round": ratios, **spread(ratios)}
 
-    precision_settings(kind, "fp32")
-    batches = SWEEP_BATCHES[:3] if args.quick else SWEEP_BATCHES
-    widths = SWEEP_WIDTHS[:2] if args.quick else SWEEP_WIDTHS
-    configs = [(b, 512) for b in batches] + [(64, h) for h in widths if h != 512]
+
+def summarise(kind: str, timings: dict[str, Timing], meta: dict[str, dict], w: Workload, threads: int) -> dict:
+    """Rows per unit, the limit per precision and every paired ratio, from one device's rounds."""
+    gpu = torch.cuda.get_device_name(0) if kind == "cuda" else None
+    limit = {}
+    for precision in sorted({m["precision"] for m in meta.values()}):
+        probes = [k for k, m in meta.items() if m.get("limit") and m["precision"] == precision]
+        per_round = per_round_max([timings[k].rates for k in probes])
+        entry = {"method": f"the step's {len(w.spec.step_gemms(w.batch_size, w.hidden))} matrix products at batch "
+                           f"{w.batch_size}, back to back; the faster of torch and JAX in each round",
+                 "gflops_per_round": [r / 1e9 for r in per_round], "gflops": spread([r / 1e9 for r in per_round]),
+                 "probes": {k: spread([r / 1e9 for r in timings[k].rates]) for k in probes}}
+        if gpu:
+            entry["datasheet"], peak = limits.datasheet_peak_gflops(gpu, precision)
+            entry["datasheet_gflops"] = peak
+        limit[precision] = {**entry, "_rates": per_round}
+
+    tutorial = {"": None, ONE_THREAD: None}
+    for key, m in meta.items():
+        if m["variant"] == "torch-tutorial" and not m.get("limit"):
+            tutorial[ONE_THREAD if ONE_THREAD in key else ""] = timings[key].times
+    if tutorial[ONE_THREAD] is None:  # the chosen count is 1: both anchors are the same unit
+        tutorial[ONE_THREAD] = tutorial[""]
+
     rows = []
-    bar = _progress(2 * len(configs), f"{kind} sweep")
-    for framework in ("torch", "jax"):
-        name = _fastest(out, kind, framework)
-        for batch, width in configs:
-            fps = flops_per_sample((width, width))
-            # A fixed amount of work per point: enough steps to time, few enough on a slow CPU.
-            budget = (2e11 if kind == "cpu" else 5e12) / (fps * 3)
-            n = int(min(len(workload.split.y), max(8 * batch, budget)) // batch * batch)
-            w = Workload(Split(workload.split.x[:n], workload.split.y[:n]), init_state_dict(0, (width, width)), batch)
-            bar.set_postfix_str(f"{name} batch {batch} width {width}")
-            if framework == "torch":
-                torch.set_num_threads(args.threads)
-                r = time_variant(lambda: torch_variant(name, w, tdev), 2)
-            else:
-                r = time_variant(lambda: jax_variant(name, w, jdev), 2)
-            sps = n / r["median_epoch_s"]
-            rows.append({"framework": framework, "variant": name, "device": kind, "batch_size": batch,
-                         "hidden": width, "samples": n, "samples_per_s": sps, "gflops": sps * fps / 1e9,
-                         "warmup_s": r["warmup_s"]})
-            bar.update()
+    for key, m in meta.items():
+        if m.get("limit"):
+            continue
+        t = timings[key]
+        epoch = spread(t.times)
+        of_limit = _ratio(t.rates, limit[m["precision"]]["_rates"])
+        of_limit["over_limit"] = of_limit["median"] > 1.0
+        row = {"key": key, **m, "device": kind, "samples": w.n, "steps_per_epoch": w.steps,
+               "build_s": t.build_s, "warmup_s": t.warmup_s, "epoch_s": t.times, "epoch": epoch,
+               "five_epochs_end_to_end_s": t.build_s + t.warmup_s + 4 * epoch["median"],
+               "five_epochs_steady_s": 5 * epoch["median"],
+               "samples_per_s": w.n / epoch["median"], "gflops": w.epoch_flops / epoch["median"] / 1e9,
+               "of_limit": of_limit, "last_loss": float(t.last)}
+        if limit[m["precision"]].get("datasheet_gflops"):
+            row["of_datasheet_peak"] = row["gflops"] / limit[m["precision"]]["datasheet_gflops"]
+        if tutorial[""] is not None:
+            row["vs_tutorial"] = _ratio(tutorial[""], t.times)
+            row["vs_tutorial_1thread"] = _ratio(tutorial[ONE_THREAD], t.times)
+        row["noisy"] = of_limit["noisy"] or of_limit["over_limit"]
+        rows.append(row)
+
+    pairs = []
+    by_key = {r["key"]: r for r in rows}
+    tutorial_keys = [k for k in by_key if by_key[k]["variant"] == "torch-tutorial"]
+    main_tutorial = next((k for k in tutorial_keys if ONE_THREAD not in k), None)
+    for precision in limit:
+        suffix = f"/{precision}" if kind == "cuda" else ""
+        candidates = [(a + suffix, main_tutorial if b == "torch-tutorial" else b + suffix) for a, b in PAIRS]
+        fastest = [min((r for r in rows if r["framework"] == fw and r["precision"] == precision
+                        and r["variant"] != "torch-tutorial"), key=lambda r: r["epoch"]["median"], default=None)
+                   for fw in ("torch", "jax")]
+        if all(fastest):
+            a, b = sorted(fastest, key=lambda r: r["epoch"]["median"])
+            candidates.append((a["key"], b["key"]))
+        for a, b in dict.fromkeys(candidates):
+            if a in by_key and b in by_key:
+                pairs.append({"faster": a, "baseline": b, "what": f"{a} vs {b}",
+                              **_ratio(timings[b].times, timings[a].times)})
+    one = next((k for k in tutorial_keys if ONE_THREAD in k), None)
+    if one and main_tutorial:
+        pairs.append({"faster": main_tutorial, "baseline": one, "what": f"the tutorial at {threads} vs 1 torch thread",
+                      **_ratio(timings[one].times, timings[main_tutorial].times)})
+    for entry in limit.values():
+        entry.pop("_rates")
+    return {"device": kind, "gpu": gpu, "torch_threads": threads, "limit": limit, "variants": rows, "pairs": pairs}
+
+
+# ---------------------------------------------------------------- sweeps
+
+
+def sweep(kind: str, s: Settings, threads: int, w: Workload, rows: list[dict], progress=None) -> list[dict]:
+    """Throughput of the fastest variant of each framework over batch size (width as the
+    workload's) and width (batch 64), in interleaved rounds per point. Left out: the tutorial and
+    the notebook (their data paths, not the step, set their speed) and torch.compile's default
+    mode (every new shape compiles again, minutes per point on a small CPU)."""
+    fastest = {}
+    for fw in ("torch", "jax"):
+        cands = [r for r in rows if r["framework"] == fw and r["precision"] == "fp32"
+                 and r["variant"] not in SWEEP_LEFT_OUT]
+        if cands:
+            fastest[fw] = min(cands, key=lambda r: r["epoch"]["median"])["variant"]
+    batches = SWEEP_BATCHES[:3] if s.quick else SWEEP_BATCHES
+    widths = SWEEP_WIDTHS[:2] if s.quick else SWEEP_WIDTHS
+    width0 = w.hidden[0]
+    configs = [(b, width0) for b in batches] + [(64, h) for h in widths if h != width0]
+    out = []
+    for batch, width in configs:
+        hidden = (width,) * len(w.hidden)
+        # A fixed amount of work per point: enough steps to time, few enough on a slow CPU.
+        budget = (2e11 if kind == "cpu" else 5e12) / (w.subset(1, hidden=hidden).flops_per_sample * 3)
+        n = int(min(w.n, max(8 * batch, budget)) // batch * batch)
+        sub = w.subset(n, batch_size=batch, hidden=hidden)
+        units = [variant_unit(name, sub, kind, threads, "fp32", name) for name in fastest.values()]
+        timings, _ = schedule.run_rounds(units, SWEEP_ROUNDS if not s.quick else 2, progress=progress)
+        for fw, name in fastest.items():
+            t = timings[name]
+            sps = spread([n / x for x in t.times])
+            out.append({"framework": fw, "variant": name, "device": kind, "batch_size": batch, "hidden": width,
+                        "samples": n, "samples_per_s": sps, "gflops": sps["median"] * sub.flops_per_sample / 1e9,
+                        "warmup_s": t.warmup_s, "rounds": len(t.times)})
+    return out
+
+
+# ---------------------------------------------------------------- one device, the whole run
+
+
+def measure_device(kind: str, s: Settings, w: Workload) -> dict:
+    """Thread choice, rounds, summary and sweeps of one device kind."""
+    try:
+        variants.jax_device(kind)
+    except RuntimeError:
+        raise BenchError(f"--device {kind}: JAX sees no GPU (install jax[cuda12] on a machine with CUDA)") from None
+    bar = tqdm(desc=f"{kind}", file=sys.stderr, leave=False, dynamic_ncols=True, unit="call")
+
+    def progress(text: str) -> None:
+        bar.set_postfix_str(text)
+        bar.update()
+
+    thread_study = []
+    threads = s.threads
+    if threads == 0 and kind == "cpu":
+        threads, thread_study = choose_threads(w, 2 if s.quick else 3, progress)
+    elif threads == 0:
+        threads = torch.get_num_threads()
+    units, meta = plan(kind, s, threads, w)
+    timings, log = schedule.run_rounds(units, s.rounds, progress=progress)
+    result = summarise(kind, timings, meta, w, threads)
+    result["thread_study"] = thread_study
+    result["order"] = [[key for phase, r, key in log if phase == "round" and r == i] for i in range(s.rounds)]
+    result["sweeps"] = sweep(kind, s, threads, w, result["variants"], progress) if s.sweep else []
     bar.close()
-    return rows
+    return result
 
 
-def environment(args, kinds) -> dict:
-    import flax
-    import jax
-    import optax
-
+def environment(s: Settings, w: Workload) -> dict:
+    """The machine, the versions and the run's settings, for the JSON and the README."""
     meta = {
         "cpu_model": limits.cpu_model(), "cpu_count": os.cpu_count(), "machine": platform.machine(),
         "python": sys.version.split()[0],
-        "versions": {"torch": torch.__version__, "jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__, "numpy": np.__version__},
-        "torch_threads": args.threads, "xla_cpu_threads": "XLA's own pool (all cores)",
-        "batch_size": args.batch_size, "steady_epochs": args.epochs, "quick": args.quick,
+        "versions": {"torch": torch.__version__, "jax": jax.__version__, "flax": flax.__version__,
+                     "optax": optax.__version__, "numpy": np.__version__},
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "xla_cpu_threads": "XLA's own pool, all cores (fixed per process)",
+        "model": w.model, "hidden": list(w.hidden), "batch_size": w.batch_size, "samples": w.n, "steps": w.steps,
+        "flops_per_sample": w.flops_per_sample, "rounds": s.rounds, "quick": s.quick,
+        "noisy_rel_iqr": schedule.NOISY_IQR,
+        "command": "python -m benchmarks.run " + " ".join(sys.argv[1:]),
         "timed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "load_average_at_start": list(os.getloadavg()),
     }
-    if "cuda" in kinds:
+    if "cuda" in s.kinds:
         meta["gpu"] = torch.cuda.get_device_name(0)
         meta["versions"]["cuda"] = torch.version.cuda
     return meta
 
 
-def markdown(out: dict) -> str:
-    """The results as a markdown table (plus the limits and sweeps, briefly)."""
-    lines = ["| device | variant | precision | torch threads | warm-up s | epoch s (median) | 5 epochs s "
-             "| samples/s | GFLOP/s | of limit | last loss |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in out["variants"]:
-        frac = f"{100 * r['fraction_of_limit']:.1f}%" if r["fraction_of_limit"] is not None else "n/a"
-        lines.append(f"| {r['device']} | {r['variant']} | {r['precision']['mode']} | {r['torch_threads'] or '-'} "
-                     f"| {r['warmup_s']:.2f} | {r['median_epoch_s']:.3f} | {r['five_epoch_s']:.2f} "
-                     f"| {r['samples_per_s']:,.0f} | {r['gflops']:.1f} | {frac} | {r['last_loss']:.6f} |")
-    for kind, lim in out["limits"].items():
-        lines.append(f"\nlimit ({kind}): {lim['fp32_gflops'] or 'n/a'} GFLOP/s fp32 — {lim['method']}")
-        if kind == "cpu":
-            lines.append(f"  torch probe {lim['torch_probe_gflops']:.1f}, JAX probe {lim['jax_probe_gflops']:.1f}, "
-                         f"1024^3 GEMM {lim['large_gemm_gflops']:.1f} GFLOP/s")
-    for row in out.get("thread_study", []):
-        lines.append(f"torch-eager with {row['threads']} thread(s): {row['epoch_equivalent_s']:.3f} s/epoch "
-                     f"(150-step probe){'  <- chosen' if row['threads'] == out['meta']['torch_threads'] else ''}")
-    for kind, rows in out["sweeps"].items():
-        lines.append(f"\nsweep ({kind}): samples/s")
-        lines.append("| framework | variant | batch | hidden | samples/s | GFLOP/s |")
-        lines.append("|---|---|---|---|---|---|")
-        lines += [f"| {r['framework']} | {r['variant']} | {r['batch_size']} | {r['hidden']} | {r['samples_per_s']:,.0f} "
-                  f"| {r['gflops']:.1f} |" for r in rows]
-    if "crossover" in out:
-        lines.append("")
-        lines += [f"GPU overtakes CPU ({fw}): {txt}" for fw, txt in out["crossover"].items()]
-    return "\n".join(lines)
+def run(s: Settings) -> dict:
+    """The whole benchmark as a JSON-able dict."""
+    if "cuda" in s.kinds and not torch.cuda.is_available():
+        raise BenchError(f"--device {s.device}: CUDA is not available to torch {torch.__version__} on this machine")
+    try:
+        w = load_workload(s.data_dir, 3000 + 32 if s.quick else None, s.batch_size, s.model)  # quick keeps a partial batch
+    except DataError as e:
+        raise BenchError(str(e)) from None
+    out = {"meta": environment(s, w), "devices": {}}
+    for kind in s.kinds:
+        out["devices"][kind] = measure_device(kind, s, w)
+    out["meta"]["load_average_at_end"] = list(os.getloadavg())
+    return out
 
 
-def crossover(out: dict) -> dict:
-    """Per framework, the sweep points where the GPU's throughput exceeds the CPU's."""
-    if not {"cpu", "cuda"} <= set(out["sweeps"]):
-        return {}
-    result = {}
-    for fw in ("torch", "jax"):
-        cpu = {(r["batch_size"], r["hidden"]): r["samples_per_s"] for r in out["sweeps"]["cpu"] if r["framework"] == fw}
-        gpu = {(r["batch_size"], r["hidden"]): r["samples_per_s"] for r in out["sweeps"]["cuda"] if r["framework"] == fw}
-        wins = [f"batch {b}/hidden {h} ({gpu[(b, h)] / cpu[(b, h)]:.1f}x)" for (b, h) in cpu if (b, h) in gpu and gpu[(b, h)] > cpu[(b, h)]]
-        result[fw] = ", ".join(wins) if wins else "nowhere in the sweep"
-    return result
+# ---------------------------------------------------------------- command line
 
 
-def charts(out: dict, stem: Path) -> list[str]:
-    """Epoch time per variant and device; the sweeps. Returns the PNG paths."""
-    import matplotlib
+class _Parser(argparse.ArgumentParser):
+    """Bad flags end with one ``error:`` line and exit code 2, as every CLI of the project."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def error(self, message: str):
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
 
-    paths = []
-    rows = out["variants"]
-    fig, ax = plt.subplots(figsize=(10, 0.45 * len(rows) + 1.5))
-    labels = [f"{r['variant']} [{r['device']}, {r['precision']['mode']}]" for r in rows]
-    colors = ["tab:red" if r["framework"] == "torch" else "tab:blue" for r in rows]
-    ax.barh(labels, [r["median_epoch_s"] for r in rows], color=colors)
-    ax.set_xscale("log")
-    ax.set_xlabel("seconds per epoch (median, after warm-up; log scale)")
-    for i, r in enumerate(rows):
-        ax.text(r["median_epoch_s"], i, f" {r['median_epoch_s']:.3g}s", va="center", fontsize=8)
-    ax.invert_yaxis()
-    ax.set_title(f"Quickstart epoch (60k samples, batch {out['meta']['batch_size']}) — {out['meta']['cpu_model']}"
-                 + (f" / {out['meta']['gpu']}" if "gpu" in out["meta"] else ""), fontsize=9)
-    fig.tight_layout()
-    paths.append(str(stem.with_name(stem.name + "_epoch.png")))
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
 
-    if out["sweeps"]:
-        fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-        for kind, srows in out["sweeps"].items():
-            for fw, color in (("torch", "tab:red"), ("jax", "tab:blue")):
-                ls = "-" if kind == "cpu" else "--"
-                b = sorted((r["batch_size"], r["samples_per_s"]) for r in srows if r["framework"] == fw and r["hidden"] == 512)
-                h = sorted((r["hidden"], r["samples_per_s"]) for r in srows if r["framework"] == fw and r["batch_size"] == 64)
-                if b:
-                    axes[0].plot(*zip(*b), ls, marker="o", color=color, label=f"{fw} {kind}")
-                if h:
-                    axes[1].plot(*zip(*h), ls, marker="o", color=color, label=f"{fw} {kind}")
-        for ax, xl in zip(axes, ("batch size (hidden 512)", "hidden width (batch 64)")):
-            ax.set_xscale("log", base=2)
-            ax.set_yscale("log")
-            ax.set_xlabel(xl)
-            ax.set_ylabel("training samples / s")
-            ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=8)
-        fig.suptitle("How throughput grows with batch size and width (fastest variant per framework)", fontsize=10)
-        fig.tight_layout()
-        paths.append(str(stem.with_name(stem.name + "_sweep.png")))
-        fig.savefig(paths[-1], dpi=110)
-        plt.close(fig)
-    return paths
+def _non_negative_int(text: str) -> int:
+    # common.cli has positive_int only; --threads also takes 0 (= choose by measurement).
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text}: must be 0 or a positive integer")
+    return value
+
+
+def parse_args(argv=None) -> Settings:
+    """The command line as validated ``Settings``; a bad flag exits 2 with one line."""
+    known = ",".join(variants.names())
+    p = _Parser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0],
+                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--device", choices=("cpu", "cuda", "all"), default="cpu", help="where to run")
+    p.add_argument("--rounds", type=positive_int, default=DEFAULT_ROUNDS,
+                   help="interleaved rounds, one epoch of every variant each; ratios are medians over them")
+    p.add_argument("--threads", type=_non_negative_int, default=0,
+                   help="torch intra-op threads (0: measure 1, 2, 4, ... on CPU and take the fastest; "
+                        "torch's default on GPU)")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="minibatch size")
+    p.add_argument("--precision", default="fp32,tf32", help="GPU precision modes, comma-separated (CPU: fp32 only)")
+    p.add_argument("--variants", default=known, help="variants to time, comma-separated (GPU-only ones skipped on CPU)")
+    p.add_argument("--model", choices=sorted(MODELS), default="mlp", help="the model every variant trains")
+    p.add_argument("--sweep", action=argparse.BooleanOptionalAction, default=True,
+                   help="the batch-size and width sweeps (--no-sweep skips them)")
+    p.add_argument("--quick", action="store_true", help="smoke test in about a minute: 1/20 of the data, fewer rounds")
+    p.add_argument("--data-dir", default="data", help="folder holding FashionMNIST/raw/")
+    p.add_argument("--out-dir", default=str(RESULTS), help="where the JSON and PNG files go")
+    a = p.parse_args(argv)
+    precisions = tuple(dict.fromkeys(m.strip() for m in a.precision.split(",") if m.strip()))
+    if not precisions or not set(precisions) <= {"fp32", "tf32"}:
+        p.error(f"--precision {a.precision!r}: use fp32 and/or tf32")
+    names = tuple(dict.fromkeys(v.strip() for v in a.variants.split(",") if v.strip()))
+    unknown = [v for v in names if v not in variants.VARIANTS]
+    if unknown or not names:
+        p.error(f"--variants: unknown {unknown[0] if unknown else 'empty list'!r} (known: {known})")
+    if a.device == "cpu" and all(variants.VARIANTS[v].gpu_only for v in names):
+        p.error(f"--variants {a.variants}: GPU-only variants, nothing to time on --device cpu")
+    rounds = min(a.rounds, 3) if a.quick else a.rounds
+    return Settings(a.device, rounds, a.threads, a.batch_size, precisions, names, a.model, a.sweep, a.quick,
+                    a.data_dir, a.out_dir)
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--device", choices=("cpu", "cuda", "all"), default="cpu", help="where to run")
-    p.add_argument("--quick", action="store_true", help="a small subset in seconds (smoke test): 1/20 of the data")
-    p.add_argument("--epochs", type=int, default=3, help="steady-state epochs per variant (median)")
-    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: measure 1, 2, 4, ... and take the fastest)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--precision", default="fp32,tf32", help="GPU precision modes to time, comma-separated (CPU: fp32)")
-    p.add_argument("--variants", default=",".join(TORCH_VARIANTS + JAX_VARIANTS), help="variants to time")
-    p.add_argument("--no-sweep", dest="sweep", action="store_false", help="skip the batch-size and width sweeps")
-    p.add_argument("--data-dir", default="data")
-    p.add_argument("--out-dir", default=str(RESULTS), help="where the JSON and PNG files go")
-    args = p.parse_args(argv)
+    s = parse_args(argv)
+    prog = "python -m benchmarks.run"
     try:
-        return _main(args, p.prog)
+        out = run(s)
     except BenchError as e:
-        print(f"{p.prog}: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
-
-
-def _main(args, prog: str) -> int:
-    from common.data import DataError
-    from parity.harness import init_state_dict, real_data
-
-    args.precision = [m.strip() for m in args.precision.split(",") if m.strip()]
-    if not set(args.precision) <= {"fp32", "tf32"}:
-        raise BenchError(f"--precision {','.join(args.precision)}: use fp32 and/or tf32")
-    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    unknown = set(args.variants) - set(TORCH_VARIANTS + JAX_VARIANTS)
-    if unknown:
-        raise BenchError(f"--variants: unknown {sorted(unknown)[0]} (known: {', '.join(TORCH_VARIANTS + JAX_VARIANTS)})")
-    kinds = ["cpu", "cuda"] if args.device == "all" else [args.device]
-    if "cuda" in kinds and not torch.cuda.is_available():
-        raise BenchError(f"--device {args.device}: CUDA is not available to torch {torch.__version__} on this machine")
-    if args.quick:
-        args.epochs = min(args.epochs, 2)
-    try:
-        train, _ = real_data(args.data_dir)
-    except DataError as e:
-        raise BenchError(str(e)) from None
-    n = 3000 + 32 if args.quick else len(train.y)  # quick keeps a last partial batch too
-    workload = Workload(Split(train.x[:n], train.y[:n]), init_state_dict(0), args.batch_size)
-    tutorial_data = None
-    if "torch-tutorial" in args.variants:
-        from reference_torch.data import get_datasets
-
-        tutorial_data = get_datasets(args.data_dir, download=False)[0]
-
-    out = {"meta": environment(args, kinds), "limits": {}, "variants": [], "sweeps": {}}
-    for kind in kinds:
-        run_device(kind, args, workload, tutorial_data, out)
-    out["crossover"] = crossover(out)
-    for kind in kinds:  # the headline: fastest five-epoch time per framework
-        for fw in ("torch", "jax"):
-            rows = [r for r in out["variants"] if r["device"] == kind and r["framework"] == fw]
-            if rows:
-                best = min(rows, key=lambda r: r["median_epoch_s"])
-                out.setdefault("fastest", {})[f"{fw}-{kind}"] = {
-                    "variant": best["variant"], "precision": best["precision"]["mode"],
-                    "five_epoch_s": best["five_epoch_s"], "fraction_of_limit": best["fraction_of_limit"]}
-
-    out_dir = Path(args.out_dir)
+    out_dir = Path(s.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / f"bench_{args.device}{'_quick' if args.quick else ''}"
-    out["charts"] = [os.path.relpath(pth, out_dir) for pth in charts(out, stem)]
+    stem = out_dir / f"bench_{s.device}{'_quick' if s.quick else ''}"
+    out["charts"] = [os.path.relpath(p, out_dir) for p in report.charts(out, stem)]
     stem.with_suffix(".json").write_text(json.dumps(out, indent=2) + "\n")
-    print(markdown(out))
+    print(report.markdown(out))
     print(f"\nwrote {stem.with_suffix('.json')} and {', '.join(out['charts'])}")
     return 0
 

@@ -1,45 +1,76 @@
-"""The benchmark variants: each trains the quickstart's math (same weights, same batches, file order)
-and exposes ``epoch() -> last step's loss``, synchronised with the device before it returns."""
+"""The benchmark variants, a registry of named functions.
+
+Each ``@variant`` function takes a ``Workload`` and a device kind (``"cpu"`` or ``"cuda"``) and
+returns ``epoch() -> last step's loss``: one epoch over the workload's batches in file order,
+from the workload's initial weights (state persists across calls), synchronised with the device
+before it returns, so a clock read after it measures finished work.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable
 
+import jax
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Subset
 
-from parity.harness import Split, torch_model
-from parity.weights import hidden_of, torch_to_flax
+from jax_impl import train as jtrain
 from reference_torch import train as ttrain
+from reference_torch.data import get_datasets
 
-TORCH_VARIANTS = ("torch-tutorial", "torch-eager", "torch-compile", "torch-compile-ro", "torch-cudagraph")
-JAX_VARIANTS = ("jax-notebook", "jax-jit", "jax-scan")
-GPU_ONLY = ("torch-compile-ro", "torch-cudagraph")
+from .workload import Workload
 
-
-def flops_per_sample(hidden=(512, 512)) -> float:
-    """Training FLOPs per sample: forward (2 per MAC), weight gradients (same) and input gradients
-    of every layer but the first (no gradient w.r.t. the images). 3.21 MFLOP for the quickstart."""
-    dims = [784, *hidden, 10]
-    macs = [a * b for a, b in zip(dims[:-1], dims[1:])]
-    return 2.0 * (2 * sum(macs) + sum(macs[1:]))
+Epoch = Callable[[], float]
 
 
-@dataclass
-class Workload:
-    split: Split  # host numpy, file order
-    state_dict: dict  # the common initial weights (torch keys, numpy)
-    batch_size: int = 64
-    lr: float = 1e-3
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    framework: str  # "torch" or "jax"
+    label: str  # what it is, for tables and charts
+    build: Callable[[Workload, str], Epoch]
+    gpu_only: bool = False
 
-    @property
-    def n(self) -> int:
-        return len(self.split.y)
 
-    @property
-    def steps(self) -> int:
-        return -(-self.n // self.batch_size)
+VARIANTS: dict[str, Variant] = {}
+
+
+def variant(name: str, label: str, gpu_only: bool = False):
+    """Register ``fn(workload, device_kind) -> epoch`` as the variant ``name`` (framework = its prefix)."""
+
+    def register(fn: Callable[[Workload, str], Epoch]) -> Callable[[Workload, str], Epoch]:
+        VARIANTS[name] = Variant(name, name.split("-")[0], label, fn, gpu_only)
+        return fn
+
+    return register
+
+
+def names(device: str | None = None) -> list[str]:
+    """Registered variant names, in registration order; those that run on ``device`` if given."""
+    return [v.name for v in VARIANTS.values() if device in (None, "cuda") or not v.gpu_only]
+
+
+# ---------------------------------------------------------------- torch
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _torch_setup(w: Workload, kind: str):
+    """(device, model holding the initial weights, loss, optimizer) as the tutorial builds them."""
+    device = torch.device(kind)
+    model = w.spec.torch_module(w.hidden).to(device)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in w.state_dict.items()})
+    loss_fn = nn.CrossEntropyLoss()
+    return device, model, loss_fn, ttrain.make_optimizer(model, w.lr)
+
+
+def _device_tensors(w: Workload, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.from_numpy(w.x).to(device), torch.from_numpy(w.y.astype(np.int64)).to(device)
 
 
 class DeviceBatches:
@@ -58,142 +89,176 @@ class DeviceBatches:
             yield self.x[i:i + self.batch_size], self.y[i:i + self.batch_size]
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def _loop_epoch(loader, model, loss_fn, optimizer, device: torch.device) -> Epoch:
+    """The tutorial's ``train_epoch`` over ``loader``."""
+
+    def epoch() -> float:
+        losses = ttrain.train_epoch(loader, model, loss_fn, optimizer, log=None)
+        _sync(device)
+        return float(losses[-1])
+
+    return epoch
 
 
-def torch_variant(name: str, w: Workload, device: torch.device, tutorial_data=None) -> Callable[[], float]:
-    """An ``epoch()`` closure for one torch variant (state persists across calls)."""
-    model = torch_model(w.state_dict, device=device)
-    loss_fn = nn.CrossEntropyLoss()
-    optimizer = ttrain.make_optimizer(model, w.lr)
+@variant("torch-tutorial", "torch-tutorial (DataLoader + ToTensor)")
+def torch_tutorial(w: Workload, kind: str) -> Epoch:
+    """The tutorial's loop as written: torchvision's dataset, ToTensor per sample, a DataLoader."""
+    device, model, loss_fn, optimizer = _torch_setup(w, kind)
+    training_data = get_datasets(w.data_dir, download=False)[0]
+    ds = training_data if w.n == len(training_data) else Subset(training_data, range(w.n))
+    return _loop_epoch(DataLoader(ds, batch_size=w.batch_size), model, loss_fn, optimizer, device)
 
-    def loop_epoch(loader):  # the tutorial's train_epoch over any loader
-        def epoch():
-            losses = ttrain.train_epoch(loader, model, loss_fn, optimizer, log=None)
-            _sync(device)
-            return float(losses[-1])
 
-        return epoch
+@variant("torch-eager", "torch-eager (data preloaded)")
+def torch_eager(w: Workload, kind: str) -> Epoch:
+    """The same loop over batches sliced from tensors put on the device once."""
+    device, model, loss_fn, optimizer = _torch_setup(w, kind)
+    x, y = _device_tensors(w, device)
+    return _loop_epoch(DeviceBatches(x, y, w.batch_size), model, loss_fn, optimizer, device)
 
-    if name == "torch-tutorial":  # DataLoader + ToTensor per sample, exactly the tutorial's loop
-        from torch.utils.data import DataLoader, Subset
 
-        ds = tutorial_data if w.n == len(tutorial_data) else Subset(tutorial_data, range(w.n))
-        return loop_epoch(DataLoader(ds, batch_size=w.batch_size))
+def _compiled_epoch(w: Workload, kind: str, mode: str | None) -> Epoch:
+    device, model, loss_fn, optimizer = _torch_setup(w, kind)
+    x, y = _device_tensors(w, device)
 
-    x = torch.from_numpy(w.split.x).to(device)  # (N, 784) once, on the device
-    y = torch.from_numpy(w.split.y.astype(np.int64)).to(device)
+    def step(xb, yb):
+        loss = loss_fn(model(xb), yb)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        return loss.detach()
 
-    if name == "torch-eager":
-        return loop_epoch(DeviceBatches(x, y, w.batch_size))
+    compiled = torch.compile(step, mode=mode)
 
-    if name in ("torch-compile", "torch-compile-ro"):
-        def step(xb, yb):
-            loss = loss_fn(model(xb), yb)
+    def epoch() -> float:
+        model.train()
+        loss = None
+        for i in range(0, w.n, w.batch_size):
+            loss = compiled(x[i:i + w.batch_size], y[i:i + w.batch_size])
+        _sync(device)
+        return float(loss)
+
+    return epoch
+
+
+@variant("torch-compile", "torch-compile (whole step compiled)")
+def torch_compile(w: Workload, kind: str) -> Epoch:
+    """``torch.compile`` of the whole step (forward, backward, SGD update), default mode."""
+    return _compiled_epoch(w, kind, None)
+
+
+@variant("torch-compile-ro", "torch-compile reduce-overhead (CUDA graphs)", gpu_only=True)
+def torch_compile_ro(w: Workload, kind: str) -> Epoch:
+    """``torch.compile(mode="reduce-overhead")``: Inductor's CUDA graphs, GPU only."""
+    return _compiled_epoch(w, kind, "reduce-overhead")
+
+
+@variant("torch-cudagraph", "torch-cudagraph (manual CUDA graph)", gpu_only=True)
+def torch_cudagraph(w: Workload, kind: str) -> Epoch:
+    """One full-batch step captured in a CUDA graph and replayed; the last partial batch eagerly."""
+    if kind != "cuda":
+        raise ValueError("torch-cudagraph needs CUDA")
+    device, model, loss_fn, optimizer = _torch_setup(w, kind)
+    x, y = _device_tensors(w, device)
+    bs = w.batch_size
+    full = (w.n // bs) * bs
+    static_x, static_y = x[:bs].clone(), y[:bs].clone()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    snapshot = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.cuda.stream(side):  # warm-up iterations before capture, as the CUDA-graph docs require
+        for _ in range(3):
+            optimizer.zero_grad(set_to_none=True)
+            loss_fn(model(static_x), static_y).backward()
+            optimizer.step()
+    torch.cuda.current_stream().wait_stream(side)
+    with torch.no_grad():  # undo the warm-up steps: every variant starts from the same weights
+        for k, v in model.state_dict().items():
+            v.copy_(snapshot[k])
+    graph = torch.cuda.CUDAGraph()
+    optimizer.zero_grad(set_to_none=True)
+    with torch.cuda.graph(graph):
+        static_loss = loss_fn(model(static_x), static_y)
+        static_loss.backward()  # writes fresh .grad each replay (grads were None at capture)
+        optimizer.step()
+
+    def epoch() -> float:
+        for i in range(0, full, bs):
+            static_x.copy_(x[i:i + bs])
+            static_y.copy_(y[i:i + bs])
+            graph.replay()
+        loss = static_loss
+        if full < w.n:  # the partial batch runs eagerly; zero the graph-owned grads first
+            for p in model.parameters():
+                p.grad.zero_()
+            loss = loss_fn(model(x[full:]), y[full:])
             loss.backward()
             optimizer.step()
-            optimizer.zero_grad()
-            return loss.detach()
+        _sync(device)
+        return float(loss)
 
-        compiled = torch.compile(step, mode="reduce-overhead" if name.endswith("-ro") else None)
-
-        def epoch():
-            model.train()
-            loss = None
-            for i in range(0, w.n, w.batch_size):
-                loss = compiled(x[i:i + w.batch_size], y[i:i + w.batch_size])
-            _sync(device)
-            return float(loss)
-
-        return epoch
-
-    if name == "torch-cudagraph":
-        if device.type != "cuda":
-            raise ValueError("torch-cudagraph needs CUDA")
-        bs = w.batch_size
-        full = (w.n // bs) * bs
-        static_x, static_y = x[:bs].clone(), y[:bs].clone()
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        snapshot = {k: v.clone() for k, v in model.state_dict().items()}
-        with torch.cuda.stream(side):  # warm-up iterations before capture, as the CUDA-graph docs require
-            for _ in range(3):
-                optimizer.zero_grad(set_to_none=True)
-                loss_fn(model(static_x), static_y).backward()
-                optimizer.step()
-        torch.cuda.current_stream().wait_stream(side)
-        with torch.no_grad():  # undo the warm-up steps: every variant starts from the same weights
-            for k, v in model.state_dict().items():
-                v.copy_(snapshot[k])
-        graph = torch.cuda.CUDAGraph()
-        optimizer.zero_grad(set_to_none=True)
-        with torch.cuda.graph(graph):
-            static_loss = loss_fn(model(static_x), static_y)
-            static_loss.backward()  # writes fresh .grad each replay (grads were None at capture)
-            optimizer.step()
-
-        def epoch():
-            for i in range(0, full, bs):
-                static_x.copy_(x[i:i + bs])
-                static_y.copy_(y[i:i + bs])
-                graph.replay()
-            loss = static_loss
-            if full < w.n:  # the partial batch runs eagerly; zero the graph-owned grads first
-                for p in model.parameters():
-                    p.grad.zero_()
-                loss = loss_fn(model(x[full:]), y[full:])
-                loss.backward()
-                optimizer.step()
-            _sync(device)
-            return float(loss)
-
-        return epoch
-
-    raise ValueError(f"unknown torch variant {name}")
+    return epoch
 
 
-def jax_variant(name: str, w: Workload, device) -> Callable[[], float]:
-    """An ``epoch()`` closure for one JAX variant (state persists across calls)."""
-    import jax
+# ---------------------------------------------------------------- JAX
 
-    from jax_impl import train as jtrain
-    hidden = hidden_of(w.state_dict)
-    box = {"state": jtrain.create_train_state(jax.device_put(torch_to_flax(w.state_dict), device), w.lr, hidden)}
+
+def jax_device(kind: str) -> jax.Device:
+    """JAX's device for ``"cpu"`` or ``"cuda"``; RuntimeError when JAX has no GPU."""
+    return jax.devices("cpu" if kind == "cpu" else "gpu")[0]
+
+
+def _jax_state(w: Workload, kind: str):
+    device = jax_device(kind)
+    return device, w.spec.jax_state(jax.device_put(w.spec.to_flax(w.state_dict), device), w.lr, w.hidden, device)
+
+
+@variant("jax-notebook", "jax-notebook (jit step, host batches)")
+def jax_notebook(w: Workload, kind: str) -> Epoch:
+    """The jitted step fed host numpy batches, transferred by each call, as JAX's tutorials do."""
+    device, state = _jax_state(w, kind)
     bs = w.batch_size
+    box = [state]  # the closure's training state, replaced by each epoch
 
-    if name == "jax-scan":
-        data = (jax.device_put(w.split.x, device), jax.device_put(w.split.y, device))
+    def epoch() -> float:
+        state = box[0]
+        with jax.default_device(device):
+            for i in range(0, w.n, bs):
+                state, metrics = jtrain.train_step(state, (w.x[i:i + bs], w.y[i:i + bs]))
+        box[0] = state
+        return float(metrics["loss"])  # blocks until the last step is done
 
-        def epoch():
-            box["state"], losses = jtrain.train_epoch(box["state"], data, bs, log=None)  # reads losses: synced
-            return float(losses[-1])
+    return epoch
 
-        return epoch
 
-    if name == "jax-jit":
-        batches = [(jax.device_put(w.split.x[i:i + bs], device), jax.device_put(w.split.y[i:i + bs], device))
-                   for i in range(0, w.n, bs)]
+@variant("jax-jit", "jax-jit (jit step, device batches)")
+def jax_jit(w: Workload, kind: str) -> Epoch:
+    """The jitted step over batches put on the device once."""
+    device, state = _jax_state(w, kind)
+    bs = w.batch_size
+    batches = [(jax.device_put(w.x[i:i + bs], device), jax.device_put(w.y[i:i + bs], device))
+               for i in range(0, w.n, bs)]
+    box = [state]
 
-        def epoch():
-            state = box["state"]
-            for batch in batches:
-                state, metrics = jtrain.train_step(state, batch)
-            box["state"] = state
-            return float(metrics["loss"])  # blocks until the last step is done
+    def epoch() -> float:
+        state = box[0]
+        for batch in batches:
+            state, metrics = jtrain.train_step(state, batch)
+        box[0] = state
+        return float(metrics["loss"])
 
-        return epoch
+    return epoch
 
-    if name == "jax-notebook":  # host numpy batches, transferred by each call, as JAX's tutorials do
-        def epoch():
-            state = box["state"]
-            with jax.default_device(device):
-                for i in range(0, w.n, bs):
-                    state, metrics = jtrain.train_step(state, (w.split.x[i:i + bs], w.split.y[i:i + bs]))
-            box["state"] = state
-            return float(metrics["loss"])
 
-        return epoch
+@variant("jax-scan", "jax-scan (one compiled epoch)")
+def jax_scan(w: Workload, kind: str) -> Epoch:
+    """``jax_impl.train.train_epoch``: the whole epoch one compiled ``lax.scan``."""
+    device, state = _jax_state(w, kind)
+    data = (jax.device_put(w.x, device), jax.device_put(w.y, device))
+    box = [state]
 
-    raise ValueError(f"unknown JAX variant {name}")
+    def epoch() -> float:
+        box[0], losses = jtrain.train_epoch(box[0], data, w.batch_size, log=None)  # host losses: synced
+        return float(losses[-1])
+
+    return epoch

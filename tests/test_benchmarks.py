@@ -1,42 +1,128 @@
-"""Smoke test of ``python -m benchmarks.run --quick``: it runs, and its JSON has every field (not speed)."""
+"""The benchmark's machinery, not its speed: the interleaved schedule and the paired-ratio arithmetic
+on a fake clock, the FLOP count, bad flags, the README rewrite, and a ``--quick`` run's JSON."""
 import json
 
 import pytest
 
-from benchmarks.variants import flops_per_sample
-from tests.helpers import run_module
+from benchmarks import report, schedule
+from benchmarks.schedule import Unit, paired_ratio, per_round_max, rotation, run_rounds, spread
+from benchmarks.workload import flops_per_sample
+from tests.helpers import REPO, run_module
 
 
 def test_flops_per_sample_is_the_quickstarts():
     # MACs 784*512 + 512*512 + 512*10 = 668,672: forward 2x, weight gradients 2x, and input
-    # gradients of layers 2-3 (no gradient w.r.t. the images) 2 * 267,264: 3.21 MFLOP.
+    # gradients of layers 2-3 (no gradient w.r.t. the images) 2 * 267,264.
     assert flops_per_sample() == 2 * 668_672 * 2 + 2 * 267_264 == 3_209_216
 
 
-def test_quick_run_writes_json_and_charts(data_dir, tmp_path):
-    proc = run_module("benchmarks.run", "--device", "cpu", "--quick", "--data-dir", data_dir, "--out-dir", str(tmp_path),
-                      "--variants", "torch-tutorial,torch-eager,jax-notebook,jax-jit,jax-scan")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    out = json.loads((tmp_path / "bench_cpu_quick.json").read_text())
-    meta = out["meta"]
-    for key in ("cpu_model", "versions", "torch_threads", "batch_size", "steady_epochs"):
-        assert key in meta, key
-    assert {"torch", "jax", "flax", "optax"} <= set(meta["versions"])
-    assert out["limits"]["cpu"]["fp32_gflops"] > 0
-    names = [r["variant"] for r in out["variants"]]
-    assert names == ["torch-tutorial", "torch-eager", "jax-notebook", "jax-jit", "jax-scan"]
-    losses = []
-    for r in out["variants"]:
-        for key in ("warmup_s", "median_epoch_s", "epoch_s", "samples_per_s", "gflops", "fraction_of_limit", "precision"):
-            assert key in r, (r["variant"], key)
-        assert r["precision"]["mode"] == "fp32" and r["median_epoch_s"] > 0 and r["steps_per_epoch"] == 48
-        losses.append(r["last_loss"])
-    # Same math: every variant trained the same weights on the same batches.
-    assert max(losses) - min(losses) < 1e-4, losses
-    assert {r["framework"] for r in out["sweeps"]["cpu"]} == {"torch", "jax"}
-    for chart in out["charts"]:
-        assert (tmp_path / chart).stat().st_size > 10_000
-    assert "| cpu | jax-scan |" in proc.stdout
+def test_rotation_runs_every_unit_once_per_round_in_every_position():
+    order = rotation(4, 8)
+    assert all(sorted(r) == [0, 1, 2, 3] for r in order)
+    assert order[0] == [0, 1, 2, 3] and order[1] == [1, 2, 3, 0]
+    for pos in range(4):  # over n rounds each unit takes each position once
+        assert sorted(r[pos] for r in order[:4]) == [0, 1, 2, 3]
+
+
+class FakeClock:
+    """A clock that only moves when a fake unit 'works': ``advance(seconds)``."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def _fake_units(clock: FakeClock, slowdown: dict[int, float], calls: list[str]):
+    """Three units whose true costs are 1, 2 and 4 s, all slowed alike by the machine's phase in
+    round r (``slowdown[r]``); the phase is read from how many calls have run."""
+    costs = {"a": 1.0, "b": 2.0, "c": 4.0}
+    state = {"calls": 0}
+
+    def make(key):
+        def build():
+            clock.advance(0.5)  # set-up
+
+            def call():
+                n = state["calls"]  # calls 0-2 are the warm-ups (3x: compilation), then 3 per round
+                state["calls"] += 1
+                calls.append(key)
+                clock.advance(costs[key] * (3.0 if n < 3 else slowdown.get((n - 3) // 3, 1.0)))
+                return costs[key]
+
+            return call
+
+        return build
+
+    return [Unit(k, make(k), work=100.0) for k in costs]
+
+
+def test_run_rounds_warms_up_first_then_rotates_and_pairs_ratios_within_rounds():
+    clock, calls = FakeClock(), []
+    slow = {1: 3.0}  # round 1 runs on a machine 3x slower
+    timings, log = run_rounds(_fake_units(clock, slow, calls), rounds=3, clock=clock)
+    phases = [p for p, _, _ in log]
+    assert phases[:6] == ["build", "warmup"] * 3 and set(phases[6:]) == {"round"}  # warm-ups before any round
+    rounds = [[k for p, r, k in log if p == "round" and r == i] for i in range(3)]
+    assert rounds == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"]]
+    a, b, c = (timings[k] for k in "abc")
+    assert a.build_s == 0.5 and a.warmup_s == 3.0 and c.warmup_s == 12.0
+    assert a.times == [1.0, 3.0, 1.0] and c.times == [4.0, 12.0, 4.0]
+    # Raw times move with the machine; the paired ratio within each round does not.
+    assert paired_ratio(c.times, a.times) == [4.0, 4.0, 4.0]
+    assert spread(paired_ratio(c.times, a.times))["noisy"] is False
+    assert spread(a.times)["max"] == 3.0
+    # Rates: work / time; the limit of a round is the best probe rate in that round.
+    assert a.rates == [100.0, 100 / 3, 100.0]
+    assert per_round_max([a.rates, b.rates]) == [100.0, 100 / 3, 100.0]
+    assert paired_ratio(b.rates, per_round_max([a.rates, b.rates])) == [0.5, 0.5, 0.5]
+
+
+def test_before_hook_runs_before_build_and_every_call():
+    events = []
+    unit = Unit("u", lambda: (events.append("build"), lambda: events.append("call"))[1], 1.0,
+                before=lambda: events.append("pin"))
+    run_rounds([unit], rounds=2, clock=FakeClock())
+    assert events == ["pin", "build", "call", "pin", "call", "pin", "call"]
+
+
+def test_spread_quartiles_and_noisy_threshold():
+    s = spread([1.0, 2.0, 3.0, 4.0, 100.0])
+    assert (s["median"], s["min"], s["max"], s["q1"], s["q3"]) == (3.0, 1.0, 100.0, 2.0, 4.0)
+    assert s["rel_iqr"] == pytest.approx(2 / 3) and s["noisy"]
+    calm = spread([1.0, 1.01, 1.02, 0.99, 1.0])
+    assert calm["rel_iqr"] <= schedule.NOISY_IQR and not calm["noisy"]
+    with pytest.raises(ValueError):
+        spread([1.0, float("nan")])
+    with pytest.raises(ValueError):
+        paired_ratio([1.0], [1.0, 2.0])
+
+
+def test_duplicate_unit_keys_refused():
+    u = Unit("x", lambda: (lambda: None), 1.0)
+    with pytest.raises(ValueError):
+        run_rounds([u, u], 1, clock=FakeClock())
+
+
+@pytest.mark.parametrize("flags", [["--batch-size", "0"], ["--rounds", "0"], ["--threads", "-1"], ["--rounds", "x"],
+                                   ["--precision", "fp16"], ["--variants", "torch-nope"], ["--device", "tpu"],
+                                   ["--variants", "torch-cudagraph"]])
+def test_bad_flags_are_one_error_line_exit_2(flags):
+    proc = run_module("benchmarks.run", *flags)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "error:" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_help_shows_defaults_and_sweep_reads_right():
+    proc = run_module("benchmarks.run", "--help")
+    assert proc.returncode == 0
+    text = " ".join(proc.stdout.split())
+    assert "--sweep, --no-sweep" in text and "(default: True)" in text
+    assert "--rounds ROUNDS" in text and "(default: 5)" in text and "(default: 64)" in text
 
 
 def test_cuda_absent_is_one_line_exit_2():
@@ -46,3 +132,47 @@ def test_cuda_absent_is_one_line_exit_2():
         pytest.skip("this machine has CUDA")
     proc = run_module("benchmarks.run", "--device", "cuda")
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "CUDA is not available" in proc.stderr
+
+
+def test_readme_blocks_rewritten_from_the_committed_json(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- bench:cpu -->\nold cpu\n<!-- /bench:cpu -->\nmiddle\n"
+                      "<!-- bench:cuda -->\nold cuda\n<!-- /bench:cuda -->\nend\n")
+    done = report.rewrite_readme(readme, REPO / "benchmarks" / "results")
+    text = readme.read_text()
+    assert done == ["cpu", "cuda"] and "old cpu" not in text and "old cuda" not in text
+    assert text.startswith("intro\n") and "\nmiddle\n" in text and text.endswith("end\n")
+    cuda = json.loads((REPO / "benchmarks" / "results" / "bench_cuda.json").read_text())
+    assert cuda["meta"]["gpu"] in text  # the machine is named
+    before = text
+    report.rewrite_readme(readme, REPO / "benchmarks" / "results")
+    assert readme.read_text() == before  # idempotent
+    (tmp_path / "bad.md").write_text("no markers\n")
+    with pytest.raises(ValueError):
+        report.rewrite_readme(tmp_path / "bad.md", REPO / "benchmarks" / "results")
+
+
+def test_quick_run_writes_json_and_charts(data_dir, tmp_path):
+    proc = run_module("benchmarks.run", "--device", "cpu", "--quick", "--data-dir", data_dir, "--out-dir", str(tmp_path),
+                      "--rounds", "2", "--threads", "1", "--no-sweep",
+                      "--variants", "torch-tutorial,torch-eager,jax-notebook,jax-jit,jax-scan")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads((tmp_path / "bench_cpu_quick.json").read_text())
+    meta = out["meta"]
+    assert {"torch", "jax", "flax", "optax"} <= set(meta["versions"]) and meta["samples"] == 3032
+    dev = out["devices"]["cpu"]
+    assert dev["limit"]["fp32"]["gflops"]["median"] > 0
+    keys = [r["key"] for r in dev["variants"]]
+    assert keys == ["torch-tutorial", "torch-eager", "jax-notebook", "jax-jit", "jax-scan"]
+    # every round ran every variant and both limit probes once
+    assert [sorted(r) for r in dev["order"]] == [sorted(keys + ["limit-torch", "limit-jax"])] * 2
+    losses = []
+    for r in dev["variants"]:
+        assert len(r["epoch_s"]) == 2 and r["steps_per_epoch"] == 48
+        assert len(r["of_limit"]["per_round"]) == 2 and r["five_epochs_end_to_end_s"] > r["epoch"]["median"]
+        losses.append(r["last_loss"])
+    # Same math: every variant trained the same weights on the same batches for the same epochs.
+    assert max(losses) - min(losses) < 1e-4, losses
+    for chart in out["charts"]:
+        assert (tmp_path / chart).stat().st_size > 10_000
+    assert "jax-scan over jax-jit" in proc.stdout

@@ -1,0 +1,302 @@
+"""Tables, charts and the README's benchmark sections, all from the JSON ``benchmarks.run`` writes.
+
+``python -m benchmarks.report --readme README.md`` (``make results``) rewrites the README between
+``<!-- bench:cpu -->`` and ``<!-- /bench:cpu -->`` (and the ``cuda`` pair) from
+``benchmarks/results/bench_cpu.json`` and ``bench_cuda.json``: no number in the README is typed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+COLORS = {"torch": "tab:red", "jax": "tab:blue"}
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def fmt_ratio(r: dict, digits: int = 2) -> str:
+    """``median× (min–max)`` of a paired speed-up."""
+    return f"{r['median']:.{digits}f}× ({r['min']:.{digits}f}–{r['max']:.{digits}f})"
+
+
+def fmt_share(r: dict) -> str:
+    """A share of the limit: median (min–max; IQR), flagged where it is noisy or above 100%."""
+    text = f"{100 * r['median']:.0f}% ({100 * r['min']:.0f}–{100 * r['max']:.0f}%; IQR {100 * r['q1']:.0f}–{100 * r['q3']:.0f}%)"
+    if r.get("over_limit"):
+        return f"{text} **noisy: above the limit**"
+    return f"{text} **noisy**" if r["noisy"] else text
+
+
+def fmt_spread_s(r: dict) -> str:
+    return f"{r['median']:.2f} ({r['min']:.2f}–{r['max']:.2f})"
+
+
+def machine_line(meta: dict, kind: str) -> str:
+    """Which machine and software measured it, and how busy it was."""
+    v = meta["versions"]
+    where = meta.get("gpu") if kind == "cuda" else f"{meta['cpu_model']} ({meta['cpu_count']} cores)"
+    text = (f"{where}; torch {v['torch']}, jax {v['jax']}, flax {v['flax']}, optax {v['optax']}"
+            + (f", CUDA {v['cuda']}" if "cuda" in v else "") + f"; timed {meta['timed_at']}")
+    if "load_average_at_start" in meta:
+        text += (f"; 1-minute load average {meta['load_average_at_start'][0]:.1f} at the start, "
+                 f"{meta['load_average_at_end'][0]:.1f} at the end")
+    return text
+
+
+# ---------------------------------------------------------------- tables
+
+
+def variant_table(dev: dict) -> list[str]:
+    """One row per variant: epoch time with its spread, the user's 5-epoch wait, paired ratios."""
+    lines = ["| variant | precision | torch threads | epoch s, median (min–max) | 5 epochs as a user waits s "
+             "| 5 steady epochs s | samples/s | share of the limit, median (min–max; IQR) | × tutorial | × tutorial at 1 thread |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in dev["variants"]:
+        lines.append(
+            f"| {r['label']} | {r['precision']} | {r['torch_threads'] or '-'} | {fmt_spread_s(r['epoch'])} "
+            f"| {r['five_epochs_end_to_end_s']:.1f} | {r['five_epochs_steady_s']:.1f} | {r['samples_per_s']:,.0f} "
+            f"| {fmt_share(r['of_limit'])} | {fmt_ratio(r['vs_tutorial']) if 'vs_tutorial' in r else '-'} "
+            f"| {fmt_ratio(r['vs_tutorial_1thread']) if 'vs_tutorial_1thread' in r else '-'} |")
+    return lines
+
+
+def pair_table(dev: dict) -> list[str]:
+    lines = ["| comparison | speed-up, median of paired rounds (min–max) | IQR | |", "|---|---|---|---|"]
+    for p in dev["pairs"]:
+        flag = "**noisy**" if p["noisy"] else ""
+        lines.append(f"| {p['faster']} over {p['baseline']} | {fmt_ratio(p)} | {p['q1']:.2f}–{p['q3']:.2f} | {flag} |")
+    return lines
+
+
+def limit_lines(dev: dict) -> list[str]:
+    out = []
+    for precision, lim in dev["limit"].items():
+        g = lim["gflops"]
+        text = (f"limit ({dev['device']}, {precision}): {g['median']:.1f} GFLOP/s "
+                f"({g['min']:.1f}–{g['max']:.1f} over the rounds) — {lim['method']}")
+        if lim.get("datasheet_gflops"):
+            text += f"; data-sheet dense peak of {lim['datasheet']}: {lim['datasheet_gflops']:,.0f} GFLOP/s (context only)"
+        out.append(text)
+    return out
+
+
+def markdown(out: dict) -> str:
+    """The whole run as markdown: per device the variants, the pairs, the limit, threads, sweeps."""
+    meta = out["meta"]
+    lines = [f"{meta['samples']:,} samples per epoch, batch {meta['batch_size']}, {meta['rounds']} interleaved rounds; "
+             f"noisy = IQR of the paired ratio above {100 * meta['noisy_rel_iqr']:.0f}% of its median"]
+    for kind, dev in out["devices"].items():
+        lines += ["", f"## {kind}: {machine_line(meta, kind)}", ""] + variant_table(dev) + [""] + pair_table(dev) + [""]
+        lines += limit_lines(dev)
+        for row in dev["thread_study"]:
+            e = row["epoch_equivalent_s"]
+            lines.append(f"torch-eager with {row['threads']} thread(s): {fmt_spread_s(e)} s/epoch "
+                         f"(first {row['probe_steps']} steps, scaled){'  <- chosen' if row['threads'] == dev['torch_threads'] else ''}")
+        if dev["sweeps"]:
+            lines += ["", f"sweep ({kind}): samples/s, median (min–max)",
+                      "| variant | batch | hidden | samples/s | GFLOP/s |", "|---|---|---|---|---|"]
+            lines += [f"| {r['variant']} | {r['batch_size']} | {r['hidden']} | {r['samples_per_s']['median']:,.0f} "
+                      f"({r['samples_per_s']['min']:,.0f}–{r['samples_per_s']['max']:,.0f}) | {r['gflops']:.1f} |"
+                      for r in dev["sweeps"]]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- charts
+
+
+def _rows(out: dict) -> list[dict]:
+    many = len(out["devices"]) > 1
+    rows = []
+    for kind, dev in out["devices"].items():
+        for r in dev["variants"]:
+            tag = f"{r['key']}" + (f" [{kind}]" if many else "")
+            rows.append({**r, "tag": tag})
+    return rows
+
+
+def _title(out: dict) -> str:
+    meta = out["meta"]
+    where = " / ".join(filter(None, [meta["cpu_model"] if "cpu" in out["devices"] else None, meta.get("gpu")]))
+    return (f"{meta['model'].upper()} training epoch: {meta['samples']:,} samples, batch {meta['batch_size']}, "
+            f"median of {meta['rounds']} interleaved rounds (whiskers: min–max)\n{where}"
+            + ("  [--quick subset]" if meta["quick"] else ""))
+
+
+def charts(out: dict, stem: Path) -> list[str]:
+    """``<stem>_epoch.png`` (epoch time and share of the limit per variant) and, with sweeps,
+    ``<stem>_sweep.png``. Returns the paths."""
+    paths = [str(stem.with_name(stem.name + "_epoch.png"))]
+    rows = _rows(out)
+    fig, (ax_t, ax_l) = plt.subplots(1, 2, figsize=(13, 0.5 * len(rows) + 2.2), sharey=True)
+    y = list(range(len(rows)))
+    colors = [COLORS[r["framework"]] for r in rows]
+    med = [r["epoch"]["median"] for r in rows]
+    err = [[m - r["epoch"]["min"] for m, r in zip(med, rows)], [r["epoch"]["max"] - m for m, r in zip(med, rows)]]
+    ax_t.barh(y, med, xerr=err, color=colors, capsize=3, ecolor="black")
+    for i, r in enumerate(rows):
+        ax_t.text(r["epoch"]["max"], i, f"  {r['epoch']['median']:.2f} s", va="center", fontsize=8)
+    ax_t.set_xlim(0, max(r["epoch"]["max"] for r in rows) * 1.25)
+    ax_t.set_xlabel("seconds per epoch (linear axis from 0)")
+    ax_t.set_yticks(y, [r["tag"] for r in rows])
+    ax_t.invert_yaxis()
+
+    share = [100 * r["of_limit"]["median"] for r in rows]
+    s_err = [[s - 100 * r["of_limit"]["min"] for s, r in zip(share, rows)],
+             [100 * r["of_limit"]["max"] - s for s, r in zip(share, rows)]]
+    bars = ax_l.barh(y, share, xerr=s_err, color=colors, capsize=3, ecolor="black")
+    for bar, r in zip(bars, rows):
+        if r["of_limit"]["over_limit"] or r["of_limit"]["noisy"]:
+            bar.set_hatch("//")
+            bar.set_alpha(0.5)
+    for i, r in enumerate(rows):
+        label = f"  {100 * r['of_limit']['median']:.0f}%"
+        if r["of_limit"]["over_limit"]:
+            label += " noisy (>100%)"
+        elif r["of_limit"]["noisy"]:
+            label += " noisy"
+        ax_l.text(100 * r["of_limit"]["max"], i, label, va="center", fontsize=8)
+    ax_l.axvline(100, color="grey", ls=":", lw=1)
+    ax_l.set_xlim(0, max(110, max(100 * r["of_limit"]["max"] for r in rows) * 1.3))
+    ax_l.set_xlabel("share of the measured matmul limit, % (paired per round)")
+    handles = [Patch(color=c, label=fw) for fw, c in COLORS.items() if any(r["framework"] == fw for r in rows)]
+    handles.append(Patch(facecolor="white", edgecolor="black", hatch="//", label="noisy (IQR or >100%)"))
+    ax_l.legend(handles=handles, loc="lower right", fontsize=8)
+    fig.suptitle(_title(out), fontsize=9)
+    fig.tight_layout()
+    fig.savefig(paths[0], dpi=110)
+    plt.close(fig)
+
+    sweeps = [r for dev in out["devices"].values() for r in dev["sweeps"]]
+    if sweeps:
+        paths.append(str(stem.with_name(stem.name + "_sweep.png")))
+        fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+        width0 = out["meta"]["hidden"][0]
+        panels = ((axes[0], "batch_size", lambda r: r["hidden"] == width0, f"batch size (hidden {width0}; log2 axis)"),
+                  (axes[1], "hidden", lambda r: r["batch_size"] == 64, "hidden width (batch 64; log2 axis)"))
+        for ax, xkey, keep, xlabel in panels:
+            series = sorted({(r["device"], r["framework"], r["variant"]) for r in sweeps})
+            for kind, fw, name in series:
+                pts = sorted((r[xkey], r["samples_per_s"]) for r in sweeps
+                             if keep(r) and (r["device"], r["framework"], r["variant"]) == (kind, fw, name))
+                if not pts:
+                    continue
+                xs = [p[0] for p in pts]
+                ms = [p[1]["median"] for p in pts]
+                ax.errorbar(xs, ms, yerr=[[m - p[1]["min"] for m, p in zip(ms, pts)], [p[1]["max"] - m for m, p in zip(ms, pts)]],
+                            fmt="-o" if kind == "cpu" else "--s", color=COLORS[fw], capsize=3, label=f"{name} ({kind})")
+                ax.set_xticks(xs, [str(x) for x in xs])
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(sorted({r[xkey] for r in sweeps if keep(r)}), [str(x) for x in sorted({r[xkey] for r in sweeps if keep(r)})])
+            ax.minorticks_off()
+            ax.set_ylim(bottom=0)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("training samples / s (linear axis from 0)")
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=8)
+        rounds = max(r["rounds"] for r in sweeps)
+        fig.suptitle("Throughput of the fastest variant per framework against batch size and width: "
+                     f"median of {rounds} interleaved rounds per point (whiskers: min–max)"
+                     + ("  [--quick subset]" if out["meta"]["quick"] else ""), fontsize=9)
+        fig.tight_layout()
+        fig.savefig(paths[1], dpi=110)
+        plt.close(fig)
+    return paths
+
+
+# ---------------------------------------------------------------- README
+
+
+def section(data: dict, kind: str, json_path: str) -> str:
+    """The README's benchmark block for one device, from a run's JSON."""
+    if "devices" not in data:
+        return legacy_section(data, kind, json_path)
+    meta, dev = data["meta"], data["devices"][kind]
+    lines = [f"Measured on **{machine_line(meta, kind)}** with `{meta['command']}` "
+             f"([JSON]({json_path})): {meta['samples']:,} samples per epoch, batch {meta['batch_size']}, "
+             f"torch with {dev['torch_threads']} intra-op thread(s), {meta['rounds']} interleaved rounds after every "
+             f"warm-up. Each ratio is taken within a round and given as the median over the rounds with its "
+             f"min–max; a share whose interquartile range exceeds {100 * meta['noisy_rel_iqr']:.0f}% of its median is "
+             f"marked noisy. \"5 epochs as a user waits\" is set-up + the first epoch (compilation included) + "
+             f"4 median epochs.", ""]
+    lines += variant_table(dev) + [""] + pair_table(dev) + [""]
+    lines += [f"- {line}" for line in limit_lines(dev)]
+    for row in dev["thread_study"]:
+        chosen = " (chosen)" if row["threads"] == dev["torch_threads"] else ""
+        lines.append(f"- torch-eager at {row['threads']} thread(s): {fmt_spread_s(row['epoch_equivalent_s'])} s/epoch"
+                     f" from its first {row['probe_steps']} steps{chosen}")
+    lines.append("")
+    lines += [f"![epoch time and share of the limit](benchmarks/results/{c})" for c in data.get("charts", [])]
+    return "\n".join(lines)
+
+
+def legacy_section(data: dict, kind: str, json_path: str) -> str:
+    """A run written before interleaved rounds: one sequence of epochs per variant, no spread."""
+    meta = data["meta"]
+    lines = [f"Measured on **{machine_line(meta, kind)}** ([JSON]({json_path})) by the earlier benchmark, which "
+             f"timed each variant's {meta['steady_epochs']} epochs back to back (no interleaving, no spread): "
+             f"re-run `python -m benchmarks.run --device {kind}` to replace it. "
+             + ("Shares are of the data-sheet dense peak of the row's precision (FP32 or TF32 tensor cores), "
+                "not of a measured limit." if kind == "cuda" else "Shares are of the matmul limit measured once in "
+                "that run."), "",
+             f"| variant | precision | warm-up s | epoch s (median) | 5 epochs as a user waits s | samples/s "
+             f"| {'of data-sheet peak' if kind == 'cuda' else 'of the limit'} |",
+             "|---|---|---|---|---|---|---|"]
+    for r in data["variants"]:
+        if r["device"] != kind:
+            continue
+        frac = r.get("fraction_of_limit")
+        lines.append(f"| {r['variant']} | {r['precision']['mode']} | {r['warmup_s']:.2f} | {r['median_epoch_s']:.3f} "
+                     f"| {r.get('build_s', 0) + r['warmup_s'] + 4 * r['median_epoch_s']:.2f} | {r['samples_per_s']:,.0f} "
+                     f"| {'n/a' if frac is None else f'{100 * frac:.2f}%'} |")
+    lines.append("")
+    lines += [f"![epoch time per variant](benchmarks/results/{c})" for c in data.get("charts", [])]
+    return "\n".join(lines)
+
+
+def rewrite_readme(readme: Path, results: Path = RESULTS) -> list[str]:
+    """Replace each ``<!-- bench:KIND -->`` block whose JSON exists; returns the kinds rewritten."""
+    text = readme.read_text()
+    done = []
+    for kind in ("cpu", "cuda"):
+        path = results / f"bench_{kind}.json"
+        begin, end = f"<!-- bench:{kind} -->", f"<!-- /bench:{kind} -->"
+        if begin not in text or end not in text:
+            raise ValueError(f"{readme}: markers {begin} ... {end} not found")
+        if not path.exists():
+            continue
+        rel = path.relative_to(readme.resolve().parent) if path.is_relative_to(readme.resolve().parent) else path
+        block = section(json.loads(path.read_text()), kind, str(rel))
+        text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: f"{begin}\n{block}\n{end}", text, flags=re.S)
+        done.append(kind)
+    readme.write_text(text)
+    return done
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--readme", default="README.md", help="the file whose bench:cpu / bench:cuda blocks are rewritten")
+    p.add_argument("--results", default=str(RESULTS), help="folder holding bench_cpu.json and bench_cuda.json")
+    a = p.parse_args(argv)
+    try:
+        done = rewrite_readme(Path(a.readme), Path(a.results))
+    except (OSError, ValueError, KeyError) as e:
+        print(f"{p.prog}: error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+    print(f"{a.readme}: rewrote the benchmark blocks of {', '.join(done) or 'nothing (no JSON found)'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
