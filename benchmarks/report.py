@@ -228,7 +228,8 @@ def section(data: dict, kind: str, json_path: str) -> str:
              f"warm-up. Each ratio is taken within a round and given as the median over the rounds with its "
              f"min–max; a share whose interquartile range exceeds {100 * meta['noisy_rel_iqr']:.0f}% of its median is "
              f"marked noisy. \"5 epochs as a user waits\" is set-up + the first epoch (compilation included) + "
-             f"4 median epochs.", ""]
+             f"4 median epochs." + (" The measured thread count is 1, so the tutorial at 1 thread and at the "
+                                     "chosen count are one and the same unit." if dev["torch_threads"] == 1 else ""), ""]
     lines += variant_table(dev) + [""] + pair_table(dev) + [""]
     lines += [f"- {line}" for line in limit_lines(dev)]
     for row in dev["thread_study"]:

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from benchmarks import report, schedule
+from benchmarks import run as bench_run
 from benchmarks.schedule import Unit, paired_ratio, per_round_max, rotation, run_rounds, spread
 from benchmarks.workload import flops_per_sample
 from tests.helpers import REPO, run_module
@@ -109,18 +110,26 @@ def test_duplicate_unit_keys_refused():
 
 
 @pytest.mark.parametrize("flags", [["--batch-size", "0"], ["--rounds", "0"], ["--threads", "-1"], ["--rounds", "x"],
-                                   ["--precision", "fp16"], ["--variants", "torch-nope"], ["--device", "tpu"],
-                                   ["--variants", "torch-cudagraph"]])
-def test_bad_flags_are_one_error_line_exit_2(flags):
-    proc = run_module("benchmarks.run", *flags)
-    assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.strip().count("\n") == 0 and "error:" in proc.stderr and "Traceback" not in proc.stderr
+                                   ["--precision", "fp16"], ["--precision", ","], ["--variants", "torch-nope"],
+                                   ["--device", "tpu"], ["--variants", "torch-cudagraph"], ["--model", "resnet"]])
+def test_bad_flags_are_one_error_line_exit_2(flags, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench_run.parse_args(flags)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err
+    assert err.strip().count("\n") == 0 and err.startswith("python -m benchmarks.run: error: "), err
 
 
-def test_help_shows_defaults_and_sweep_reads_right():
-    proc = run_module("benchmarks.run", "--help")
-    assert proc.returncode == 0
-    text = " ".join(proc.stdout.split())
+def test_good_flags_parse(capsys):
+    s = bench_run.parse_args(["--precision", "tf32,fp32,tf32", "--variants", "jax-scan, torch-eager", "--no-sweep"])
+    assert s.precisions == ("tf32", "fp32") and s.variants == ("jax-scan", "torch-eager") and not s.sweep
+    assert s.rounds == bench_run.DEFAULT_ROUNDS and s.threads == 0 and s.batch_size == 64
+
+
+def test_help_shows_defaults_and_sweep_reads_right(capsys):
+    with pytest.raises(SystemExit):
+        bench_run.parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
     assert "--sweep, --no-sweep" in text and "(default: True)" in text
     assert "--rounds ROUNDS" in text and "(default: 5)" in text and "(default: 64)" in text
 
