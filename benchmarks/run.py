@@ -28,7 +28,7 @@ import optax  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from common.cli import positive_int  # noqa: E402
+from common.cli import HelpFormatter, Parser, non_negative_int, positive_int  # noqa: E402
 from common.data import DataError  # noqa: E402
 
 from . import limits, report, schedule, variants  # noqa: E402
@@ -343,31 +343,14 @@ def run(s: Settings) -> dict:
 # ---------------------------------------------------------------- command line
 
 
-class _Parser(argparse.ArgumentParser):
-    """Bad flags end with one ``error:`` line and exit code 2, as every CLI of the project."""
-
-    def error(self, message: str):
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-
-def _non_negative_int(text: str) -> int:
-    # common.cli has positive_int only; --threads also takes 0 (= choose by measurement).
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text}: must be 0 or a positive integer")
-    return value
-
-
 def parse_args(argv=None) -> Settings:
     """The command line as validated ``Settings``; a bad flag exits 2 with one line."""
     known = ",".join(variants.names())
-    p = _Parser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0],
-                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     p.add_argument("--device", choices=("cpu", "cuda", "all"), default="cpu", help="where to run")
     p.add_argument("--rounds", type=positive_int, default=DEFAULT_ROUNDS,
                    help="interleaved rounds, one epoch of every variant each; ratios are medians over them")
-    p.add_argument("--threads", type=_non_negative_int, default=0,
+    p.add_argument("--threads", type=non_negative_int, default=0,
                    help="torch intra-op threads (0: measure 1, 2, 4, ... on CPU and take the fastest; "
                         "torch's default on GPU)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="minibatch size")
@@ -375,8 +358,8 @@ def parse_args(argv=None) -> Settings:
     p.add_argument("--variants", default=known, help="variants to time, comma-separated (GPU-only ones skipped on CPU)")
     p.add_argument("--model", choices=sorted(MODELS), default="mlp", help="the model every variant trains")
     p.add_argument("--sweep", action=argparse.BooleanOptionalAction, default=True,
-                   help="the batch-size and width sweeps (--no-sweep skips them)")
-    p.add_argument("--quick", action="store_true", help="smoke test in about a minute: 1/20 of the data, fewer rounds")
+                   help="the batch-size and width sweeps (on by default; --no-sweep skips them)")
+    p.add_argument("--quick", action="store_true", help="smoke test: 1/20 of the data, at most 3 rounds (off by default)")
     p.add_argument("--data-dir", default="data", help="folder holding FashionMNIST/raw/")
     p.add_argument("--out-dir", default=str(RESULTS), help="where the JSON and PNG files go")
     a = p.parse_args(argv)

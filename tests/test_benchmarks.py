@@ -143,7 +143,7 @@ def test_help_shows_defaults_and_sweep_reads_right(capsys):
     with pytest.raises(SystemExit):
         bench_run.parse_args(["--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "--sweep, --no-sweep" in text and "(default: True)" in text
+    assert "--sweep, --no-sweep the batch-size and width sweeps (on by default;" in text and "(default: True)" not in text
     assert "--rounds ROUNDS" in text and "(default: 5)" in text and "(default: 64)" in text
 
 
