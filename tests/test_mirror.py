@@ -14,6 +14,8 @@ PAIRS = ["train", "model", "checkpoint", "data", "__main__"]
 # "basics.save_load", "basics.tensors", "basics.transforms" join PAIRS once their names match.
 
 ONE_SIDE_ONLY = {
+    ("reference_torch", "__main__"): {"TORCH_DEVICES": "the devices torch can name (mps among them)"},
+    ("jax_impl", "__main__"): {"JAX_DEVICES": "the devices JAX can name"},
     ("jax_impl", "train"): {
         "TrainState": "Flax keeps params and optimizer state in one value; torch's model and optimizer hold them",
         "Batch": "the type of a JAX batch of device arrays; torch's DataLoader yields them",
