@@ -1,7 +1,7 @@
 """The tutorial's printed lines, formatted in one place so both quickstarts print them identically."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -54,3 +54,17 @@ def check_finite(losses: Sequence[float], epoch: int) -> None:
             f"loss became {float(losses[step])} at epoch {epoch}, step {step}; "
             "training stopped (try a smaller --lr)"
         )
+
+
+def check_finite_params(params: Mapping[str, np.ndarray], epoch: int) -> None:
+    """Raise NonFiniteLossError naming the epoch and the first parameter holding NaN or inf.
+
+    The losses ``check_finite`` sees come from before each update; the epoch's last update can
+    still make the weights NaN, and they must not be saved or reported as a result.
+    """
+    for name, value in params.items():
+        if not np.isfinite(np.asarray(value)).all():
+            raise NonFiniteLossError(
+                f"parameters became NaN or inf at epoch {epoch} ({name}); training stopped, "
+                "nothing saved (try a smaller --lr)"
+            )

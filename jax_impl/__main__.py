@@ -1,6 +1,7 @@
 """python -m jax_impl: the JAX quickstart (argument parsing only; the work is in train.run)."""
 import sys
 
+from common.checkpoint import add_checkpoint_flags
 from common.cli import JAX_DEVICES, base_parser, run_guarded
 from common.data import DataError
 from common.report import NonFiniteLossError
@@ -8,6 +9,7 @@ from common.report import NonFiniteLossError
 
 def main(argv=None) -> int:
     p = base_parser("python -m jax_impl", "The quickstart in functional JAX (Flax Linen + optax).", "model.msgpack", JAX_DEVICES)
+    add_checkpoint_flags(p)
     args = p.parse_args(argv)
     # JAX is imported only once the flags are valid: a bad flag is refused in a second, not after
     # JAX's import (tests/test_cli_validation.py runs every bad flag as a subprocess).

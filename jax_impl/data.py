@@ -6,19 +6,25 @@ import os
 import jax
 import numpy as np
 
+from common.checkpoint import check_limit
 from common.data import CLASSES, DEBIAN_DIR, DataError, find_files, read_split, to_float
 
-__all__ = ["CLASSES", "DataError", "load_fashion_mnist", "to_float", "device_dataset"]
+__all__ = ["CLASSES", "DataError", "device_dataset", "load_fashion_mnist", "to_float"]
 
 
 def load_fashion_mnist(root: str | os.PathLike = "data", train: bool = True,
-                       debian_dir: str | os.PathLike | None = DEBIAN_DIR) -> tuple[np.ndarray, np.ndarray]:
-    """Images uint8 (N, 28, 28) and labels int32 (N,) of one split, in file order.
+                       debian_dir: str | os.PathLike | None = DEBIAN_DIR, limit: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Images uint8 (N, 28, 28) and labels int32 (N,) of one split, in file order; with ``limit``
+    its first ``limit`` images.
 
     Looks in ``<root>/FashionMNIST/raw/`` (plain or .gz), then Debian's folder. A missing set or a
     corrupt file is a DataError naming the file.
     """
-    return read_split(find_files(root, debian_dir), train)
+    images, labels = read_split(find_files(root, debian_dir), train)
+    if limit:
+        check_limit(limit, len(images))
+        images, labels = images[:limit], labels[:limit]
+    return images, labels
 
 
 def device_dataset(images: np.ndarray, labels: np.ndarray, device: jax.Device | None = None) -> tuple[jax.Array, jax.Array]:

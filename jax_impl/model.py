@@ -1,8 +1,8 @@
-"""``MLP``: the tutorial's network in Flax Linen, initialised from torch's ``nn.Linear`` distributions."""
+"""The tutorial's ``NeuralNetwork`` in Flax Linen, initialised from torch's ``nn.Linear`` distributions."""
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -30,7 +30,7 @@ def layer_name(index: int) -> str:
     return f"linear_relu_stack_{index}"
 
 
-class MLP(nn.Module):
+class NeuralNetwork(nn.Module):
     """Flatten, ``Dense -> relu`` per hidden width, ``Dense(10)``.
 
     Parameters are named after torch's keys (``linear_relu_stack_0/kernel`` is
@@ -54,10 +54,23 @@ class MLP(nn.Module):
         return nn.Dense(NUM_CLASSES, kernel_init=init, bias_init=init, name=layer_name(2 * len(self.hidden)))(x)  # (B, 10)
 
 
-def init_params(key: jax.Array, hidden: Sequence[int] = (512, 512)):
-    """Fresh parameters of ``MLP(hidden)`` from ``key``."""
-    return MLP(tuple(hidden)).init(key, jnp.zeros((1, IN_FEATURES), jnp.float32))["params"]
+# ``--model NAME`` -> a constructor taking ``hidden``; a new architecture is one entry here (and its
+# twin in reference_torch/model.py), nothing in train.py changes.
+MODELS: dict[str, Callable[[Sequence[int]], nn.Module]] = {"mlp": NeuralNetwork}
+
+
+def build_model(name: str = "mlp", hidden: Sequence[int] = (512, 512)) -> nn.Module:
+    """The model ``--model name --hidden ...`` asks for; its weights come from ``init_params``."""
+    if name not in MODELS:
+        raise ValueError(f"--model {name}: unknown model (use one of {', '.join(MODELS)})")
+    return MODELS[name](tuple(hidden))
 
 
 def count_params(params) -> int:
+    """Number of trainable scalars."""
     return sum(int(p.size) for p in jax.tree_util.tree_leaves(params))
+
+
+def init_params(key: jax.Array, hidden: Sequence[int] = (512, 512), name: str = "mlp"):
+    """Fresh parameters of ``build_model(name, hidden)`` from ``key`` (torch draws them in the constructor)."""
+    return build_model(name, hidden).init(key, jnp.zeros((1, IN_FEATURES), jnp.float32))["params"]

@@ -1,4 +1,4 @@
-"""The quickstart in Flax NNX: the same MLP, initialiser, loss and SGD step as ``jax_impl.model`` /
+"""The quickstart in Flax NNX: the same NeuralNetwork, initialiser, loss and SGD step as ``jax_impl.model`` /
 ``jax_impl.train`` (Linen) and ``reference_torch``, written the way Flax's docs now recommend.
 
 NNX modules are Python objects that own their parameters (as torch modules do); ``nnx.jit`` and
@@ -23,7 +23,7 @@ from .train import make_optimizer
 Batch = tuple[jax.Array, jax.Array]  # (x float32 (B, 784), y int32 (B,))
 
 
-class MLP(nnx.Module):
+class NeuralNetwork(nnx.Module):
     """Flatten, ``Linear -> relu`` per hidden width, ``Linear(.., 10)``, each layer drawn as torch's
     ``nn.Linear`` draws it. Layers are attributes named as Linen names them."""
 
@@ -42,13 +42,13 @@ class MLP(nnx.Module):
         return getattr(self, layer_name(2 * len(self.hidden)))(x)  # (B, 10)
 
 
-def load_params(model: MLP, params) -> MLP:
+def load_params(model: NeuralNetwork, params) -> NeuralNetwork:
     """Put a Linen-layout params tree (``{"linear_relu_stack_0": {"kernel", "bias"}, ...}``) into
     ``model``, checked leaf by leaf for name and shape; returns ``model``."""
     layers = {layer_name(2 * i): getattr(model, layer_name(2 * i)) for i in range(len(model.hidden) + 1)}
     for name, layer in params.items():
         if name not in layers:
-            raise ValueError(f"{name}: no such layer in MLP{model.hidden}")
+            raise ValueError(f"{name}: no such layer in NeuralNetwork{model.hidden}")
         linear = layers[name]
         for part in ("kernel", "bias"):
             value = jnp.asarray(layer[part], jnp.float32)
@@ -59,25 +59,25 @@ def load_params(model: MLP, params) -> MLP:
     return model
 
 
-def params_of(model: MLP) -> dict:
+def params_of(model: NeuralNetwork) -> dict:
     """The model's parameters as a plain Linen-layout dict of arrays (``nnx.state`` to pure dict)."""
     return nnx.state(model, nnx.Param).to_pure_dict()
 
 
-def create_optimizer(model: MLP, lr: float = 1e-3, momentum: float = 0.0, weight_decay: float = 0.0) -> nnx.Optimizer:
+def create_optimizer(model: NeuralNetwork, lr: float = 1e-3, momentum: float = 0.0, weight_decay: float = 0.0) -> nnx.Optimizer:
     """``nnx.Optimizer`` over the model's ``nnx.Param`` leaves with the same optax chain as Linen's
     ``create_train_state`` (``jax_impl.train.make_optimizer``: torch's SGD semantics)."""
     return nnx.Optimizer(model, make_optimizer(lr, momentum, weight_decay), wrt=nnx.Param)
 
 
-def loss_fn(model: MLP, x: jax.Array, y: jax.Array) -> jax.Array:
+def loss_fn(model: NeuralNetwork, x: jax.Array, y: jax.Array) -> jax.Array:
     """Mean cross-entropy over the batch, as ``nn.CrossEntropyLoss()``."""
     logits = model(x)  # (B, 10)
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
 
 @nnx.jit
-def train_step(model: MLP, optimizer: nnx.Optimizer, batch: Batch) -> dict:
+def train_step(model: NeuralNetwork, optimizer: nnx.Optimizer, batch: Batch) -> dict:
     """One SGD step, updating ``model`` and ``optimizer`` in place; returns ``{"loss": mean CE before
     the update}``. ``nnx.jit`` traces it once per input shape, like ``jax.jit``."""
     x, y = batch
@@ -86,7 +86,7 @@ def train_step(model: MLP, optimizer: nnx.Optimizer, batch: Batch) -> dict:
     return {"loss": loss}
 
 
-def train_epoch(model: MLP, optimizer: nnx.Optimizer, data: Batch, batch_size: int = 64) -> np.ndarray:
+def train_epoch(model: NeuralNetwork, optimizer: nnx.Optimizer, data: Batch, batch_size: int = 64) -> np.ndarray:
     """One pass over ``data`` in file order (the last partial batch kept), one jitted step per
     batch; returns every step's loss (host float32, read once at the end)."""
     x, y = data
@@ -96,12 +96,12 @@ def train_epoch(model: MLP, optimizer: nnx.Optimizer, data: Batch, batch_size: i
 
 
 @nnx.jit
-def _batch_metrics(model: MLP, x: jax.Array, y: jax.Array):
+def _batch_metrics(model: NeuralNetwork, x: jax.Array, y: jax.Array):
     logits = model(x)
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), jnp.sum(jnp.argmax(logits, 1) == y)
 
 
-def evaluate(model: MLP, data: Batch, batch_size: int = 64) -> tuple[float, float]:
+def evaluate(model: NeuralNetwork, data: Batch, batch_size: int = 64) -> tuple[float, float]:
     """The tutorial's test arithmetic: (correct / size, mean of the per-batch mean losses, summed
     on the host in float64 as ``test_loss += loss.item()``)."""
     x, y = data

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 
 import jax
@@ -12,13 +12,44 @@ import numpy as np
 import optax
 from flax.training import train_state
 
+from common.checkpoint import (
+    check_target,
+    latest_resume_path,
+    prepare_checkpoint_dir,
+    resume_path,
+)
 from common.cli import DeviceError
 from common.data import CLASSES
-from common.report import check_finite, epoch_header, loss_lines, prediction_line, test_line
+from common.report import (
+    LOG_EVERY,
+    check_finite,
+    check_finite_params,
+    epoch_header,
+    loss_line,
+    prediction_line,
+    test_line,
+)
 
 from . import checkpoint
 from .data import device_dataset, load_fashion_mnist, to_float
-from .model import MLP, init_params
+from .model import build_model, init_params
+
+__all__ = [
+    "Batch",
+    "Config",
+    "DeviceError",
+    "TrainState",
+    "check_outputs",
+    "create_train_state",
+    "evaluate",
+    "loss_fn",
+    "make_optimizer",
+    "predict",
+    "resolve_device",
+    "run",
+    "train_epoch",
+    "train_step",
+]
 
 TrainState = train_state.TrainState
 Batch = tuple[jax.Array, jax.Array]  # (x float32 (B, 784), y int32 (B,))
@@ -26,7 +57,7 @@ Batch = tuple[jax.Array, jax.Array]  # (x float32 (B, 784), y int32 (B,))
 
 @dataclass
 class Config:
-    """The quickstart's settings; the same fields as ``reference_torch.train.Config`` (no ``threads``)."""
+    """The quickstart's settings; the same fields as ``reference_torch.train.Config`` (no ``threads``, ``download``)."""
 
     epochs: int = 5
     batch_size: int = 64
@@ -38,6 +69,11 @@ class Config:
     data_dir: str = "data"
     save: str = "model.msgpack"
     hidden: tuple[int, ...] = (512, 512)
+    model: str = "mlp"
+    checkpoint_dir: str = ""
+    resume: bool = False
+    load: str = ""
+    limit_train: int = 0
     verbose: bool = True
 
 
@@ -68,9 +104,9 @@ def make_optimizer(lr: float = 1e-3, momentum: float = 0.0, weight_decay: float 
 
 
 def create_train_state(params, lr: float = 1e-3, hidden=(512, 512), device: jax.Device | None = None,
-                       momentum: float = 0.0, weight_decay: float = 0.0) -> TrainState:
-    """A TrainState for ``MLP(hidden)`` with ``make_optimizer(lr, momentum, weight_decay)``
-    (the tutorial's plain ``optax.sgd(lr)`` by default).
+                       momentum: float = 0.0, weight_decay: float = 0.0, model: str = "mlp") -> TrainState:
+    """A TrainState for ``build_model(model, hidden)`` with ``make_optimizer(lr, momentum, weight_decay)``
+    (the tutorial's plain ``optax.sgd(lr)`` by default): what torch keeps in the model and the optimizer.
 
     The state gets its own copy of ``params``, placed on ``device`` (default: where ``params``
     already are, else JAX's default device): ``train_epoch`` donates the state's buffers, and the
@@ -83,20 +119,23 @@ def create_train_state(params, lr: float = 1e-3, hidden=(512, 512), device: jax.
     # after the first update. A weakly typed Python-int step or an uncommitted leaf would be a
     # different input signature, and the second epoch would compile again.
     params = jax.device_put(jax.tree_util.tree_map(lambda p: jnp.array(p, copy=True), params), device)
-    state = TrainState.create(apply_fn=MLP(tuple(hidden)).apply, params=params,
+    state = TrainState.create(apply_fn=build_model(model, hidden).apply, params=params,
                               tx=make_optimizer(lr, momentum, weight_decay))
-    return state.replace(step=jax.device_put(jnp.zeros((), jnp.int32), device))
+    return jax.device_put(state.replace(step=jnp.zeros((), jnp.int32)), device)
 
 
-def loss_fn(params, apply_fn, x: jax.Array, y: jax.Array) -> jax.Array:
-    """Mean cross-entropy over the batch, as ``nn.CrossEntropyLoss()``."""
-    logits = apply_fn({"params": params}, x)  # (B, 10)
+def loss_fn(logits: jax.Array, y: jax.Array) -> jax.Array:
+    """Mean cross-entropy over the batch, as ``nn.CrossEntropyLoss()``: ``loss_fn(logits, y)``."""
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
 
 def _train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
     x, y = batch
-    loss, grads = jax.value_and_grad(loss_fn)(state.params, state.apply_fn, x, y)
+
+    def compute_loss(params):
+        return loss_fn(state.apply_fn({"params": params}, x), y)
+
+    loss, grads = jax.value_and_grad(compute_loss)(state.params)
     return state.apply_gradients(grads=grads), {"loss": loss}
 
 
@@ -110,16 +149,43 @@ def _batch(x: jax.Array, y: jax.Array, i, batch_size: int) -> Batch:
             jax.lax.dynamic_slice_in_dim(y, i * batch_size, batch_size))
 
 
-@partial(jax.jit, static_argnames=("batch_size",), donate_argnums=(0,))
-def _train_epoch(state: TrainState, x: jax.Array, y: jax.Array, batch_size: int):
+# Where the compiled epoch's "loss:" lines go. A module-level sink because the host callback is
+# traced once into the compiled epoch; making ``log`` a static argument would compile once per
+# function passed. ``train_epoch`` sets it for the duration of one call.
+_log_sink = [print]
+
+
+def _log_loss(loss, batch, size: int, batch_size: int) -> None:
+    """Host side of the epoch's callback: the tutorial's line for ``batch`` (its real length)."""
+    length = min(batch_size, size - int(batch) * batch_size)
+    _log_sink[0](loss_line(float(loss), (int(batch) + 1) * length, size))
+
+
+def _maybe_log(loss, i, size: int, batch_size: int) -> None:
+    """Every LOG_EVERY batches, print from inside the compiled epoch, as the tutorial's loop does."""
+    jax.lax.cond(i % LOG_EVERY == 0,
+                 lambda: jax.debug.callback(partial(_log_loss, size=size, batch_size=batch_size), loss, i, ordered=True),
+                 lambda: None)
+
+
+@partial(jax.jit, static_argnames=("batch_size", "verbose"), donate_argnums=(0,))
+def _train_epoch(state: TrainState, x: jax.Array, y: jax.Array, batch_size: int, verbose: bool = False):
     n = x.shape[0]
     full = n // batch_size
+
+    def body(s, i):
+        s, metrics = _train_step(s, _batch(x, y, i, batch_size))
+        if verbose:
+            _maybe_log(metrics["loss"], i, n, batch_size)
+        return s, metrics["loss"]
+
     losses = jnp.zeros((0,), jnp.float32)
     if full:  # a set smaller than one batch has only the partial batch (the scan body could not slice)
-        state, metrics = jax.lax.scan(lambda s, i: _train_step(s, _batch(x, y, i, batch_size)), state, jnp.arange(full))
-        losses = metrics["loss"]  # (full,)
+        state, losses = jax.lax.scan(body, state, jnp.arange(full))  # losses: (full,)
     if n > full * batch_size:  # the DataLoader's last partial batch, as its own (smaller) step
         state, tail = _train_step(state, (x[full * batch_size:], y[full * batch_size:]))
+        if verbose:
+            _maybe_log(tail["loss"], full, n, batch_size)
         losses = jnp.concatenate([losses, tail["loss"][None]])
     return state, losses
 
@@ -128,32 +194,33 @@ def train_epoch(state: TrainState, data: Batch, batch_size: int = 64, log=print)
     """One pass over ``data`` (device arrays) in file order, compiled as a single scan.
 
     ``state`` is donated. Returns the new state and every step's loss (host float32, one read
-    after the epoch); prints the tutorial's "loss:" lines from them unless ``log`` is None.
+    after the epoch, which also waits for the device). Unless ``log`` is None, the tutorial's
+    "loss:" lines go to ``log`` while the epoch runs, from a host callback every 100 batches.
     """
     x, y = data
-    state, losses = _train_epoch(state, x, y, batch_size)
-    losses = np.asarray(losses)
-    if log is not None:
-        for line in loss_lines(losses, batch_size, x.shape[0]):
-            log(line)
+    _log_sink[0] = log if log is not None else print
+    try:
+        state, losses = _train_epoch(state, x, y, batch_size, log is not None)
+        losses = np.asarray(losses)
+    finally:
+        _log_sink[0] = print
     return state, losses
 
 
 @partial(jax.jit, static_argnames=("batch_size",))
 def _eval_batches(state: TrainState, x: jax.Array, y: jax.Array, batch_size: int):
-    def batch_metrics(params, xb, yb):
-        logits = state.apply_fn({"params": params}, xb)
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
-        return loss, jnp.sum(jnp.argmax(logits, axis=1) == yb)
+    def batch_metrics(xb, yb):
+        pred = state.apply_fn({"params": state.params}, xb)
+        return loss_fn(pred, yb), jnp.sum(jnp.argmax(pred, axis=1) == yb)
 
     n = x.shape[0]
     full = n // batch_size
     losses, correct = jnp.zeros((0,), jnp.float32), jnp.zeros((), jnp.int32)
     if full:  # as in _train_epoch: fewer than one batch leaves only the partial one
-        losses, correct = jax.lax.map(lambda i: batch_metrics(state.params, *_batch(x, y, i, batch_size)), jnp.arange(full))
+        losses, correct = jax.lax.map(lambda i: batch_metrics(*_batch(x, y, i, batch_size)), jnp.arange(full))
         correct = jnp.sum(correct)
     if n > full * batch_size:
-        tail_loss, tail_correct = batch_metrics(state.params, x[full * batch_size:], y[full * batch_size:])
+        tail_loss, tail_correct = batch_metrics(x[full * batch_size:], y[full * batch_size:])
         losses = jnp.concatenate([losses, tail_loss[None]])
         correct = correct + tail_correct
     return losses, correct
@@ -173,49 +240,84 @@ def evaluate(state: TrainState, data: Batch, batch_size: int = 64) -> tuple[floa
     return int(correct) / x.shape[0], test_loss / len(losses)
 
 
-def predict(params, hidden, images: np.ndarray, labels: np.ndarray, index: int = 0) -> tuple[str, str]:
-    """(predicted class name, actual class name) of ``images[index]``."""
-    logits = MLP(tuple(hidden)).apply({"params": params}, to_float(images[index : index + 1]))
-    return CLASSES[int(jnp.argmax(logits[0]))], CLASSES[int(labels[index])]
+def predict(state: TrainState, test_data: tuple[np.ndarray, np.ndarray], index: int = 0) -> tuple[str, str]:
+    """(predicted class name, actual class name) of ``test_data[index]`` (host images, labels)."""
+    images, labels = test_data
+    pred = state.apply_fn({"params": state.params}, to_float(images[index : index + 1]))
+    return CLASSES[int(jnp.argmax(pred[0]))], CLASSES[int(labels[index])]
+
+
+def check_outputs(config: Config) -> None:
+    """Before any work: the save target and the checkpoint folder must be writable, so a run's
+    work is never lost at the end (CheckpointError otherwise)."""
+    if config.save and not config.load:
+        check_target(config.save)
+    if config.checkpoint_dir:
+        prepare_checkpoint_dir(config.checkpoint_dir)
+    elif config.resume:
+        raise checkpoint.CheckpointError("--resume needs --checkpoint-dir DIR (the folder holding the checkpoints)")
 
 
 def run(config: Config) -> dict:
-    """The whole quickstart in JAX: train, save, load back, predict; the same printed lines as torch."""
+    """The whole quickstart in JAX: train, save, load back, predict; the same printed lines as torch.
+
+    With ``checkpoint_dir`` a resumable checkpoint is written after every epoch, and ``resume``
+    continues from the latest one; ``load`` evaluates a saved model instead of training.
+    """
     out = print if config.verbose else (lambda *a, **k: None)
     device = resolve_device(config.device)
+    check_outputs(config)
     out(f"Using {device.platform} device")
-    train_images, train_labels = load_fashion_mnist(config.data_dir, train=True)
-    test_images, test_labels = load_fashion_mnist(config.data_dir, train=False)
-    train_data = device_dataset(train_images, train_labels, device)
-    test_data = device_dataset(test_images, test_labels, device)
+    training_data = load_fashion_mnist(config.data_dir, train=True, limit=config.limit_train)
+    test_data = load_fashion_mnist(config.data_dir, train=False)
+    train_arrays, test_arrays = device_dataset(*training_data, device), device_dataset(*test_data, device)
 
-    params = jax.device_put(init_params(jax.random.PRNGKey(config.seed), config.hidden), device)
-    state = create_train_state(params, config.lr, config.hidden, momentum=config.momentum, weight_decay=config.weight_decay)
+    rng = jax.random.PRNGKey(config.seed)  # nothing but the initialisation draws from it
+    params = jax.device_put(init_params(rng, config.hidden, config.model), device)
+    state = create_train_state(params, config.lr, config.hidden, device, config.momentum, config.weight_decay, config.model)
 
     history = {"accuracy": [], "avg_loss": [], "epoch_s": [], "losses": []}
-    for t in range(config.epochs):
+    first_epoch, epochs = 0, config.epochs
+    if config.load:
+        state = state.replace(params=jax.device_put(checkpoint.load(config.load, state.params), device))
+        out(f"Loaded JAX Model State from {config.load}")
+        epochs = 0
+    elif config.resume:
+        path = latest_resume_path(config.checkpoint_dir, checkpoint.SUFFIX)
+        state, rng, first_epoch = checkpoint.load_resume(path, state, rng, asdict(config))
+        out(f"Resumed from {path} after epoch {first_epoch}")
+    for t in range(first_epoch, epochs):
         out(epoch_header(t + 1))
         start = time.perf_counter()
-        state, losses = train_epoch(state, train_data, config.batch_size, log=out)  # losses read = synced
+        state, losses = train_epoch(state, train_arrays, config.batch_size, log=out)  # losses read = synced
         history["epoch_s"].append(time.perf_counter() - start)
         check_finite(losses, t + 1)
-        accuracy, avg_loss = evaluate(state, test_data, config.batch_size)
+        check_finite_params(checkpoint.flatten(jax.device_get(state.params)), t + 1)
+        if config.checkpoint_dir:
+            checkpoint.save_resume(resume_path(config.checkpoint_dir, t + 1, checkpoint.SUFFIX), state, rng,
+                                   t + 1, asdict(config))
+        accuracy, avg_loss = evaluate(state, test_arrays, config.batch_size)
         out(test_line(accuracy, avg_loss))
         if config.verbose:
             print(f"[epoch {t + 1}: {history['epoch_s'][-1]:.2f} s training]", file=sys.stderr)
         history["accuracy"].append(accuracy)
         history["avg_loss"].append(avg_loss)
         history["losses"].append(losses)
-    out("Done!")
+    if config.load:
+        accuracy, avg_loss = evaluate(state, test_arrays, config.batch_size)
+        out(test_line(accuracy, avg_loss))
+        history["accuracy"].append(accuracy)
+        history["avg_loss"].append(avg_loss)
+    else:
+        out("Done!")
 
-    params = state.params
-    if config.save:
-        checkpoint.save(params, config.save)
+    if config.save and not config.load:
+        checkpoint.save(state.params, config.save)
         out(f"Saved JAX Model State to {config.save}")
-        params = checkpoint.load(config.save, init_params(jax.random.PRNGKey(0), config.hidden))
+        state = state.replace(params=checkpoint.load(config.save, init_params(jax.random.PRNGKey(0), config.hidden, config.model)))
         out(f"Loaded JAX Model State from {config.save}")
-    predicted, actual = predict(params, config.hidden, test_images, test_labels)
+    predicted, actual = predict(state, test_data)
     out(prediction_line(predicted, actual))
     history["prediction"] = (predicted, actual)
-    history["params"] = params
+    history["params"] = state.params
     return history

@@ -176,11 +176,11 @@ def jax_loss_and_grads(params, x: np.ndarray, y: np.ndarray, device=None):
     import jax
 
     from jax_impl import train as jtrain
-    from jax_impl.model import MLP
+    from jax_impl.model import NeuralNetwork
 
-    apply_fn = MLP(hidden_of(params)).apply
+    apply_fn = NeuralNetwork(hidden_of(params)).apply
     params = jax.device_put(params, device)
     xj, yj = jax.device_put(np.asarray(x), device), jax.device_put(np.asarray(y, np.int32), device)
-    loss, grads = jax.value_and_grad(jtrain.loss_fn)(params, apply_fn, xj, yj)
+    loss, grads = jax.value_and_grad(lambda p: jtrain.loss_fn(apply_fn({"params": p}, xj), yj))(params)
     logits = apply_fn({"params": params}, xj)
     return np.asarray(logits), float(loss), params_as_torch_numpy(grads)

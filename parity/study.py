@@ -428,7 +428,7 @@ def _quickstart(data_dir):
     t_params = H.state_dict_numpy(model)
     state = jtrain.create_train_state(torch_to_flax(sd))
     state, metrics = jtrain.train_step(state, (x, y))
-    nnx_net = nnx_model.load_params(nnx_model.MLP(rngs=nnx.Rngs(0)), torch_to_flax(sd))
+    nnx_net = nnx_model.load_params(nnx_model.NeuralNetwork(rngs=nnx.Rngs(0)), torch_to_flax(sd))
     n_metrics = nnx_model.train_step(nnx_net, nnx_model.create_optimizer(nnx_net), (x, y))
     linen = dict(flax_to_torch_numpy(jax_get(state.params)))
     nnx_params = dict(flax_to_torch_numpy(nnx_model.params_of(nnx_net)))
@@ -597,7 +597,7 @@ CHAPTERS = [
         "applies a function to every leaf of any nesting and returns the same structure. `ravel_pytree` is "
         "`parameters_to_vector` plus the inverse function; `optax.global_norm` is the norm `clip_grad_norm_` uses.",
     ]),
-    Chapter("The model and its train step, three ways", "quickstart", ["MLP", "torch_linear_init", "loss_fn", "train_step"],
+    Chapter("The model and its train step, three ways", "quickstart", ["NeuralNetwork", "torch_linear_init", "loss_fn", "train_step"],
             _quickstart, [
         "**torch**: a module object owns its parameters; the step mutates model and optimizer in place.",
         "**Flax NNX** (`jax_impl/nnx_model.py`): also a Python object owning its parameters (`nnx.Param`), updated in "

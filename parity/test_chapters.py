@@ -248,7 +248,7 @@ def test_quickstart_step_three_ways(init_sd, data_dir):
     t_loss = quickstart.train_step(model, torch.optim.SGD(model.parameters(), lr=1e-3),
                                    (torch.as_tensor(x), torch.as_tensor(y).long()))["loss"]
     state, metrics = jtrain.train_step(jtrain.create_train_state(torch_to_flax(init_sd)), (x, y))
-    net = nnx_model.load_params(nnx_model.MLP(rngs=nnx.Rngs(0)), torch_to_flax(init_sd))
+    net = nnx_model.load_params(nnx_model.NeuralNetwork(rngs=nnx.Rngs(0)), torch_to_flax(init_sd))
     n_metrics = nnx_model.train_step(net, nnx_model.create_optimizer(net), (x, y))
     for loss in (metrics["loss"], n_metrics["loss"]):
         np.testing.assert_allclose(float(loss), float(t_loss), rtol=1e-6)

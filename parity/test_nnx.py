@@ -23,8 +23,8 @@ from .test_training import (
 STEPS = 300  # a few hundred real steps: the point is equality, not accuracy (1,000 test images are evaluated)
 
 
-def _nnx_model(init_sd) -> N.MLP:
-    return N.load_params(N.MLP(H.hidden_of(init_sd), rngs=nnx.Rngs(0)), H.torch_to_flax(init_sd))
+def _nnx_model(init_sd) -> N.NeuralNetwork:
+    return N.load_params(N.NeuralNetwork(H.hidden_of(init_sd), rngs=nnx.Rngs(0)), H.torch_to_flax(init_sd))
 
 
 @pytest.fixture(scope="module")
@@ -44,12 +44,12 @@ def test_nnx_holds_the_torch_weights_and_paths(init_sd):
     for k, v in H.params_as_torch_numpy(N.params_of(model)).items():
         assert np.array_equal(v, init_sd[k]), k  # bit for bit
     with pytest.raises(ValueError, match="linear_relu_stack_2/kernel"):
-        N.load_params(N.MLP((512, 256), rngs=nnx.Rngs(0)), H.torch_to_flax(init_sd))
+        N.load_params(N.NeuralNetwork((512, 256), rngs=nnx.Rngs(0)), H.torch_to_flax(init_sd))
 
 
 def test_nnx_init_draws_torch_distribution():
     """A fresh NNX model draws every layer from U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as nn.Linear does."""
-    params = H.params_as_torch_numpy(N.params_of(N.MLP(rngs=nnx.Rngs(0))))
+    params = H.params_as_torch_numpy(N.params_of(N.NeuralNetwork(rngs=nnx.Rngs(0))))
     for k, v in params.items():
         fan_in = 784 if ".0." in k else 512
         bound = 1 / np.sqrt(fan_in)

@@ -1,4 +1,4 @@
-"""torch ``state_dict`` <-> Flax ``params`` for ``NeuralNetwork(hidden)`` / ``MLP(hidden)``, any ``hidden``.
+"""torch ``state_dict`` <-> Flax ``params`` for ``NeuralNetwork(hidden)`` on either side, any ``hidden``.
 
 torch ``linear_relu_stack.<i>.weight`` is ``[out, in]``; Flax ``linear_relu_stack_<i>/kernel`` is
 ``[in, out]``: the one transpose. Both directions copy bits (``np.array_equal`` after a round

@@ -1,6 +1,7 @@
 """python -m reference_torch: the PyTorch quickstart (argument parsing only; the work is in train.run)."""
 import sys
 
+from common.checkpoint import add_checkpoint_flags
 from common.cli import TORCH_DEVICES, base_parser, non_negative_int, run_guarded
 from common.data import DataError
 from common.report import NonFiniteLossError
@@ -11,6 +12,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=non_negative_int, default=0, help="torch intra-op threads (0: torch's default, one per core)")
     p.add_argument("--no-download", dest="download", action="store_false",
                    help="never try torchvision's download (by default it is tried when the data is missing)")
+    add_checkpoint_flags(p)
     args = p.parse_args(argv)
     # torch is imported only once the flags are valid: a bad flag is refused in a second, not after
     # torch's import (tests/test_cli_validation.py runs every bad flag as a subprocess).

@@ -3,17 +3,19 @@ from __future__ import annotations
 
 import sys
 
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from torchvision import datasets
 from torchvision.transforms import ToTensor
 
+from common.checkpoint import check_limit
 from common.data import CLASSES, DataError, download_torchvision, prepare
 
 __all__ = ["CLASSES", "DataError", "get_dataloaders", "get_datasets"]
 
 
-def get_datasets(data_dir: str = "data", download: bool = True) -> tuple[datasets.FashionMNIST, datasets.FashionMNIST]:
-    """The tutorial's ``training_data`` and ``test_data`` (ToTensor transform).
+def get_datasets(data_dir: str = "data", download: bool = True, limit_train: int = 0):
+    """The tutorial's ``training_data`` and ``test_data`` (ToTensor transform); with ``limit_train``
+    the training set is its first ``limit_train`` images.
 
     The files are found as docs/design.md says (data folder, Debian's folder, torchvision's
     download unless ``download`` is False; ``common.data.prepare``) and validated first, so a
@@ -23,6 +25,9 @@ def get_datasets(data_dir: str = "data", download: bool = True) -> tuple[dataset
     prepare(data_dir, ways=(download_torchvision,) if download else (), log=lambda m: print(m, file=sys.stderr))
     training_data = datasets.FashionMNIST(root=data_dir, train=True, download=False, transform=ToTensor())
     test_data = datasets.FashionMNIST(root=data_dir, train=False, download=False, transform=ToTensor())
+    if limit_train:
+        check_limit(limit_train, len(training_data))
+        training_data = Subset(training_data, range(limit_train))
     return training_data, test_data
 
 

@@ -1,7 +1,7 @@
 """The tutorial's ``NeuralNetwork``; ``hidden`` (widths and depth) is the only addition."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Callable, Sequence
 
 from torch import nn
 
@@ -32,3 +32,20 @@ class NeuralNetwork(nn.Module):
         x = self.flatten(x)  # (B, 1, 28, 28) -> (B, 784)
         logits = self.linear_relu_stack(x)  # (B, 10)
         return logits
+
+
+# ``--model NAME`` -> a constructor taking ``hidden``; a new architecture is one entry here (and its
+# twin in jax_impl/model.py), nothing in train.py changes.
+MODELS: dict[str, Callable[[Sequence[int]], nn.Module]] = {"mlp": NeuralNetwork}
+
+
+def build_model(name: str = "mlp", hidden: Sequence[int] = (512, 512)) -> nn.Module:
+    """The model ``--model name --hidden ...`` asks for; torch initialises its weights here."""
+    if name not in MODELS:
+        raise ValueError(f"--model {name}: unknown model (use one of {', '.join(MODELS)})")
+    return MODELS[name](tuple(hidden))
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of trainable scalars."""
+    return sum(p.numel() for p in model.parameters())

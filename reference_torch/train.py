@@ -3,23 +3,49 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
+from common.checkpoint import (
+    check_target,
+    latest_resume_path,
+    prepare_checkpoint_dir,
+    resume_path,
+)
 from common.cli import DeviceError
 from common.data import CLASSES
-from common.report import check_finite, epoch_header, loss_line, prediction_line, test_line
+from common.report import (
+    check_finite,
+    check_finite_params,
+    epoch_header,
+    loss_line,
+    prediction_line,
+    test_line,
+)
 
 from . import checkpoint
 from .data import get_dataloaders, get_datasets
-from .model import NeuralNetwork
+from .model import build_model
+
+__all__ = [
+    "Config",
+    "DeviceError",
+    "check_outputs",
+    "evaluate",
+    "loss_fn",
+    "make_optimizer",
+    "predict",
+    "resolve_device",
+    "run",
+    "train_epoch",
+]
 
 
 @dataclass
 class Config:
-    """The quickstart's settings; ``jax_impl.train.Config`` has the same fields (but ``threads``)."""
+    """The quickstart's settings; ``jax_impl.train.Config`` has the same fields (but ``threads``, ``download``)."""
 
     epochs: int = 5
     batch_size: int = 64
@@ -31,11 +57,15 @@ class Config:
     data_dir: str = "data"
     save: str = "model.pth"
     hidden: tuple[int, ...] = (512, 512)
-    # 0 keeps torch's default (one thread per core). Measured on the 2-core machine (README):
-    # 2 threads beat 1 for the batch-64 step (eager epoch 2.0 s vs 3.1 s; tutorial loop 8.6 s vs 9.3 s).
+    model: str = "mlp"
+    checkpoint_dir: str = ""
+    resume: bool = False
+    load: str = ""
+    limit_train: int = 0
+    verbose: bool = True
+    # 0 keeps torch's default (one thread per core); the README's benchmarks say which is faster.
     threads: int = 0
     download: bool = True
-    verbose: bool = True
 
 
 def resolve_device(name: str) -> torch.device:
@@ -53,16 +83,20 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def make_optimizer(model: nn.Module, lr: float = 1e-3, momentum: float = 0.0, weight_decay: float = 0.0):
+def make_optimizer(model: nn.Module, lr: float = 1e-3, momentum: float = 0.0, weight_decay: float = 0.0) -> torch.optim.SGD:
     """``torch.optim.SGD``; the tutorial's is ``SGD(model.parameters(), lr=1e-3)``."""
     return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+loss_fn = nn.CrossEntropyLoss()  # mean cross-entropy over the batch, ``loss_fn(logits, y)``
 
 
 def train_epoch(dataloader, model, loss_fn, optimizer, log=print) -> torch.Tensor:
     """One pass over ``dataloader`` (the tutorial's ``train``); returns every step's loss (CPU, float).
 
-    Losses are gathered on the device and read once at the end, so the only host syncs are the
-    tutorial's own ``loss.item()`` every 100 batches. ``log=None`` keeps it silent.
+    Losses are gathered on the device and read once at the end (which also waits for the device),
+    so the only other host syncs are the tutorial's own ``loss.item()`` every 100 batches.
+    ``log=None`` keeps it silent.
     """
     size = len(dataloader.dataset)
     param = next(model.parameters())
@@ -117,33 +151,58 @@ def predict(model, test_data, index: int = 0) -> tuple[str, str]:
         return CLASSES[int(pred[0].argmax(0))], CLASSES[y]
 
 
+def check_outputs(config: Config) -> None:
+    """Before any work: the save target and the checkpoint folder must be writable, so a run's
+    work is never lost at the end (CheckpointError otherwise)."""
+    if config.save and not config.load:
+        check_target(config.save)
+    if config.checkpoint_dir:
+        prepare_checkpoint_dir(config.checkpoint_dir)
+    elif config.resume:
+        raise checkpoint.CheckpointError("--resume needs --checkpoint-dir DIR (the folder holding the checkpoints)")
+
+
 def run(config: Config) -> dict:
     """The whole quickstart: train ``config.epochs`` epochs, save, load back, predict.
 
+    With ``checkpoint_dir`` a resumable checkpoint is written after every epoch, and ``resume``
+    continues from the latest one; ``load`` evaluates a saved model instead of training.
     Prints the tutorial's lines on stdout (epoch times on stderr) and returns what it measured.
     """
     out = print if config.verbose else (lambda *a, **k: None)
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
+    check_outputs(config)
     out(f"Using {device} device")
-    training_data, test_data = get_datasets(config.data_dir, download=config.download)
+    training_data, test_data = get_datasets(config.data_dir, download=config.download, limit_train=config.limit_train)
     train_dataloader, test_dataloader = get_dataloaders(training_data, test_data, config.batch_size)
 
     torch.manual_seed(config.seed)
-    model = NeuralNetwork(config.hidden).to(device)
-    loss_fn = nn.CrossEntropyLoss()
+    model = build_model(config.model, config.hidden).to(device)
     optimizer = make_optimizer(model, config.lr, config.momentum, config.weight_decay)
 
     history = {"accuracy": [], "avg_loss": [], "epoch_s": [], "losses": []}
-    for t in range(config.epochs):
+    first_epoch, step, epochs = 0, 0, config.epochs
+    if config.load:
+        model = checkpoint.load(config.load, model)
+        out(f"Loaded PyTorch Model State from {config.load}")
+        epochs = 0
+    elif config.resume:
+        path = latest_resume_path(config.checkpoint_dir, checkpoint.SUFFIX)
+        first_epoch, step = checkpoint.load_resume(path, model, optimizer, asdict(config))
+        out(f"Resumed from {path} after epoch {first_epoch}")
+    for t in range(first_epoch, epochs):
         out(epoch_header(t + 1))
         start = time.perf_counter()
-        losses = train_epoch(train_dataloader, model, loss_fn, optimizer, log=out)
-        check_finite(losses.tolist(), t + 1)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        losses = train_epoch(train_dataloader, model, loss_fn, optimizer, log=out)  # losses read = synced
         history["epoch_s"].append(time.perf_counter() - start)
+        step += len(losses)
+        check_finite(losses.tolist(), t + 1)
+        check_finite_params({k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}, t + 1)
+        if config.checkpoint_dir:
+            checkpoint.save_resume(resume_path(config.checkpoint_dir, t + 1, checkpoint.SUFFIX), model, optimizer,
+                                   t + 1, step, asdict(config))
         accuracy, avg_loss = evaluate(test_dataloader, model, loss_fn)
         out(test_line(accuracy, avg_loss))
         if config.verbose:
@@ -151,12 +210,18 @@ def run(config: Config) -> dict:
         history["accuracy"].append(accuracy)
         history["avg_loss"].append(avg_loss)
         history["losses"].append(losses)
-    out("Done!")
+    if config.load:
+        accuracy, avg_loss = evaluate(test_dataloader, model, loss_fn)
+        out(test_line(accuracy, avg_loss))
+        history["accuracy"].append(accuracy)
+        history["avg_loss"].append(avg_loss)
+    else:
+        out("Done!")
 
-    if config.save:
+    if config.save and not config.load:
         checkpoint.save(model, config.save)
         out(f"Saved PyTorch Model State to {config.save}")
-        model = checkpoint.load(config.save, config.hidden, device)
+        model = checkpoint.load(config.save, build_model(config.model, config.hidden).to(device))
         out(f"Loaded PyTorch Model State from {config.save}")
     predicted, actual = predict(model, test_data)
     out(prediction_line(predicted, actual))

@@ -66,7 +66,7 @@ def test_checkpoint_round_trip_identical_logits(tmp_path):
     model = NeuralNetwork()
     path = tmp_path / "m.pth"
     checkpoint.save(model, path)
-    loaded = checkpoint.load(path)
+    loaded = checkpoint.load(path, NeuralNetwork())
     x = torch.rand(16, 1, 28, 28)
     with torch.no_grad():
         assert torch.equal(model(x), loaded(x))
@@ -77,19 +77,19 @@ def test_checkpoint_from_other_widths_is_named(tmp_path):
     path = tmp_path / "wide.pth"
     checkpoint.save(NeuralNetwork(hidden=(256, 512)), path)
     with pytest.raises(CheckpointError, match=r"linear_relu_stack.0.weight has shape \(256, 784\) but the model expects \(512, 784\)"):
-        checkpoint.load(path)
+        checkpoint.load(path, NeuralNetwork())
     checkpoint.save(NeuralNetwork(hidden=(512, 512, 512)), path)
     with pytest.raises(CheckpointError, match=r"linear_relu_stack.4.weight has shape \(512, 512\) but the model expects \(10, 512\)"):
-        checkpoint.load(path)
+        checkpoint.load(path, NeuralNetwork())
 
 
 def test_checkpoint_garbage_and_missing(tmp_path):
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="not a readable PyTorch state_dict"):
-        checkpoint.load(bad)
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+        checkpoint.load(bad, NeuralNetwork())
     with pytest.raises(CheckpointError, match="no such checkpoint file"):
-        checkpoint.load(tmp_path / "absent.pth")
+        checkpoint.load(tmp_path / "absent.pth", NeuralNetwork())
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")

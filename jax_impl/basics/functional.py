@@ -14,7 +14,7 @@ import numpy as np
 import optax
 from jax.ad_checkpoint import print_saved_residuals
 
-from jax_impl.model import MLP
+from jax_impl.model import NeuralNetwork
 
 __all__ = [
     "checkpointed",
@@ -30,7 +30,7 @@ __all__ = [
 
 def model_grad(params: dict, x: np.ndarray, y: np.ndarray) -> dict:
     """``jax.grad`` of the loss w.r.t. the params pytree; ``apply`` is already functional."""
-    model = MLP()
+    model = NeuralNetwork()
 
     def loss_fn(params, X, Y):
         return optax.softmax_cross_entropy_with_integer_labels(model.apply({"params": params}, X), Y).mean()
@@ -40,7 +40,7 @@ def model_grad(params: dict, x: np.ndarray, y: np.ndarray) -> dict:
 
 def per_sample_grads(params: dict, x: np.ndarray, y: np.ndarray) -> dict:
     """``vmap(grad(loss), in_axes=(None, 0, 0))``: (B, *leaf.shape) per leaf."""
-    model = MLP()
+    model = NeuralNetwork()
 
     def loss_one(params, X, Y):
         return optax.softmax_cross_entropy_with_integer_labels(model.apply({"params": params}, X[None]), Y[None]).mean()

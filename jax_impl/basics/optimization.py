@@ -11,7 +11,7 @@ import numpy as np
 import optax
 
 from jax_impl import train
-from jax_impl.model import MLP
+from jax_impl.model import NeuralNetwork
 
 __all__ = ["evaluate", "forgotten_zero_grad", "sgd_steps", "train_epoch"]
 
@@ -24,7 +24,7 @@ def sgd_steps(params: dict, x: np.ndarray, y: np.ndarray, steps: int, batch_size
     """The same steps as ``value_and_grad`` -> ``tx.update`` -> ``optax.apply_updates`` (what
     ``TrainState.apply_gradients`` does); returns the losses, the final params and the momentum
     trace (``opt_state[0].trace``), Flax layout."""
-    model = MLP()
+    model = NeuralNetwork()
     tx = optax.sgd(lr, momentum=momentum)  # trace = g + momentum * trace; p -= lr * trace
     opt_state = tx.init(params)  # the "momentum buffers": zeros, a pytree like params
 
@@ -49,7 +49,7 @@ def sgd_steps(params: dict, x: np.ndarray, y: np.ndarray, steps: int, batch_size
 def forgotten_zero_grad(params: dict, x: np.ndarray, y: np.ndarray) -> dict:
     """``jax.grad`` on two batches: each call returns that batch's gradient alone (the last
     layer's bias here); accumulating would be an explicit ``+``."""
-    model = MLP()
+    model = NeuralNetwork()
 
     def loss_fn(params, X, Y):
         return optax.softmax_cross_entropy_with_integer_labels(model.apply({"params": params}, X), Y).mean()

@@ -6,17 +6,26 @@ that, and safetensors in torch's names and layout is the file both frameworks re
 """
 from __future__ import annotations
 
-import os
 import pickle
 from pathlib import Path
 
+import jax
 import numpy as np
 from flax import serialization
-from safetensors.numpy import load_file, save_file
 
+from common.checkpoint import (
+    DIGEST_KEY,
+    CheckpointError,
+    atomic_write,
+    check_tree,
+    read_safetensors,
+    safetensors_bytes,
+    verify_digest,
+)
 from jax_impl import checkpoint
-from jax_impl.model import MLP
+from jax_impl.model import NeuralNetwork, init_params
 from parity.weights import (  # numpy only, no torch
+    WeightsError,
     flax_to_torch_numpy,
     hidden_of,
     torch_to_flax,
@@ -36,20 +45,20 @@ __all__ = [
 
 METADATA = {"format": "pt", "layout": "torch: linear_relu_stack.<i>.weight is [out, in]"}
 
-save_weights = checkpoint.save  # flax.serialization.to_bytes(params), atomically
-load_weights = checkpoint.load  # msgpack_restore, checked against a template
+save_weights = checkpoint.save  # flax.serialization msgpack of params, atomically, with a checksum
+load_weights = checkpoint.load  # msgpack_restore, every value checked against a template
 
 
 def save_whole_model(params, path: str | Path) -> None:
-    """No class to pickle: the nearest thing is the params *and* the widths that rebuild ``MLP``, as msgpack."""
+    """No class to pickle: the nearest thing is the params *and* the widths that rebuild ``NeuralNetwork``, as msgpack."""
     data = {"hidden": np.asarray(hidden_of(params), np.int64), "params": params}
     Path(path).write_bytes(serialization.msgpack_serialize(serialization.to_state_dict(data)))
 
 
-def load_whole_model(path: str | Path) -> tuple[MLP, dict]:
-    """``MLP(hidden)`` rebuilt from code and its params read from the file: data only, no code runs."""
+def load_whole_model(path: str | Path) -> tuple[NeuralNetwork, dict]:
+    """``NeuralNetwork(hidden)`` rebuilt from code and its params read from the file: data only, no code runs."""
     data = serialization.msgpack_restore(Path(path).read_bytes())
-    return MLP(tuple(int(h) for h in data["hidden"])), data["params"]
+    return NeuralNetwork(tuple(int(h) for h in data["hidden"])), data["params"]
 
 
 def load_untrusted(path: str | Path):
@@ -72,16 +81,24 @@ def write_crafted_pickle(path: str | Path, marker: str | Path) -> None:
 
 
 def save_safetensors(params, path: str | Path) -> None:
-    """Params in torch's names and ``[out, in]`` layout, so ``torch`` loads them as a state_dict."""
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
-    save_file(dict(flax_to_torch_numpy(params)), str(tmp), metadata=METADATA)
-    os.replace(tmp, path)
+    """Params in torch's names and ``[out, in]`` layout, so ``torch`` loads them as a state_dict;
+    atomic, with a sha256 of the tensors in its metadata."""
+    atomic_write(path, lambda f: f.write(safetensors_bytes(flax_to_torch_numpy(params), METADATA)))
 
 
 def load_safetensors(path: str | Path) -> dict:
-    """Flax params from a torch-layout safetensors file (kernels transposed back)."""
-    return torch_to_flax(load_file(str(path)))
+    """Flax params from a torch-layout safetensors file (kernels transposed back), checked by name,
+    dtype, shape, finite values and, where the file has one, checksum; CheckpointError otherwise."""
+    arrays, metadata = read_safetensors(path)
+    try:
+        hidden = hidden_of(arrays)
+    except WeightsError as e:
+        raise CheckpointError(f"{path}: not the quickstart's network ({e})") from None
+    check_tree(arrays, dict(flax_to_torch_numpy(jax.device_get(init_params(jax.random.PRNGKey(0), hidden)))), str(path))
+    if DIGEST_KEY in metadata:
+        verify_digest(arrays, metadata[DIGEST_KEY], str(path))
+    return torch_to_flax(arrays)
 
 
 def predict_all(params, x: np.ndarray) -> np.ndarray:
-    return np.asarray(MLP(hidden_of(params)).apply({"params": params}, np.asarray(x)).argmax(1))
+    return np.asarray(NeuralNetwork(hidden_of(params)).apply({"params": params}, np.asarray(x)).argmax(1))

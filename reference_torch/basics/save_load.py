@@ -5,13 +5,20 @@ side reads too; a whole pickled model needs ``weights_only=False`` and runs code
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 
+from common.checkpoint import (
+    DIGEST_KEY,
+    CheckpointError,
+    atomic_write,
+    check_tree,
+    read_safetensors,
+    safetensors_bytes,
+    verify_digest,
+)
 from reference_torch import checkpoint
 from reference_torch.model import NeuralNetwork
 
@@ -29,8 +36,13 @@ __all__ = [
 
 METADATA = {"format": "pt", "layout": "torch: linear_relu_stack.<i>.weight is [out, in]"}
 
-save_weights = checkpoint.save  # torch.save(model.state_dict(), path), atomically
-load_weights = checkpoint.load  # NeuralNetwork(hidden) + torch.load(path, weights_only=True)
+save_weights = checkpoint.save  # torch.save(model.state_dict(), path), atomically, with a checksum
+
+
+def load_weights(path: str | Path, model: torch.nn.Module | None = None) -> torch.nn.Module:
+    """``model.load_state_dict(torch.load(path, weights_only=True))`` into ``model`` (default the
+    tutorial's ``NeuralNetwork()``), every value checked (``reference_torch.checkpoint.load``)."""
+    return checkpoint.load(path, model if model is not None else NeuralNetwork())
 
 
 def save_whole_model(model: torch.nn.Module, path: str | Path) -> None:
@@ -66,20 +78,27 @@ def write_crafted_pickle(path: str | Path, marker: str | Path) -> None:
 
 
 def save_safetensors(model: torch.nn.Module, path: str | Path) -> None:
-    """The state_dict as safetensors (torch names and layout), readable by any framework."""
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp), metadata=METADATA)
-    os.replace(tmp, path)
+    """The state_dict as safetensors (torch names and layout), readable by any framework; atomic,
+    with a sha256 of the tensors in its metadata."""
+    arrays = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+    atomic_write(path, lambda f: f.write(safetensors_bytes(arrays, METADATA)))
 
 
 def load_safetensors(path: str | Path, device="cpu") -> NeuralNetwork:
-    """A NeuralNetwork of the file's widths, holding its tensors (checked by name and shape)."""
-    from parity.weights import hidden_of
+    """A NeuralNetwork of the file's widths, holding its tensors (checked by name, dtype, shape,
+    finite values and, where the file has one, checksum); CheckpointError naming the file otherwise."""
+    from parity.weights import WeightsError, hidden_of
 
-    state = load_file(str(path), device=str(device))
-    model = NeuralNetwork(hidden_of(state)).to(device)
-    checkpoint.check_state_dict(state, model.state_dict(), str(path))
-    model.load_state_dict(state)
+    arrays, metadata = read_safetensors(path)
+    try:
+        hidden = hidden_of(arrays)
+    except WeightsError as e:
+        raise CheckpointError(f"{path}: not the quickstart's network ({e})") from None
+    model = NeuralNetwork(hidden).to(device)
+    check_tree(arrays, {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}, str(path))
+    if DIGEST_KEY in metadata:
+        verify_digest(arrays, metadata[DIGEST_KEY], str(path))
+    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
     return model
 
 

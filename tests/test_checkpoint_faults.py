@@ -1,0 +1,192 @@
+"""Saving and loading under faults, both sides: SIGKILL mid-write, bad save targets checked before
+any work, a NaN made by the last update, ``--load`` of files that do not fit."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+import torch
+
+from common.checkpoint import CheckpointError, atomic_write, check_target
+from jax_impl import checkpoint as jck
+from jax_impl.model import init_params
+from reference_torch import checkpoint as tck
+from reference_torch.model import NeuralNetwork
+from tests.helpers import REPO, run_module, write_tiny_dataset
+
+HIDDEN = (16,)
+
+# A child that starts an atomic write of a large file, says so, and blocks until it is killed.
+SLOW_WRITER = """
+import sys, time
+from common.checkpoint import atomic_write
+def write(f):
+    f.write(b"x" * (8 << 20)); f.flush()
+    print("writing", flush=True)
+    time.sleep(600)
+atomic_write(sys.argv[1], write)
+"""
+
+
+def _torch_side(path, seed):
+    torch.manual_seed(seed)
+    model = NeuralNetwork(HIDDEN)
+    tck.save(model, path)
+    return lambda: [v.numpy() for v in tck.load(path, NeuralNetwork(HIDDEN)).state_dict().values()], \
+        [v.numpy().copy() for v in model.state_dict().values()]
+
+
+def _jax_side(path, seed):
+    params = init_params(jax.random.PRNGKey(seed), HIDDEN)
+    jck.save(params, path)
+    return lambda: [np.asarray(v) for v in jax.tree_util.tree_leaves(jck.load(path, init_params(jax.random.PRNGKey(9), HIDDEN)))], \
+        [np.asarray(v) for v in jax.tree_util.tree_leaves(params)]
+
+
+@pytest.mark.parametrize("side", [_torch_side, _jax_side], ids=["torch", "jax"])
+def test_sigkill_during_write_keeps_previous_and_next_write_cleans_up(tmp_path, side):
+    path = tmp_path / "model.ckpt"
+    load, before = side(path, 0)
+    child = subprocess.Popen([sys.executable, "-c", SLOW_WRITER, str(path)], stdout=subprocess.PIPE, text=True,
+                             cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    try:
+        assert child.stdout.readline().strip() == "writing"
+        temps = [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+        assert len(temps) == 1 and re.fullmatch(rf"\.model\.ckpt\.{child.pid}\.\w+\.tmp", temps[0]), temps
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    assert child.returncode == -signal.SIGKILL
+    assert all(np.array_equal(a, b) for a, b in zip(load(), before))  # the previous checkpoint, whole
+    assert len([p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]) == 1  # the dead writer's leftover
+    load, after = side(path, 1)  # the next successful write
+    assert all(np.array_equal(a, b) for a, b in zip(load(), after))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.ckpt"]
+
+
+def test_failed_write_removes_its_temporary_file_and_keeps_the_old(tmp_path):
+    path = tmp_path / "m.bin"
+    path.write_bytes(b"old")
+
+    def failing(f):
+        f.write(b"partial")
+        raise RuntimeError("disk on fire")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(path, failing)
+    assert path.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["m.bin"]
+
+
+def test_two_writers_never_share_a_temporary_file(tmp_path):
+    """The old fixed ``.NAME.tmp`` let two runs mix their bytes; each write now has its own file."""
+    path = tmp_path / "m.bin"
+    seen = []
+
+    def outer(f):
+        seen.append(f.name)
+        atomic_write(path, lambda g: (seen.append(g.name), g.write(b"inner")))
+        f.write(b"outer")
+
+    atomic_write(path, outer)
+    assert seen[0] != seen[1] and path.read_bytes() == b"outer"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.bin"]
+
+
+def test_saved_file_has_the_umask_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "m.bin", lambda f: f.write(b"x"))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "m.bin").stat().st_mode & 0o777 == 0o644
+
+
+def _bad_targets(tmp_path):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "real").write_bytes(b"keep me")
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    return {
+        "a directory": (tmp_path / "folder", "is a directory"),
+        "a symlink": (tmp_path / "link", "symbolic link"),
+        "a device": ("/dev/null", "not a regular file"),
+        "a missing folder": (tmp_path / "absent" / "m.pth", "does not exist"),
+    }
+
+
+@pytest.mark.parametrize("case", ["a directory", "a symlink", "a device", "a missing folder"])
+def test_bad_save_target_refused(tmp_path, case):
+    target, message = _bad_targets(tmp_path)[case]
+    with pytest.raises(CheckpointError, match=message):
+        check_target(target)
+    with pytest.raises(CheckpointError, match=message):
+        atomic_write(target, lambda f: f.write(b"x"))
+    assert (tmp_path / "real").read_bytes() == b"keep me"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_folder_refused(tmp_path):
+    (tmp_path / "ro").mkdir(mode=0o555)
+    with pytest.raises(CheckpointError, match="not writable"):
+        check_target(tmp_path / "ro" / "m.pth")
+
+
+@pytest.mark.parametrize("module", ["reference_torch", "jax_impl"])
+@pytest.mark.parametrize("flags, message", [
+    (["--save", "{tmp}"], "is a directory"),
+    (["--save", "{tmp}/absent/m"], "does not exist"),
+    (["--save", "/dev/null"], "not a regular file"),
+    (["--checkpoint-dir", "{tmp}/absent/ck"], "does not exist"),
+    (["--checkpoint-dir", "{tmp}/file"], "not a directory"),
+    (["--resume"], "--resume needs --checkpoint-dir"),
+    (["--resume", "--checkpoint-dir", "{tmp}/empty"], "no checkpoint"),
+    (["--load", "{tmp}"], "is a directory"),
+    (["--load", "{tmp}/absent.ckpt"], "no such checkpoint file"),
+    (["--load", "{tmp}/file"], "not a readable"),
+    (["--limit-train", "70000"], "has only 60000 images"),
+], ids=["save-dir", "save-missing-folder", "save-device", "ckdir-missing-parent", "ckdir-file", "resume-no-dir",
+        "resume-empty", "load-dir", "load-missing", "load-garbage", "limit-too-big"])
+def test_cli_refuses_before_training(module, flags, message, tmp_path, data_dir):
+    (tmp_path / "file").write_bytes(b"not a checkpoint")
+    args = [f.format(tmp=tmp_path) for f in flags]
+    proc = run_module(module, "--epochs", "1", "--data-dir", data_dir, *args)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "error:" in lines[0] and message in lines[0], proc.stderr
+    assert "Epoch 1" not in proc.stdout  # refused before any training
+
+
+@pytest.mark.parametrize("module, suffix", [("reference_torch", ".pth"), ("jax_impl", ".msgpack")])
+def test_last_update_making_weights_nan_fails_and_saves_nothing(module, suffix, tmp_path):
+    """One step (64 images): its loss is finite; its update, lr 1e3 times a gradient that weight
+    decay 1e38 made ~1e36, overflows float32 to inf."""
+    write_tiny_dataset(tmp_path, n_train=64, n_test=16)
+    save = tmp_path / f"m{suffix}"
+    proc = run_module(module, "--epochs", "1", "--lr", "1e3", "--weight-decay", "1e38", "--data-dir", str(tmp_path), "--save", str(save),
+                      "--checkpoint-dir", str(tmp_path / "ck"), env={"QSP_DEBIAN_DIR": str(tmp_path / "none")})
+    assert proc.returncode == 2, proc.stderr
+    assert "parameters became NaN or inf at epoch 1" in proc.stderr and proc.stderr.strip().count("\n") == 0
+    assert "loss: " in proc.stdout and "Avg loss" not in proc.stdout
+    assert not save.exists() and list((tmp_path / "ck").iterdir()) == []
+
+
+@pytest.mark.parametrize("module, save", [
+    ("reference_torch", lambda p: tck.save(NeuralNetwork((256, 512)), p)),
+    ("jax_impl", lambda p: jck.save(init_params(jax.random.PRNGKey(0), (256, 512)), p)),
+])
+def test_load_other_widths_is_one_error_line(module, save, tmp_path):
+    path = tmp_path / "wide.ckpt"
+    save(path)
+    write_tiny_dataset(tmp_path, n_train=64, n_test=16)
+    proc = run_module(module, "--load", str(path), "--data-dir", str(tmp_path), env={"QSP_DEBIAN_DIR": str(tmp_path / "none")})
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "other hidden widths" in proc.stderr and str(path) in proc.stderr
+    proc = run_module(module, "--load", str(path), "--hidden", "256,512", "--data-dir", str(tmp_path),
+                      env={"QSP_DEBIAN_DIR": str(tmp_path / "none")})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[1].startswith("Loaded ") and "Test Error" in proc.stdout and "Predicted" in proc.stdout

@@ -1,0 +1,117 @@
+"""Resume and determinism, both quickstarts, on a slice of the real FashionMNIST.
+
+Per side, four runs of ``python -m <side>`` (2 epochs, momentum and weight decay so the optimizer
+has state): two uninterrupted runs (determinism: byte-identical weights and stdout), one killed
+with SIGKILL in the middle of epoch 2, and its resumption from the epoch-1 checkpoint, which must
+end with the uninterrupted run's weights, bit for bit, and print its lines for epoch 2.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from flax import serialization
+
+from common.checkpoint import flatten
+from tests.helpers import REPO, run_module
+
+# The run is killed from inside its own print of the KILL_AT-th "loss:" line: for torch inside the
+# training loop, for JAX inside the compiled epoch's host callback. Real SIGKILL, no clean-up.
+KILL_WRAPPER = """
+import builtins, os, runpy, signal, sys
+module, kill_at = sys.argv[1], int(sys.argv[2])
+real_print, seen = builtins.print, [0]
+def print_(*args, **kwargs):
+    real_print(*args, **kwargs)
+    if args and str(args[0]).startswith("loss:"):
+        seen[0] += 1
+        if seen[0] == kill_at:
+            sys.stdout.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+builtins.print = print_
+sys.argv = [module] + sys.argv[3:]
+runpy.run_module(module, run_name="__main__")
+"""
+# 3520 images at batch 32: 110 steps, "loss:" lines at steps 0 and 100 of each epoch. The 4th
+# line is step 100 of epoch 2: killed there, epoch 2 has begun and is not finished.
+LIMIT, BATCH, KILL_AT = "3520", "32", 4
+SIDES = {
+    "reference_torch": {"suffix": ".pth", "extra": ["--threads", "1"]},
+    "jax_impl": {"suffix": ".msgpack", "extra": []},
+}
+
+
+def _args(side: str, data_dir: str, save, checkpoint_dir=None) -> list[str]:
+    args = ["--epochs", "2", "--limit-train", LIMIT, "--batch-size", BATCH, "--momentum", "0.9",
+            "--weight-decay", "1e-4", "--lr", "1e-2", "--data-dir", data_dir, "--save", str(save), *SIDES[side]["extra"]]
+    return args + (["--checkpoint-dir", str(checkpoint_dir)] if checkpoint_dir else [])
+
+
+def _weights(side: str, path) -> dict[str, bytes]:
+    """name -> raw bytes of every saved tensor (torch's zip also holds a random serialization id)."""
+    if side == "reference_torch":
+        import torch
+
+        return {k: v.numpy().tobytes() for k, v in torch.load(path, weights_only=True).items()}
+    return {k: np.asarray(v).tobytes() for k, v in flatten(serialization.msgpack_restore(path.read_bytes())["params"]).items()}
+
+
+def _epoch_section(stdout: str, first: int) -> str:
+    """The printed lines from ``Epoch <first>`` through ``Done!``."""
+    start = stdout.index(f"Epoch {first}\n")
+    return stdout[start:stdout.index("Done!\n") + len("Done!\n")]
+
+
+@pytest.fixture(scope="module", params=list(SIDES))
+def runs(request, data_dir, tmp_path_factory):
+    side = request.param
+    tmp = tmp_path_factory.mktemp(side)
+    suffix = SIDES[side]["suffix"]
+    out = {"side": side, "tmp": tmp}
+    for name in ("a", "b"):  # two uninterrupted runs, same seed and threads, the same save path
+        proc = run_module(side, *_args(side, data_dir, tmp / f"model{suffix}"))
+        assert proc.returncode == 0, proc.stderr
+        shutil.copy(tmp / f"model{suffix}", tmp / f"{name}{suffix}")
+        out[name] = proc.stdout
+    ck = tmp / "checkpoints"
+    killed = subprocess.run([sys.executable, "-c", KILL_WRAPPER, side, str(KILL_AT), *_args(side, data_dir, tmp / f"killed{suffix}", ck)],
+                            check=False, capture_output=True, text=True, cwd=REPO, timeout=600,
+                            env=dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu"))
+    out["killed"], out["killed_files"] = killed, sorted(p.name for p in ck.iterdir())
+    resumed = run_module(side, *_args(side, data_dir, tmp / f"resumed{suffix}", ck), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    out["resumed"] = resumed.stdout
+    return out
+
+
+def test_same_seed_same_threads_is_byte_identical(runs):
+    side, tmp, suffix = runs["side"], runs["tmp"], SIDES[runs["side"]]["suffix"]
+    assert runs["a"] == runs["b"]
+    a, b = _weights(side, tmp / f"a{suffix}"), _weights(side, tmp / f"b{suffix}")
+    assert a.keys() == b.keys() and len(a) == 6
+    for name in a:
+        assert a[name] == b[name], name
+    if side == "jax_impl":  # msgpack has no random field: the whole file is the same
+        assert (tmp / f"a{suffix}").read_bytes() == (tmp / f"b{suffix}").read_bytes()
+
+
+def test_killed_in_epoch_2_then_resumed_is_bit_identical(runs):
+    side, tmp, suffix = runs["side"], runs["tmp"], SIDES[runs["side"]]["suffix"]
+    killed = runs["killed"]
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert "Epoch 2\n" in killed.stdout and "Done!" not in killed.stdout  # died inside epoch 2
+    assert runs["killed_files"] == [f"epoch-0001{suffix}"]  # only epoch 1's checkpoint, no temporary file
+    assert re.search(rf"Resumed from \S+epoch-0001{re.escape(suffix)} after epoch 1\n", runs["resumed"])
+    assert _epoch_section(runs["resumed"], 2) == _epoch_section(runs["a"], 2)
+    assert runs["resumed"].splitlines()[-1] == runs["a"].splitlines()[-1]  # the prediction
+    a, resumed = _weights(side, tmp / f"a{suffix}"), _weights(side, tmp / f"resumed{suffix}")
+    assert a.keys() == resumed.keys()
+    for name in a:
+        assert a[name] == resumed[name], name
+    assert sorted(p.name for p in (tmp / "checkpoints").iterdir()) == [f"epoch-0001{suffix}", f"epoch-0002{suffix}"]
