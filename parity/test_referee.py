@@ -366,9 +366,10 @@ def test_calibration_reproduces_on_a_small_slice(calibration, data_dir):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    """A small valid data set (200 train, 50 test images): the CLI runs in seconds."""
+    """A small valid data set (200 train, 100 test images): the CLI runs in seconds. (A test split
+    smaller than one batch fails in jax_impl.train.evaluate: reported, not this test's subject.)"""
     root = tmp_path_factory.mktemp("tiny")
-    write_tiny_dataset(root)
+    write_tiny_dataset(root, n_train=200, n_test=100)
     return str(root)
 
 
@@ -418,7 +419,7 @@ def _set(field, value):
     (_bump_losses, "per-step loss gap"),
     (_bump_last_param, "parameter linear_relu_stack.4.bias gap"),
     (_set("avg_loss", lambda r: r.avg_loss + 1e-3), "test Avg loss gap"),
-    (_set("accuracy", lambda r: r.accuracy + 0.2), "test images apart"),
+    (_set("accuracy", lambda r: r.accuracy + 0.1), "test images apart"),
     (_set("losses", lambda r: np.where(np.arange(len(r.losses)) == 1, np.nan, r.losses)), "JAX per-step loss is NaN"),
 ], ids=["loss", "param", "avg-loss", "accuracy", "nan"])
 def test_cli_each_failure_exits_1(tiny, tmp_path, monkeypatch, capsys, change, expected):
@@ -472,6 +473,19 @@ def test_cli_save_is_honoured(tiny, tmp_path):
     params = jcheckpoint.load(tmp_path / "m.msgpack", init_params(jax.random.PRNGKey(0), (16,)))
     np.testing.assert_array_equal(H.params_as_torch_numpy(params)["linear_relu_stack.0.weight"].shape,
                                   model.state_dict()["linear_relu_stack.0.weight"].shape)
+
+
+def test_tutorial_mode_switches():
+    """reference_torch keeps the tutorial's model.train() / model.eval(): no effect on this MLP (no
+    dropout, no BatchNorm), but the first Dropout a learner adds would make them matter."""
+    torch.manual_seed(0)
+    model = H.torch_model(H.init_state_dict(0, (8,)))
+    loader = H.torch_loader(H.Split(np.zeros((4, 784), np.float32), np.zeros(4, np.int64)), 2)
+    model.eval()
+    ttrain.train_epoch(loader, model, torch.nn.CrossEntropyLoss(), ttrain.make_optimizer(model), log=None)
+    assert model.training
+    ttrain.evaluate(loader, model, torch.nn.CrossEntropyLoss())
+    assert not model.training
 
 
 # --- the quickstart CLIs' own batches are the harness's --------------------------------------------

@@ -37,14 +37,15 @@ class Tolerance:
 
 
 # --- one batch, the same weights (test_forward_backward.py, test_negative_controls.py) ----------
-ACTIVATIONS = Tolerance(1e-5, 2e-6, "every layer's output, real and random batch", ("activations (real batch)", "activations (random batch)"), 10.0)
-LOGITS = Tolerance(1e-5, 1e-6, "logits, real and random batch", ("logits (real batch)", "logits (random batch)"), 15.0)
+ACTIVATIONS = Tolerance(1e-5, 2e-6, "every layer's output, real and random batch", ("activations (real batch)", "activations (random batch)"), 15.0)
+LOGITS = Tolerance(1e-5, 1e-6, "logits, real and random batch", ("logits (real batch)", "logits (random batch)"), 20.0)
 # The batch loss: float32 holds a loss near 2.3 to ~2.4e-7 (one ulp); the measured gap is below one
 # ulp, so the bound is set in ulps, not from the measurement: rtol 1e-6 ~ 8 EPS32.
 LOSS_RTOL = Tolerance(1e-6, 0.0, "formula: 8 float32 ulps (EPS32) relative, the batch loss")
-# Gradients away from ReLU kinks (the random batch has none within KINK; the real batch's kink rows
-# are masked in the test, not measured here).
-GRADS = Tolerance(1e-5, 1e-7, "gradients of every parameter, random batch (no kinks)", ("grads (random batch)",), 15.0)
+# Gradients away from ReLU kinks: calibrated on the random batch, where no ReLU input happens to
+# flip; on the real batch one does (unit 148: 6.7e-5, see README) and the test masks such rows.
+# rtol was 1e-5 until the pins showed it 44x above the band at the gradients' scale.
+GRADS = Tolerance(1e-6, 1e-7, "gradients of every parameter, random batch", ("grads (random batch)",), 15.0)
 # |float64 ReLU input| below KINK may round to the other side of 0 in float32. Formula: the worst-case
 # rounding of a 784-term dot product, 784 * EPS32 * max|w| * max|x| = 784 * 1.19e-7 * (1/28) * 1 = 3.3e-6;
 # KINK is 3x that (a ReLU input that far from 0 keeps its side).
@@ -56,9 +57,9 @@ AUTOGRAD = Tolerance(1e-6, 1e-7, "formula: ~8 EPS32 relative; a 5-input layer's 
 LAYERS = Tolerance(1e-5, 1e-6, "formula: as ACTIVATIONS, a 784-term dot product per unit (3 images)")
 
 # --- training (test_training.py, test_negative_controls.py, python -m parity) ------------------
-ONE_STEP = Tolerance(1e-6, 1.5e-8, "params after one SGD step", ("params after 1 step",), 15.0)
+ONE_STEP = Tolerance(1e-6, 1.5e-8, "params after one SGD step", ("params after 1 step",), 20.0)
 ONE_EPOCH = Tolerance(1e-4, 1e-5, "params after one epoch", ("params after 1 epoch",), 10.0)
-EVAL_LOSS = Tolerance(0.0, 1e-5, "test Avg loss after one epoch", ("test Avg loss",), 15.0)
+EVAL_LOSS = Tolerance(0.0, 1e-5, "test Avg loss after one epoch", ("test Avg loss",), 10.0)
 EPOCH_LOGITS = Tolerance(0.0, 2e-4, "logits of the 10,000 test images after one epoch", ("test logits after 1 epoch",), 10.0)
 
 # Per-step loss: 1e-6 + 1e-5 * sqrt(step / 938), i.e. growing like the rounding's random walk.
