@@ -38,7 +38,8 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(device="cpu")
     p.add_argument("--precision", choices=MODES, default="default",
                    help="GPU matmul precision: strict = true float32 on both sides; default = each library's default")
-    p.add_argument("--threads", type=non_negative_int, default=0, help="torch intra-op threads (0: torch's default, one per core)")
+    p.add_argument("--threads", type=non_negative_int, default=0,
+                   help="torch intra-op threads (0: torch's default, one per core)")
     p.add_argument("--out-dir", default="runs", help="folder for the JSON report and the PNG plot")
     return p
 

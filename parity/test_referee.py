@@ -9,11 +9,14 @@ from __future__ import annotations
 import json
 import math
 
+import jax
 import numpy as np
 import pytest
 import torch
 
+from jax_impl import checkpoint as jcheckpoint
 from jax_impl import train as jtrain
+from jax_impl.model import init_params
 from parity import harness as H
 from parity import side_by_side as S
 from parity import tolerances as T
@@ -29,6 +32,7 @@ from parity.compare import (
     leaf_diff,
     uniform_init_violations,
 )
+from reference_torch import checkpoint as tcheckpoint
 from reference_torch import train as ttrain
 from tests.helpers import write_tiny_dataset
 
@@ -462,12 +466,6 @@ def test_cli_help_shows_every_default():
 
 
 def test_cli_save_is_honoured(tiny, tmp_path):
-    from jax_impl import checkpoint as jcheckpoint
-    from jax_impl.model import init_params
-    from reference_torch import checkpoint as tcheckpoint
-
-    import jax
-
     assert main(_cli(tiny, tmp_path, "--save", str(tmp_path / "m.pth"), "--hidden", "16")) == 0
     model = tcheckpoint.load(tmp_path / "m.pth", (16,), torch.device("cpu"))
     params = jcheckpoint.load(tmp_path / "m.msgpack", init_params(jax.random.PRNGKey(0), (16,)))
@@ -486,6 +484,21 @@ def test_tutorial_mode_switches():
     assert model.training
     ttrain.evaluate(loader, model, torch.nn.CrossEntropyLoss())
     assert not model.training
+
+
+def test_runners_agree_on_a_short_run(real, init_sd):
+    """Ten full batches and a partial one of 32, then the test metrics on 100 images (one full
+    batch, a partial one): the runners the CLI uses agree step by step, in seconds. A fast guard
+    for what the one-epoch tests check at length (the mutation run relies on it)."""
+    train, test = real
+    split, test_slice = H.Split(train.x[:672], train.y[:672]), H.Split(test.x[:100], test.y[:100])
+    t, j = H.TorchRunner(init_sd, split), H.JaxRunner(H.torch_to_flax(init_sd), split)
+    t_losses, j_losses = t.epoch(), j.epoch()
+    assert t_losses.shape == j_losses.shape == (11,)
+    assert np.all(np.abs(t_losses - j_losses) <= T.loss_atol(np.arange(1, 12)))
+    assert_trees_close(j.params(), t.params(), rtol=T.ONE_EPOCH.rtol, atol=T.ONE_EPOCH.atol, what="params after 11 steps")
+    (t_acc, t_loss), (j_acc, j_loss) = t.evaluate(test_slice), j.evaluate(test_slice)
+    assert t_acc == j_acc and abs(t_loss - j_loss) <= T.EVAL_LOSS.atol
 
 
 # --- the quickstart CLIs' own batches are the harness's --------------------------------------------

@@ -37,7 +37,8 @@ class Tolerance:
 
 
 # --- one batch, the same weights (test_forward_backward.py, test_negative_controls.py) ----------
-ACTIVATIONS = Tolerance(1e-5, 2e-6, "every layer's output, real and random batch", ("activations (real batch)", "activations (random batch)"), 15.0)
+ACTIVATIONS = Tolerance(1e-5, 2e-6, "every layer's output, real and random batch",
+                        ("activations (real batch)", "activations (random batch)"), 15.0)
 LOGITS = Tolerance(1e-5, 1e-6, "logits, real and random batch", ("logits (real batch)", "logits (random batch)"), 20.0)
 # The batch loss: float32 holds a loss near 2.3 to ~2.4e-7 (one ulp); the measured gap is below one
 # ulp, so the bound is set in ulps, not from the measurement: rtol 1e-6 ~ 8 EPS32.
