@@ -113,6 +113,11 @@ MUTATIONS = [
              "train_epoch(state, train_data, 2 * config.batch_size,", _k("jax_cli_trains")),
 ]
 
+# The six survivors of issue 18 first: a partial run still answers for them.
+_FIRST = ("leaf-rtol-atol-swapped", "trees-skip-last-leaf", "loss-atol-x100", "param-atol-x100",
+          "torch-train-loader-shuffled", "torch-no-eval-mode")
+MUTATIONS.sort(key=lambda m: m.id not in _FIRST)
+
 
 def copy_repo(dst: Path) -> None:
     """Tracked and untracked (not ignored) files, and the ``data`` link."""
