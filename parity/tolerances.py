@@ -8,6 +8,7 @@ rounding band (the largest of torch32 vs float64, JAX32 vs float64 and torch32 v
 the largest |value| the ``rtol`` multiplies. ``parity/test_referee.py`` pins every entry: a tolerance
 that drifts looser than its margin fails there. Margins are at most ``MAX_MARGIN``: room for other
 CPUs' kernels and thread counts, never room for a bug (the negative controls sit far above).
+The rules: docs/design.md, "Precision and tolerances".
 """
 from __future__ import annotations
 
