@@ -269,11 +269,12 @@ def plot(t_curve: np.ndarray, j_curve: np.ndarray, steps_per_epoch: int, path: P
     bottom.semilogy(steps, np.fmax.accumulate(diff), lw=1.2, color="darkgreen", label="running max")
     if tolerance is not None:
         bottom.semilogy(steps, tolerance, lw=1.0, ls=":", color="black", label="tolerance")
-    bottom.set_ylabel("|torch - JAX| loss")
-    bottom.set_xlabel(f"training step (batch of {batch_size}; grey lines: epoch ends)")
+    bottom.set_ylabel("|torch - JAX| per-step loss")
+    epochs = len(t_curve) // max(steps_per_epoch, 1)
+    bottom.set_xlabel(f"training step (batch of {batch_size}" + ("; grey lines: epoch ends)" if epochs > 1 else ")"))
     bottom.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, fontsize=8)
     for ax in (top, bottom):
-        for e in range(1, len(t_curve) // max(steps_per_epoch, 1)):
+        for e in range(1, epochs):
             ax.axvline(e * steps_per_epoch, color="0.85", lw=0.8)
     fig.suptitle("Per-step training loss, torch vs JAX from the same weights on the same batches", fontsize=11)
     top.set_title(subtitle, fontsize=7)
