@@ -134,6 +134,8 @@ def verdict(epoch: int, first_step: int, t: EpochResult, j: EpochResult, n_test:
         for what, values in (("per-step loss", r.losses), ("test Avg loss", r.avg_loss),
                              ("parameters", np.concatenate([v.ravel() for v in r.params.values()])))) if msg]
 
+    if t.losses.shape != j.losses.shape:
+        failures.append(f"epoch {epoch}: torch ran {len(t.losses)} steps, JAX {len(j.losses)}")
     steps = first_step + np.arange(len(t.losses))
     step_gap = np.abs(t.losses - j.losses) if t.losses.shape == j.losses.shape else np.full(len(t.losses), np.nan)
     step_tol = T.loss_atol(steps, mode, plat)

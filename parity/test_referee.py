@@ -244,6 +244,13 @@ def test_verdict_loss_gap(step):
     assert failures == [f"epoch 1 step {step + 1}: per-step loss gap {2 * tol[step]:.3e} > {tol[step]:.3e}"]
 
 
+def test_verdict_step_count_mismatch():
+    """A side that dropped (or added) a step fails, whatever its losses."""
+    _, failures = _verdict(_result(losses=_result().losses[:-1]))
+    assert failures and failures[0] == f"epoch 1: torch ran {STEPS} steps, JAX {STEPS - 1}"
+    assert any("per-step loss gap nan" in f for f in failures)  # and the gap check fails on its own
+
+
 def test_verdict_loss_steps_count_across_epochs():
     # In epoch 3 the step numbers continue: the tolerance at step 2k+1 is looser than at step 1.
     first = 2 * STEPS + 1
