@@ -12,29 +12,18 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 import argparse  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from common.cli import DeviceError, base_parser  # noqa: E402
+from common.cli import DeviceError, base_parser, non_negative_int  # noqa: E402
 from common.data import DataError  # noqa: E402
 
 from .precision import MODES  # noqa: E402
 from .side_by_side import DEVICES, SideBySideConfig, run  # noqa: E402
 
 
-def non_negative_int(text: str) -> int:
-    """A local validator (common.cli has positive_int only)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text}: must be 0 or more")
-    return value
-
-
 def parser() -> argparse.ArgumentParser:
     """The quickstart's shared flags (common.cli.base_parser) and parity's own; every default in --help."""
     p = base_parser("python -m parity", "Train the torch and JAX quickstarts side by side from the same weights "
                     "on the same batches; exit 1 if they disagree beyond tolerance. --save PATH writes torch's "
-                    "trained state_dict to PATH and JAX's params next to it as .msgpack.", "")
+                    "trained state_dict to PATH and JAX's params next to it as .msgpack.", "", devices=DEVICES)
     p.set_defaults(device="cpu")
     p.add_argument("--precision", choices=MODES, default="default",
                    help="GPU matmul precision: strict = true float32 on both sides; default = each library's default")
@@ -45,11 +34,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def parse(argv=None) -> SideBySideConfig:
-    """The configuration, or ``error:`` and exit 2 for a device parity cannot run or a bad --save."""
+    """The configuration, or ``error:`` and exit 2 for a bad flag (common.cli validates the shared ones)."""
     p = parser()
     args = p.parse_args(argv)
-    if args.device not in DEVICES:
-        p.error(f"--device {args.device}: unknown device (use {', '.join(DEVICES)})")
     if args.save and Path(args.save).suffix == ".msgpack":
         p.error(f"--save {args.save}: name the torch checkpoint (e.g. model.pth); JAX's goes next to it as .msgpack")
     return SideBySideConfig(**vars(args))

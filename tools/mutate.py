@@ -82,8 +82,6 @@ MUTATIONS = [
              "steps = 1 + np.arange", _k("verdict_loss")),
     Mutation("cli-always-exit-0", "parity/__main__.py", 'return 0 if report["ok"] else 1', "return 0",
              _k("cli_each_failure and nan")),
-    Mutation("cli-device-unchecked", "parity/__main__.py", "if args.device not in DEVICES:", "if False:",
-             _k("bad_input")),
     # --- the implementations: reference_torch ------------------------------------------------------
     Mutation("torch-train-loader-shuffled", "reference_torch/data.py", "DataLoader(training_data, batch_size=batch_size)",
              "DataLoader(training_data, batch_size=batch_size, shuffle=True)", _k("torch_cli_trains")),
