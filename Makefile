@@ -56,3 +56,8 @@ clean:
 .PHONY: results
 results: $(STAMP)
 	$(PY) -m benchmarks.report --readme README.md
+
+# Mutation testing of parity/ and the two train.py (tools/mutate.py; not run in CI, minutes of CPU).
+.PHONY: mutate
+mutate: $(STAMP) $(DATA)
+	flock /tmp/bench.lock $(PY) tools/mutate.py

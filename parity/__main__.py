@@ -1,38 +1,55 @@
-"""python -m parity: torch and JAX trained side by side (argument parsing only; see side_by_side.run)."""
+"""python -m parity: torch and JAX trained side by side (argument parsing only; see side_by_side.run).
+
+Exit codes: 0 both sides agree within tolerance, 1 they do not (the verdict names each failure),
+2 a bad input (one ``error:`` line on stderr).
+"""
 import os
 import sys
 
 # torch and JAX share the GPU in one process: JAX must not preallocate 75% of its memory.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
-from common.cli import base_parser, run_guarded
-from common.data import DataError
+import argparse  # noqa: E402
+from pathlib import Path  # noqa: E402
 
-from .side_by_side import SideBySideConfig, run
+from common.cli import DeviceError, base_parser, non_negative_int  # noqa: E402
+from common.data import DataError  # noqa: E402
+
+from .precision import MODES  # noqa: E402
+from .side_by_side import DEVICES, SideBySideConfig, run  # noqa: E402
+
+
+def parser() -> argparse.ArgumentParser:
+    """The quickstart's shared flags (common.cli.base_parser) and parity's own; every default in --help."""
+    p = base_parser("python -m parity", "Train the torch and JAX quickstarts side by side from the same weights "
+                    "on the same batches; exit 1 if they disagree beyond tolerance. --save PATH writes torch's "
+                    "trained state_dict to PATH and JAX's params next to it as .msgpack.", "", devices=DEVICES)
+    p.set_defaults(device="cpu")
+    p.add_argument("--precision", choices=MODES, default="default",
+                   help="GPU matmul precision: strict = true float32 on both sides; default = each library's default")
+    p.add_argument("--threads", type=non_negative_int, default=0,
+                   help="torch intra-op threads (0: torch's default, one per core)")
+    p.add_argument("--out-dir", default="runs", help="folder for the JSON report and the PNG plot")
+    return p
+
+
+def parse(argv=None) -> SideBySideConfig:
+    """The configuration, or ``error:`` and exit 2 for a bad flag (common.cli validates the shared ones)."""
+    p = parser()
+    args = p.parse_args(argv)
+    if args.save and Path(args.save).suffix == ".msgpack":
+        p.error(f"--save {args.save}: name the torch checkpoint (e.g. model.pth); JAX's goes next to it as .msgpack")
+    return SideBySideConfig(**vars(args))
 
 
 def main(argv=None) -> int:
-    p = base_parser("python -m parity", "Train the torch and JAX quickstarts side by side from the same weights "
-                    "on the same batches; exit 1 if they disagree beyond tolerance.", "")
-    p.set_defaults(device="cpu")
-    p.add_argument("--precision", choices=("default", "strict"), default="default",
-                   help="GPU matmul precision: strict = true float32 on both sides; default = each library's default")
-    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default, one per core)")
-    p.add_argument("--out-dir", default="runs", help="folder for the JSON report and the PNG plot")
-    args = p.parse_args(argv)
-    del args.save
-    cfg = SideBySideConfig(**vars(args))
-    result = {}
-
-    def go():
-        result["report"] = run(cfg)
-
-    from reference_torch.train import DeviceError
-
-    code = run_guarded(go, (DataError, DeviceError), p.prog)
-    if code:
-        return code
-    return 0 if result["report"]["ok"] else 1
+    cfg = parse(argv)
+    try:
+        report = run(cfg)
+    except (DataError, DeviceError) as e:  # the one-line form of common.cli.run_guarded, keeping the report
+        print(f"python -m parity: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    return 0 if report["ok"] else 1
 
 
 if __name__ == "__main__":

@@ -2,6 +2,11 @@
 
 The pattern is optax's ``test_utils``: flatten both trees, check that the structure matches, then
 ``np.testing.assert_allclose`` each leaf with both ``rtol`` and ``atol``. torch is the reference.
+
+Non-finite values fail, in either tree, even where both hold the same inf or NaN (unlike
+``assert_allclose``, which counts inf == inf and NaN == NaN as equal): these functions judge trained
+numbers, and an inf or NaN there means a run diverged, not that two runs agree.
+``parity/test_referee.py`` tests every function here on hand-made inputs.
 """
 from __future__ import annotations
 
@@ -20,9 +25,12 @@ class LeafDiff:
     max_abs: float
     max_rel: float  # max |a - e| / |e| over elements where e != 0
     ok: bool
+    nonfinite: int = 0  # elements that are NaN or inf in actual or expected
 
     def __str__(self) -> str:
-        return f"{self.name}: max abs {self.max_abs:.3e}, max rel {self.max_rel:.3e}{'' if self.ok else '  <-- exceeds tolerance'}"
+        bad = f", {self.nonfinite} non-finite (NaN/inf)" if self.nonfinite else ""
+        return (f"{self.name}: max abs {self.max_abs:.3e}, max rel {self.max_rel:.3e}{bad}"
+                f"{'' if self.ok else '  <-- exceeds tolerance'}")
 
 
 def _to_numpy(leaf) -> np.ndarray:
@@ -48,18 +56,21 @@ def flatten(tree, prefix: str = "") -> dict[str, np.ndarray]:
 
 def leaf_diff(name: str, actual, expected, rtol: float, atol: float) -> LeafDiff:
     """Max abs and rel error of ``actual`` against ``expected``, and whether
-    ``|a - e| <= atol + rtol * |e|`` holds everywhere (``np.testing.assert_allclose``'s rule)."""
+    ``|a - e| <= atol + rtol * |e|`` holds everywhere (``np.testing.assert_allclose``'s rule: ``rtol``
+    scales with the reference, ``atol`` does not). Any NaN or inf, in either, is not ok."""
     a = np.asarray(actual, dtype=np.float64)
     e = np.asarray(expected, dtype=np.float64)
     if a.shape != e.shape:
         raise AssertionError(f"{name}: shape {a.shape} != reference shape {e.shape}")
-    err = np.abs(a - e)
-    nonzero = e != 0
-    max_abs = float(err.max()) if err.size else 0.0
-    max_rel = float((err[nonzero] / np.abs(e[nonzero])).max()) if nonzero.any() else 0.0
-    finite = bool(np.isfinite(a).all() == np.isfinite(e).all())
-    ok = finite and bool(np.all(err <= atol + rtol * np.abs(e)))
-    return LeafDiff(name, max_abs, max_rel, ok)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf and inf / inf are NaN: reported below
+        err = np.abs(a - e)
+        nonzero = e != 0
+        max_abs = float(err.max()) if err.size else 0.0
+        max_rel = float((err[nonzero] / np.abs(e[nonzero])).max()) if nonzero.any() else 0.0
+    nonfinite = int(np.count_nonzero(~(np.isfinite(a) & np.isfinite(e))))
+    # Written as "all within", never "none beyond": a NaN difference compares False and so fails.
+    ok = nonfinite == 0 and bool(np.all(err <= atol + rtol * np.abs(e)))
+    return LeafDiff(name, max_abs, max_rel, ok, nonfinite)
 
 
 def check_structure(actual: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray]) -> None:
@@ -93,7 +104,7 @@ def assert_trees_close(actual, expected, rtol: float, atol: float, what: str = "
                 np.asarray(a[d.name], np.float64), np.asarray(e[d.name], np.float64), rtol=rtol, atol=atol,
                 err_msg=f"{what}: leaf {d.name} differs (max abs {d.max_abs:.3e}, max rel {d.max_rel:.3e})",
             )
-            raise AssertionError(f"{what}: leaf {d.name} differs ({d})")  # non-finite mismatch
+            raise AssertionError(f"{what}: leaf {d.name} differs ({d})")  # NaN/inf: assert_allclose lets equal ones pass
     return diffs
 
 
@@ -102,7 +113,7 @@ def assert_trees_close(actual, expected, rtol: float, atol: float, what: str = "
 def torch_activations(model, x) -> dict[str, np.ndarray]:
     """Output of ``flatten`` and of every module in ``linear_relu_stack`` (forward hooks), named as
     the Flax side names them (``linear_relu_stack_<i>``), plus ``logits``."""
-    import torch
+    import torch  # here, not at the top: the tree comparisons above need neither framework
 
     acts: dict[str, np.ndarray] = {}
     handles = [model.flatten.register_forward_hook(lambda m, i, o: acts.__setitem__("flatten", o.detach().cpu().numpy()))]
@@ -122,7 +133,7 @@ def torch_activations(model, x) -> dict[str, np.ndarray]:
 def flax_activations(params, hidden: Sequence[int], x) -> dict[str, np.ndarray]:
     """The same layers of ``NeuralNetwork(hidden)``: Dense outputs from ``capture_intermediates``, flatten and
     relu outputs sown by the model, plus ``logits``."""
-    from jax_impl.model import NeuralNetwork
+    from jax_impl.model import NeuralNetwork  # here, not at the top: as torch in torch_activations
 
     logits, state = NeuralNetwork(tuple(hidden)).apply({"params": params}, x, capture_intermediates=True, mutable=["intermediates"])
     inter = state["intermediates"]
@@ -159,7 +170,8 @@ def uniform_init_violations(params) -> list[str]:
 
     Bounds are 5 standard errors: mean of n uniform samples has sd b/sqrt(3n); the sample variance
     has sd b^2 sqrt(4/45)/sqrt(n) (Var(X^2) = E[X^4] - E[X^2]^2 = b^4/5 - b^4/9). A false alarm
-    per check is < 1e-6; the support check is exact.
+    per check is < 1e-6; the support check is exact. Those statistics cannot see a constant leaf of
+    a few values (the output bias has 10), so a constant leaf is flagged on its own.
     """
     problems = []
     for name, layer in params.items():
@@ -168,6 +180,8 @@ def uniform_init_violations(params) -> list[str]:
         for part, w in layer.items():
             w = np.asarray(w, np.float64).ravel()
             n = w.size
+            if n > 1 and w.min() == w.max():  # e.g. a zero bias of 10: too few values for the variance check
+                problems.append(f"{name}/{part}: all {n} values equal {w[0]:.4g}")
             if np.abs(w).max() > b:
                 problems.append(f"{name}/{part}: |w| max {np.abs(w).max():.4g} > bound {b:.4g}")
             if abs(w.mean()) > 5 * b / math.sqrt(3 * n):

@@ -13,13 +13,16 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import jax
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, SequentialSampler, TensorDataset
 
 from common.data import to_float
+from jax_impl import train as jtrain
 from jax_impl.data import load_fashion_mnist
+from jax_impl import model as jmodel
 from reference_torch import train as ttrain
 from reference_torch.model import NeuralNetwork
 
@@ -56,23 +59,74 @@ def torch_model(state_dict, dtype=torch.float32, device="cpu") -> NeuralNetwork:
     return model
 
 
-def torch_train(state_dict, split: Split, epochs: int = 1, batch_size: int = 64, lr: float = 1e-3,
-                dtype=torch.float32, device="cpu", loss_scale: float = 1.0, momentum: float = 0.0,
-                weight_decay: float = 0.0):
-    """(per-step losses (epochs * steps,), trained model) of the reference torch loop.
+class TorchRunner:
+    """The reference torch side, one epoch at a time: ``reference_torch.train.train_epoch`` and
+    ``evaluate`` over a file-order loader, from ``state_dict``. The harness, ``python -m parity``
+    and the tests all train torch through this class.
 
     ``loss_scale`` multiplies the loss (1.0 is the quickstart; the negative controls use 0.1).
     """
-    model = torch_model(state_dict, dtype, device)
-    ce = nn.CrossEntropyLoss()
-    loss_fn = ce if loss_scale == 1.0 else (lambda pred, y: ce(pred, y) * loss_scale)
-    optimizer = ttrain.make_optimizer(model, lr, momentum, weight_decay)
-    loader = torch_loader(split, batch_size, dtype, device)
-    losses = [ttrain.train_epoch(loader, model, loss_fn, optimizer, log=None) for _ in range(epochs)]
-    return torch.cat(losses).double().numpy(), model
+
+    def __init__(self, state_dict, split: Split, batch_size: int = 64, lr: float = 1e-3, dtype=torch.float32,
+                 device="cpu", loss_scale: float = 1.0, momentum: float = 0.0, weight_decay: float = 0.0):
+        self.model = torch_model(state_dict, dtype, device)
+        ce = nn.CrossEntropyLoss()
+        self.loss_fn = ce if loss_scale == 1.0 else (lambda pred, y: ce(pred, y) * loss_scale)
+        self.optimizer = ttrain.make_optimizer(self.model, lr, momentum, weight_decay)
+        self.loader = torch_loader(split, batch_size, dtype, device)
+        self.batch_size = batch_size
+
+    def epoch(self) -> np.ndarray:
+        """Train one epoch; every step's loss as float64 numpy."""
+        return ttrain.train_epoch(self.loader, self.model, self.loss_fn, self.optimizer, log=None).double().numpy()
+
+    def evaluate(self, split: Split) -> tuple[float, float]:
+        """(accuracy, Avg loss) on ``split``, the tutorial's test arithmetic."""
+        return torch_evaluate(self.model, split, self.batch_size)
+
+    def params(self) -> dict[str, np.ndarray]:
+        """The parameters in torch naming, as numpy."""
+        return state_dict_numpy(self.model)
+
+
+class JaxRunner:
+    """The JAX side, one epoch at a time: ``jax_impl.train.train_epoch`` and ``evaluate`` on
+    device-resident data, from Flax ``params``; ``tx`` replaces the optimizer (the negative controls
+    use it). The twin of ``TorchRunner``."""
+
+    def __init__(self, params, split: Split, batch_size: int = 64, lr: float = 1e-3, device=None,
+                 momentum: float = 0.0, weight_decay: float = 0.0, tx=None):
+        self.state = jtrain.create_train_state(jax.device_put(params, device), lr, hidden_of(params),
+                                               momentum=momentum, weight_decay=weight_decay)
+        if tx is not None:
+            self.state = self.state.replace(tx=tx, opt_state=tx.init(self.state.params))
+        self.data = (jax.device_put(split.x, device), jax.device_put(split.y, device))
+        self.batch_size, self.device = batch_size, device
+
+    def epoch(self) -> np.ndarray:
+        """Train one epoch; every step's loss as float64 numpy."""
+        self.state, losses = jtrain.train_epoch(self.state, self.data, self.batch_size, log=None)
+        return np.asarray(losses, np.float64)
+
+    def evaluate(self, split: Split) -> tuple[float, float]:
+        """(accuracy, Avg loss) on ``split``, the tutorial's test arithmetic."""
+        return jax_evaluate(self.state, split, self.batch_size, device=self.device)
+
+    def params(self) -> dict[str, np.ndarray]:
+        """The parameters in torch naming and layout, as numpy."""
+        return params_as_torch_numpy(self.state.params)
+
+
+def torch_train(state_dict, split: Split, epochs: int = 1, batch_size: int = 64, lr: float = 1e-3,
+                dtype=torch.float32, device="cpu", loss_scale: float = 1.0, momentum: float = 0.0,
+                weight_decay: float = 0.0):
+    """(per-step losses (epochs * steps,), trained model) of ``TorchRunner``."""
+    runner = TorchRunner(state_dict, split, batch_size, lr, dtype, device, loss_scale, momentum, weight_decay)
+    return np.concatenate([runner.epoch() for _ in range(epochs)]), runner.model
 
 
 def torch_evaluate(model, split: Split, batch_size: int = 64) -> tuple[float, float]:
+    """(accuracy, Avg loss) of ``reference_torch.train.evaluate`` on ``split``."""
     dtype = next(model.parameters()).dtype
     device = next(model.parameters()).device
     return ttrain.evaluate(torch_loader(split, batch_size, dtype, device), model, nn.CrossEntropyLoss())
@@ -80,28 +134,13 @@ def torch_evaluate(model, split: Split, batch_size: int = 64) -> tuple[float, fl
 
 def jax_train(params, split: Split, epochs: int = 1, batch_size: int = 64, lr: float = 1e-3, device=None,
               momentum: float = 0.0, weight_decay: float = 0.0, tx=None):
-    """(per-step losses, final TrainState) of ``jax_impl.train.train_epoch``; ``tx`` replaces the
-    optimizer (the negative controls use it)."""
-    import jax
-
-    from jax_impl import train as jtrain
-    state = jtrain.create_train_state(jax.device_put(params, device), lr, hidden_of(params),
-                                      momentum=momentum, weight_decay=weight_decay)
-    if tx is not None:
-        state = state.replace(tx=tx, opt_state=tx.init(state.params))
-    data = (jax.device_put(split.x, device), jax.device_put(split.y, device))
-    losses = []
-    for _ in range(epochs):
-        state, epoch_losses = jtrain.train_epoch(state, data, batch_size, log=None)
-        losses.append(epoch_losses)
-    return np.concatenate(losses).astype(np.float64), state
+    """(per-step losses, final TrainState) of ``JaxRunner``."""
+    runner = JaxRunner(params, split, batch_size, lr, device, momentum, weight_decay, tx)
+    return np.concatenate([runner.epoch() for _ in range(epochs)]), runner.state
 
 
 def jax_evaluate(state, split: Split, batch_size: int = 64, device=None) -> tuple[float, float]:
-    import jax
-
-    from jax_impl import train as jtrain
-
+    """(accuracy, Avg loss) of ``jax_impl.train.evaluate`` on ``split``."""
     return jtrain.evaluate(state, (jax.device_put(split.x, device), jax.device_put(split.y, device)), batch_size)
 
 
@@ -126,13 +165,12 @@ def jax_x64_train(state_dict, steps: int, batch_size: int = 64, lr: float = 1e-3
 
 
 def state_dict_numpy(model) -> dict[str, np.ndarray]:
+    """A module's state_dict as host numpy arrays."""
     return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
 
 
 def params_as_torch_numpy(params) -> dict[str, np.ndarray]:
     """Flax params in torch naming and layout, as numpy (for comparing with a state_dict)."""
-    import jax
-
     return dict(flax_to_torch_numpy(jax.device_get(params)))
 
 
@@ -140,8 +178,6 @@ def init_state_dict(seed: int = 0, hidden=(512, 512)) -> dict[str, np.ndarray]:
     """The tutorial's initial weights: ``torch.manual_seed(seed); NeuralNetwork(hidden)``."""
     torch.manual_seed(seed)
     return state_dict_numpy(NeuralNetwork(hidden))
-
-
 
 
 def relu_preactivations(state_dict, x: np.ndarray) -> list[np.ndarray]:
@@ -173,12 +209,8 @@ def torch_loss_and_grads(state_dict, x: np.ndarray, y: np.ndarray, dtype=torch.f
 def jax_loss_and_grads(params, x: np.ndarray, y: np.ndarray, device=None):
     """(logits, loss, {torch key: gradient}) from ``jax.value_and_grad`` of jax_impl's loss, kernels
     transposed into torch's layout."""
-    import jax
 
-    from jax_impl import train as jtrain
-    from jax_impl.model import NeuralNetwork
-
-    apply_fn = NeuralNetwork(hidden_of(params)).apply
+    apply_fn = jmodel.NeuralNetwork(hidden_of(params)).apply
     params = jax.device_put(params, device)
     xj, yj = jax.device_put(np.asarray(x), device), jax.device_put(np.asarray(y, np.int32), device)
     loss, grads = jax.value_and_grad(lambda p: jtrain.loss_fn(apply_fn({"params": p}, xj), yj))(params)

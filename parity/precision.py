@@ -1,4 +1,4 @@
-"""The two GPU precision modes (DESIGN.md), set for both frameworks at once and described in words.
+"""The two GPU precision modes (docs/design.md), set for both frameworks at once and described in words.
 
 - ``strict``: torch ``set_float32_matmul_precision("highest")`` and JAX
   ``jax_default_matmul_precision="highest"``: true float32 matmuls on both sides.

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from jax_impl.basics import autograd as jx
+from parity.tolerances import AUTOGRAD
 from reference_torch.basics import autograd as tt
 
 
@@ -14,7 +15,7 @@ def inputs():
 def test_single_layer_gradients(inputs):
     t, j = tt.single_layer(**inputs), jx.single_layer(**inputs)
     for key in ("z", "loss", "grad_w", "grad_b"):
-        np.testing.assert_allclose(j[key], t[key], rtol=1e-6, atol=1e-7, err_msg=key)
+        np.testing.assert_allclose(j[key], t[key], rtol=AUTOGRAD.rtol, atol=AUTOGRAD.atol, err_msg=key)
     # The tutorial's structure: x is all ones, so every row of dloss/dw equals dloss/db.
     np.testing.assert_allclose(t["grad_w"], np.broadcast_to(t["grad_b"], (5, 3)), rtol=1e-6)
     # And the values are the closed form (sigmoid(z) - y) / 3.
@@ -24,7 +25,7 @@ def test_single_layer_gradients(inputs):
 def test_frozen_bias_and_stop_gradient(inputs):
     t, j = tt.frozen_bias(**inputs), jx.frozen_bias(**inputs)
     assert t["grad_b"] is None and j["grad_b"] is None
-    np.testing.assert_allclose(j["grad_w"], t["grad_w"], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(j["grad_w"], t["grad_w"], rtol=AUTOGRAD.rtol, atol=AUTOGRAD.atol)
     np.testing.assert_allclose(t["grad_w"], tt.single_layer(**inputs)["grad_w"], rtol=1e-6)
     args = {k: inputs[k] for k in ("x", "w", "b")}
     assert tt.tracking(**args) == jx.tracking(**args) == {"tracked": True, "no_grad": False, "detach": False}

@@ -10,6 +10,7 @@ from reference_torch.basics import datasets as td, layers as tl, save_load as ts
 from common.data import CLASSES
 from common.image_folder import write_image_folder
 from parity import harness as H
+from parity.tolerances import LAYERS
 
 
 def np_(x):
@@ -153,7 +154,7 @@ def test_layers_walk_through():
     assert t["flat"].shape == (3, 784) and t["hidden1"].shape == (3, 20) and t["logits"].shape == (3, 10)
     np.testing.assert_array_equal(t["flat"], j["flat"])
     for key in ("hidden1", "relu", "logits", "probabilities"):
-        np.testing.assert_allclose(j[key], t[key], rtol=1e-5, atol=1e-6, err_msg=key)
+        np.testing.assert_allclose(j[key], t[key], rtol=LAYERS.rtol, atol=LAYERS.atol, err_msg=key)
     np.testing.assert_array_equal(t["predicted"], j["predicted"])
     np.testing.assert_allclose(t["probabilities"].sum(1), 1, rtol=1e-6)
     assert (t["relu"] >= 0).all() and (t["hidden1"] < 0).any()

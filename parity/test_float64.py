@@ -6,12 +6,7 @@ import pytest
 import torch
 
 from parity import harness as H
-
-F64_ATOL = 1e-12  # DESIGN.md; measured here: losses ~1e-15, params ~2e-17 after 938 steps
-# Each side's float32 error against float64 is the same size (calibrate: per-step losses 2.64e-6
-# torch vs 2.66e-6 JAX; params 2.6e-6 vs 2.1e-6). A side computing in lower precision (TF32,
-# bf16) would be ~1000x off; a factor of 4 leaves room for other CPUs' kernels.
-SAME_SIZE = 4.0
+from parity.tolerances import F64_ATOL, SAME_SIZE  # noqa: F401 - SAME_SIZE imported from here by test_optimizer
 
 
 @pytest.fixture(scope="module")

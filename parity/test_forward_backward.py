@@ -1,21 +1,19 @@
 """Same weights, same inputs: logits, loss, every layer's activations and every gradient agree.
 
-Tolerances come from ``python -m parity.calibrate`` (CPU float32 vs float64, seed-0 weights):
-logits differ from float64 by <= 1.5e-7 (torch32 vs jax32: 1.4e-7); the batch loss by 1.4e-8
-(torch32 vs jax32: 0); gradients, away from ReLU kinks, by <= 1.3e-8 (torch32 vs jax32: 1.5e-8);
-activations of the first layer by 5.4e-7 on random inputs. Bounds below are 4-10x above those.
+Tolerances and their calibrated sources: ``parity/tolerances.py``.
 """
 import numpy as np
 import pytest
 
 from parity import harness as H
+from parity import tolerances as T
 from parity.compare import assert_trees_close, compare_activations, flax_activations, torch_activations
 
-ACT_RTOL, ACT_ATOL = 1e-5, 2e-6
-LOGIT_RTOL, LOGIT_ATOL = 1e-5, 1e-6
-LOSS_RTOL = 1e-6  # about 4 float32 ulps of a loss near 2.3
-GRAD_RTOL, GRAD_ATOL = 1e-5, 1e-7
-KINK = 1e-5  # |ReLU input| below this (float64) may round to the other side in float32
+ACT_RTOL, ACT_ATOL = T.ACTIVATIONS.rtol, T.ACTIVATIONS.atol
+LOGIT_RTOL, LOGIT_ATOL = T.LOGITS.rtol, T.LOGITS.atol
+LOSS_RTOL = T.LOSS_RTOL.rtol
+GRAD_RTOL, GRAD_ATOL = T.GRADS.rtol, T.GRADS.atol
+KINK = T.KINK  # |ReLU input| below this (float64) may round to the other side in float32
 
 
 def batches(real):

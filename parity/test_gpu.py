@@ -1,9 +1,8 @@
 """GPU parity (marked ``gpu``; skipped with the reason where CUDA is absent), in both precision modes.
 
-Tolerances: strict mode uses float32 throughout, so the CPU bounds apply with a factor 10 for
-cuBLAS/XLA-GPU reduction orders. Default mode lets JAX use TF32 (unit roundoff 2^-11 = 4.9e-4 on
-matmul inputs), so bounds are set from that: ~1e-2 on logits of size ~0.1-5 and on the per-step
-losses. These GPU bounds are not yet calibrated on a real H100 (see README, issue 7).
+Tolerances (``parity/tolerances.py``, GPU): strict mode uses float32 throughout, so the CPU bounds
+apply with a factor 10 for cuBLAS/XLA-GPU reduction orders; default mode lets JAX use TF32, so the
+bounds are set from TF32's unit roundoff.
 """
 import numpy as np
 import pytest
@@ -11,15 +10,10 @@ import pytest
 from parity import harness as H
 from parity.compare import assert_trees_close
 from parity.precision import describe, precision
-
-from .conftest import loss_atol
+from parity.tolerances import GPU as TOL
+from parity.tolerances import loss_atol
 
 pytestmark = pytest.mark.gpu
-
-TOL = {
-    "strict": {"logits": 1e-5, "grads": 1e-6, "loss_factor": 10.0, "params": 1e-4},
-    "default": {"logits": 2e-2, "grads": 2e-3, "loss_factor": 2000.0, "params": 5e-3},
-}
 
 
 @pytest.fixture(params=["strict", "default"])

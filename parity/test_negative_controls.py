@@ -9,7 +9,7 @@ import torch
 from parity import harness as H
 from parity.compare import compare_activations, flax_activations, torch_activations, uniform_init_violations
 
-from .conftest import loss_atol
+from parity.tolerances import loss_atol
 from .test_forward_backward import ACT_ATOL, ACT_RTOL, GRAD_ATOL, GRAD_RTOL, LOSS_RTOL
 
 STEPS = 50  # a prefix of the first epoch is enough for every control

@@ -14,12 +14,11 @@ import torch
 
 from parity import harness as H
 
-from .test_float64 import SAME_SIZE
+from parity.tolerances import F64_ATOL, SAME_SIZE
 
 STEPS = 200
 LR = 1e-2
 SETTINGS = [(0.9, 0.0), (0.0, 1e-2), (0.9, 5e-4)]
-F64_ATOL = 1e-12  # DESIGN.md; measured: losses <= 8.9e-16, params <= 1.5e-16 after 200 steps
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,6 @@ def test_one_epoch_report_and_plot(data_dir, tmp_path, capsys):
 
 def test_disagreement_exits_1(data_dir, tmp_path, monkeypatch, capsys):
     # A zero tolerance: the float32 rounding differences now count as disagreement.
-    monkeypatch.setattr(side_by_side, "loss_tolerance", lambda step, mode, plat: np.zeros(len(step)))
+    monkeypatch.setattr(side_by_side.T, "loss_atol", lambda steps, mode="strict", platform="cpu": np.zeros(len(steps)))
     assert main(["--epochs", "1", "--data-dir", data_dir, "--out-dir", str(tmp_path)]) == 1
     assert "FAIL: epoch 1 step" in capsys.readouterr().out

@@ -1,21 +1,19 @@
 """One SGD step, then the whole first epoch on the real data in file order: both sides agree.
 
-Tolerance sources (python -m parity.calibrate, CPU float32): params after one step differ by
-3.7e-9 (each side vs float64: 1.9e-9); after one epoch by 2.7e-6 (vs float64: 2.6e-6 torch,
-2.1e-6 JAX); test Avg loss by 8.8e-7 (vs float64: 1.6e-6); logits after one epoch by 3.9e-5.
+Tolerances and their calibrated sources: ``parity/tolerances.py``.
 """
 import numpy as np
 import torch
 
 from parity import harness as H
+from parity import tolerances as T
 from parity.compare import assert_trees_close
+from parity.tolerances import loss_atol
 
-from .conftest import loss_atol
-
-STEP_RTOL, STEP_ATOL = 1e-6, 1.5e-8
-EPOCH_RTOL, EPOCH_ATOL = 1e-4, 1e-5
-EVAL_LOSS_ATOL = 1e-5
-LOGITS_ATOL = 2e-4
+STEP_RTOL, STEP_ATOL = T.ONE_STEP.rtol, T.ONE_STEP.atol
+EPOCH_RTOL, EPOCH_ATOL = T.ONE_EPOCH.rtol, T.ONE_EPOCH.atol
+EVAL_LOSS_ATOL = T.EVAL_LOSS.atol
+LOGITS_ATOL = T.EPOCH_LOGITS.atol
 
 
 def test_one_sgd_step(real, init_sd):
@@ -23,7 +21,7 @@ def test_one_sgd_step(real, init_sd):
     one = H.Split(train.x[:64], train.y[:64])
     t_losses, t_model = H.torch_train(init_sd, one)
     j_losses, j_state = H.jax_train(H.torch_to_flax(init_sd), one)
-    np.testing.assert_allclose(j_losses, t_losses, rtol=1e-6, atol=0)
+    np.testing.assert_allclose(j_losses, t_losses, rtol=T.LOSS_RTOL.rtol, atol=0)
     diffs = assert_trees_close(H.params_as_torch_numpy(j_state.params), H.state_dict_numpy(t_model),
                                rtol=STEP_RTOL, atol=STEP_ATOL, what="params after one step")
     print("; ".join(map(str, diffs)))
