@@ -14,13 +14,9 @@ import numpy as np
 from flax import serialization
 from safetensors.numpy import load_file, save_file
 
+from common.convert import flax_to_torch_numpy, hidden_of, torch_to_flax  # numpy only, no torch
 from jax_impl import checkpoint
 from jax_impl.model import MLP
-from parity.weights import (  # numpy only, no torch
-    flax_to_torch_numpy,
-    hidden_of,
-    torch_to_flax,
-)
 
 __all__ = [
     "load_safetensors",

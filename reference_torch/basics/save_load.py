@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from common.convert import hidden_of  # numpy only: loading never imports JAX
 from reference_torch import checkpoint
 from reference_torch.model import NeuralNetwork
 
@@ -74,8 +75,6 @@ def save_safetensors(model: torch.nn.Module, path: str | Path) -> None:
 
 def load_safetensors(path: str | Path, device="cpu") -> NeuralNetwork:
     """A NeuralNetwork of the file's widths, holding its tensors (checked by name and shape)."""
-    from parity.weights import hidden_of
-
     state = load_file(str(path), device=str(device))
     model = NeuralNetwork(hidden_of(state)).to(device)
     checkpoint.check_state_dict(state, model.state_dict(), str(path))
