@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -67,7 +67,7 @@ def torch_path(flax_module_path: tuple[str, ...]) -> str:
     return ".".join(re.sub(r"_(\d+)$", r".\1", p) for p in flax_module_path)
 
 
-def _group(state_dict: Mapping[str, object]) -> "OrderedDict[str, dict[str, np.ndarray]]":
+def _group(state_dict: Mapping[str, object]) -> OrderedDict[str, dict[str, np.ndarray]]:
     modules: OrderedDict[str, dict[str, np.ndarray]] = OrderedDict()
     for key, value in state_dict.items():
         module, _, leaf = str(key).rpartition(".")
@@ -101,7 +101,7 @@ def _expect(module: str, leaves: dict, required: tuple[str, ...], optional: tupl
             raise ConversionError(f"missing state_dict key {module + '.' + name!r}")
     extra = set(leaves) - set(required) - set(optional)
     if extra:
-        raise ConversionError(f"unknown state_dict key {module + '.' + sorted(extra)[0]!r}")
+        raise ConversionError(f"unknown state_dict key {module + '.' + min(extra)!r}")
 
 
 def _set(tree: dict, path: tuple[str, ...], leaves: dict, where: str) -> None:
@@ -112,7 +112,7 @@ def _set(tree: dict, path: tuple[str, ...], leaves: dict, where: str) -> None:
             raise ConversionError(f"{where}: {'/'.join(path)} clashes with a leaf of the same name")
     clash = set(node) & set(leaves)
     if clash:
-        raise ConversionError(f"{where}: {'/'.join(path)}/{sorted(clash)[0]} comes from two torch modules")
+        raise ConversionError(f"{where}: {'/'.join(path)}/{min(clash)} comes from two torch modules")
     node.update(leaves)
 
 
@@ -168,7 +168,7 @@ def _walk(tree: Mapping, path: tuple[str, ...] = ()):
             yield from _walk(v, path + (str(k),))
 
 
-def variables_to_state_dict(variables: Mapping[str, Mapping]) -> "OrderedDict[str, np.ndarray]":
+def variables_to_state_dict(variables: Mapping[str, Mapping]) -> OrderedDict[str, np.ndarray]:
     """A torch state_dict (numpy, torch names and layouts) holding exactly the variables' values.
 
     The layer kind follows from the Flax leaves: ``kernel`` 2-D is a Linear, 4-D a Conv2d;
@@ -176,7 +176,7 @@ def variables_to_state_dict(variables: Mapping[str, Mapping]) -> "OrderedDict[st
     """
     extra = set(variables) - {"params", "batch_stats"}
     if extra:
-        raise ConversionError(f"unknown variables collection {sorted(extra)[0]!r} (expected params, batch_stats)")
+        raise ConversionError(f"unknown variables collection {min(extra)!r} (expected params, batch_stats)")
     if "params" not in variables:
         raise ConversionError("missing variables collection 'params'")
     stats = {path: leaves for path, leaves in _walk(variables.get("batch_stats", {}))}
@@ -204,7 +204,7 @@ def variables_to_state_dict(variables: Mapping[str, Mapping]) -> "OrderedDict[st
             out[f"{module}.weight"] = leaves["scale"]
             n_out = leaves["scale"].shape[0]
         else:
-            raise ConversionError(f"params entry {name}/{sorted(leaves)[0]}: no kernel, embedding or scale")
+            raise ConversionError(f"params entry {name}/{min(leaves)}: no kernel, embedding or scale")
         if "bias" in leaves:
             if leaves["bias"].shape != (n_out,):
                 raise ConversionError(f"params entry {name}/bias has shape {leaves['bias'].shape}, expected ({n_out},)")
@@ -228,7 +228,7 @@ def _expect_flax(name: str, leaves: Mapping, required: tuple[str, ...], optional
             raise ConversionError(f"missing {collection} entry {name}/{r}")
     extra = set(leaves) - set(required) - set(optional)
     if extra:
-        raise ConversionError(f"unknown {collection} entry {name}/{sorted(extra)[0]}")
+        raise ConversionError(f"unknown {collection} entry {name}/{min(extra)}")
 
 
 # --- The quickstart MLP: torch ``linear_relu_stack.<i>`` <-> Flax ``linear_relu_stack_<i>`` ----------------
@@ -283,7 +283,7 @@ def torch_to_flax(state_dict: Mapping[str, object]) -> dict:
         if not m:
             raise WeightsError(f"unknown state_dict key {k!r} (expected linear_relu_stack.<i>.weight|bias)")
         found.setdefault(int(m.group(1)), {})[m.group(2)] = tuple(np.shape(v))
-    torch_key = lambda i, part: f"linear_relu_stack.{i}.{part}"  # noqa: E731
+    torch_key = lambda i, part: f"linear_relu_stack.{i}.{part}"
     for i, parts in found.items():
         for part in ("weight", "bias"):
             if part not in parts:
@@ -293,7 +293,7 @@ def torch_to_flax(state_dict: Mapping[str, object]) -> dict:
     return {k: params[k] for k in sorted(params, key=lambda k: int(_FLAX_KEY.fullmatch(k).group(1)))}
 
 
-def flax_to_torch_numpy(params: Mapping[str, Mapping[str, object]]) -> "OrderedDict[str, np.ndarray]":
+def flax_to_torch_numpy(params: Mapping[str, Mapping[str, object]]) -> OrderedDict[str, np.ndarray]:
     """The MLP's torch state_dict as numpy arrays, without torch: the layout of files both sides read."""
     found: dict[int, dict[str, tuple]] = {}
     for name, layer in params.items():
@@ -302,12 +302,12 @@ def flax_to_torch_numpy(params: Mapping[str, Mapping[str, object]]) -> "OrderedD
             raise WeightsError(f"unknown params entry {name!r} (expected linear_relu_stack_<i> with kernel and bias)")
         extra = set(layer) - {"kernel", "bias"}
         if extra:
-            raise WeightsError(f"unknown params entry {name}/{sorted(extra)[0]}")
+            raise WeightsError(f"unknown params entry {name}/{min(extra)}")
         for part in ("kernel", "bias"):
             if part not in layer:
                 raise WeightsError(f"missing params entry {name}/{part}")
         found[int(m.group(1))] = {"kernel": np.shape(layer["kernel"]), "bias": tuple(np.shape(layer["bias"]))}
-    flax_key = lambda i, part: f"linear_relu_stack_{i}/{'kernel' if part == 'weight' else 'bias'}"  # noqa: E731
+    flax_key = lambda i, part: f"linear_relu_stack_{i}/{'kernel' if part == 'weight' else 'bias'}"
     for i, p in found.items():
         if len(p["kernel"]) != 2:
             raise WeightsError(f"{flax_key(i, 'weight')} has shape {tuple(p['kernel'])}, expected a matrix")

@@ -8,14 +8,18 @@ from common.report import NonFiniteLossError
 
 def main(argv=None) -> int:
     p = base_parser("python -m jax_impl", "The quickstart in functional JAX (Flax Linen + optax).", "model.msgpack", JAX_DEVICES)
-    args = p.parse_args(argv)
+    p.add_argument("--model", choices=("mlp", "cnn"), default="mlp",
+                   help="mlp: the tutorial's network; cnn: the convnet of cnn.py (--hidden is ignored)")
+    args = vars(p.parse_args(argv))
     # JAX is imported only once the flags are valid: a bad flag is refused in a second, not after
     # JAX's import (tests/test_cli_validation.py runs every bad flag as a subprocess).
     from .checkpoint import CheckpointError
+    from . import cnn_train
     from .train import Config, DeviceError, run
 
-    config = Config(**vars(args))
-    return run_guarded(lambda: run(config), (DataError, DeviceError, CheckpointError, NonFiniteLossError), p.prog)
+    train_fn = cnn_train.run if args.pop("model") == "cnn" else run
+    config = Config(**args)
+    return run_guarded(lambda: train_fn(config), (DataError, DeviceError, CheckpointError, NonFiniteLossError), p.prog)
 
 
 if __name__ == "__main__":

@@ -88,6 +88,6 @@ def test_torch_save_load_with_jax_blocked(tmp_path):
         "assert not any(k.split('.')[0] in ('jax', 'flax', 'optax', 'parity', 'jax_impl') for k in sys.modules)\n"
         "print('ok')\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+    proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=REPO,
                           env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
