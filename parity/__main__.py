@@ -19,13 +19,21 @@ def main(argv=None) -> int:
                    help="GPU matmul precision: strict = true float32 on both sides; default = each library's default")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default, one per core)")
     p.add_argument("--out-dir", default="runs", help="folder for the JSON report and the PNG plot")
+    p.add_argument("--model", choices=("mlp", "cnn"), default="mlp",
+                   help="cnn: the convnet pair, same dropout masks, float64 runs for the tolerances (CPU)")
     args = p.parse_args(argv)
     del args.save
+    model = args.__dict__.pop("model")
     cfg = SideBySideConfig(**vars(args))
     result = {}
 
     def go():
-        result["report"] = run(cfg)
+        if model == "cnn":
+            from .cnn_side_by_side import run as run_cnn  # only this mode needs it
+
+            result["report"] = run_cnn(cfg)
+        else:
+            result["report"] = run(cfg)
 
     from reference_torch.train import DeviceError
 
