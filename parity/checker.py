@@ -114,6 +114,12 @@ class PortReport:
 
 # --- the four runs -------------------------------------------------------------------------------------------
 
+def _numpy64(t: torch.Tensor) -> np.ndarray:
+    """A float64 copy: ``.double().numpy()`` of a float64 tensor would share memory with it, and the
+    optimizer's in-place updates would rewrite a recorded step."""
+    return np.array(t.detach().cpu().double().numpy(), copy=True)
+
+
 def _leaf_modules(module: torch.nn.Module) -> set[str]:
     return {name for name, m in module.named_modules() if name and not list(m.children())}
 
@@ -151,7 +157,7 @@ def _torch_forward(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, train: 
         def record(mod, inputs, output, name=name):
             if isinstance(output, torch.Tensor):
                 key = name if name not in acts else f"{name}#{sum(k.split('#')[0] == name for k in acts) + 1}"
-                acts[key] = output.detach().cpu().double().numpy()
+                acts[key] = _numpy64(output)
         handles.append(m.register_forward_hook(record))
     try:
         logits = model(torch.as_tensor(x, dtype=dtype))
@@ -163,11 +169,11 @@ def _torch_forward(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, train: 
 
 
 def _torch_state(model: torch.nn.Module) -> dict[str, np.ndarray]:
-    return {k: v.detach().cpu().double().numpy() for k, v in model.state_dict().items()}
+    return {k: _numpy64(v) for k, v in model.state_dict().items()}
 
 
 def _torch_buffers(model: torch.nn.Module) -> dict[str, np.ndarray]:
-    return {k: v.detach().cpu().double().numpy() for k, v in model.named_buffers()}
+    return {k: _numpy64(v) for k, v in model.named_buffers()}
 
 
 def _torch_runs(module, batches, steps, lr, dtype, masks):
@@ -176,14 +182,14 @@ def _torch_runs(module, batches, steps, lr, dtype, masks):
     out = {}
     with torch.no_grad():
         out["eval"], logits, loss = _torch_forward(model, x, y, False, masks, dtype)
-        out["eval_logits"] = logits.double().numpy()
+        out["eval_logits"] = _numpy64(logits)
     masks.step = 0
     train_model = copy.deepcopy(model)
     acts, logits, loss = _torch_forward(train_model, x, y, True, masks, dtype)
     loss.backward()
     out["train"] = acts
     out["train_buffers"] = _torch_buffers(train_model)
-    out["grads"] = {k: p.grad.detach().double().numpy() for k, p in train_model.named_parameters() if p.grad is not None}
+    out["grads"] = {k: _numpy64(p.grad) for k, p in train_model.named_parameters() if p.grad is not None}
     out["param_names"] = [k for k, _ in train_model.named_parameters()]
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     out["steps"] = []

@@ -24,7 +24,7 @@ from jax_impl.cnn import CNN as FlaxCNN
 from reference_torch.cnn import CNN as TorchCNN
 
 from . import harness as H
-from .checker import _cast, _check, _flax_apply, _Masks, _torch_forward
+from .checker import _cast, _check, _flax_apply, _Masks, _numpy64, _torch_forward
 
 
 def _torch_train(sd, train: H.Split, test: H.Split, cfg, dtype, masks: _Masks):
@@ -50,7 +50,7 @@ def _torch_train(sd, train: H.Split, test: H.Split, cfg, dtype, masks: _Masks):
         with torch.no_grad():
             logits = model(torch.as_tensor(test.x, dtype=dtype))
             evals.append(((logits.argmax(1).numpy() == test.y).mean(), F.cross_entropy(logits, torch.as_tensor(test.y).long()).item()))
-    state = {k: v.double().numpy() for k, v in model.state_dict().items()}
+    state = {k: _numpy64(v) for k, v in model.state_dict().items()}
     return np.array(losses), state, evals, secs
 
 
