@@ -32,7 +32,7 @@ DIGEST_KEY = "sha256"
 RESUME_NAME = "epoch-{epoch:04d}"
 # Config fields that change the numbers: a resumed run must use the checkpoint's values.
 RESUME_FIELDS = ("model", "hidden", "batch_size", "lr", "momentum", "weight_decay", "seed", "limit_train")
-MODEL_NAMES = ("mlp",)
+MODEL_NAMES = ("mlp", "cnn")
 PARAMS_FORMAT = "quickstart-parity/params-v1"
 RESUME_FORMAT = "quickstart-parity/resume-v1"
 
@@ -263,8 +263,10 @@ def non_negative_int(text: str) -> int:
 
 def add_checkpoint_flags(p: argparse.ArgumentParser) -> None:
     """The checkpoint flags both quickstarts add to ``common.cli.base_parser``."""
-    # The keys of each side's model.MODELS (kept here so the flags parse before torch or JAX is imported).
-    p.add_argument("--model", default="mlp", choices=MODEL_NAMES, help="architecture")
+    # Kept here so the flags parse before torch or JAX is imported: "mlp" is each side's model.MODELS,
+    # "cnn" each side's cnn_train.run.
+    p.add_argument("--model", default="mlp", choices=MODEL_NAMES,
+                   help="mlp: the tutorial's network; cnn: the convnet of cnn.py (--hidden is ignored)")
     p.add_argument("--checkpoint-dir", default="", help="write a resumable checkpoint here after every epoch ('' for none)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --checkpoint-dir")
     p.add_argument("--load", default="", help="evaluate and predict with this saved model instead of training")

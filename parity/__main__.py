@@ -9,14 +9,15 @@ import sys
 # torch and JAX share the GPU in one process: JAX must not preallocate 75% of its memory.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
-import argparse  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+from pathlib import Path
 
-from common.cli import DeviceError, base_parser, non_negative_int  # noqa: E402
-from common.data import DataError  # noqa: E402
+from common.cli import DeviceError, base_parser, non_negative_int
+from common.data import DataError
 
-from .precision import MODES  # noqa: E402
-from .side_by_side import DEVICES, SideBySideConfig, run  # noqa: E402
+from .cnn_side_by_side import run as run_cnn
+from .precision import MODES
+from .side_by_side import DEVICES, SideBySideConfig, run
 
 
 def parser() -> argparse.ArgumentParser:
@@ -30,6 +31,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=non_negative_int, default=0,
                    help="torch intra-op threads (0: torch's default, one per core)")
     p.add_argument("--out-dir", default="runs", help="folder for the JSON report and the PNG plot")
+    p.add_argument("--model", choices=("mlp", "cnn"), default="mlp",
+                   help="cnn: the convnet pair, same dropout masks, float64 runs for the tolerances (CPU)")
     return p
 
 
@@ -39,13 +42,15 @@ def parse(argv=None) -> SideBySideConfig:
     args = p.parse_args(argv)
     if args.save and Path(args.save).suffix == ".msgpack":
         p.error(f"--save {args.save}: name the torch checkpoint (e.g. model.pth); JAX's goes next to it as .msgpack")
+    if args.model == "cnn" and (args.device != "cpu" or args.save):
+        p.error("--model cnn runs on the CPU with float64 references and saves nothing: drop --device/--save")
     return SideBySideConfig(**vars(args))
 
 
 def main(argv=None) -> int:
     cfg = parse(argv)
     try:
-        report = run(cfg)
+        report = (run_cnn if cfg.model == "cnn" else run)(cfg)
     except (DataError, DeviceError) as e:  # the one-line form of common.cli.run_guarded, keeping the report
         print(f"python -m parity: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2

@@ -30,7 +30,7 @@ from .compare import compare_trees
 from .precision import describe, precision
 
 matplotlib.use("Agg")  # files only, never a window
-import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
+import matplotlib.pyplot as plt
 
 DEVICES = ("cpu", "cuda", "auto")
 
@@ -50,6 +50,7 @@ class SideBySideConfig:
     precision: str = "default"
     threads: int = 0
     out_dir: str = "runs"
+    model: str = "mlp"  # "cnn": parity.cnn_side_by_side.run
     verbose: bool = True
 
 

@@ -4,21 +4,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 
+from common.convert import flax_path
+from jax_impl.model import NeuralNetwork as FlaxNeuralNetwork
 from parity import harness as H
-from parity.compare import compare_activations, flax_activations, torch_activations, uniform_init_violations
-
+from parity.checker import check_port
+from parity.compare import uniform_init_violations
 from parity.tolerances import loss_atol
-from .test_forward_backward import ACT_ATOL, ACT_RTOL, GRAD_ATOL, GRAD_RTOL, LOSS_RTOL
+
+from .test_forward_backward import GRAD_ATOL, GRAD_RTOL, LOSS_RTOL
 
 STEPS = 50  # a prefix of the first epoch is enough for every control
 
 
 def first_divergent(sd, params, x):
-    diffs, first = compare_activations(torch_activations(H.torch_model(sd), torch.from_numpy(x)),
-                                       flax_activations(params, (512, 512), x), (512, 512), ACT_RTOL, ACT_ATOL)
-    return first, {d.name: d for d in diffs}
+    """The port checker's forward pass (eval): (first divergent layer or None, {Flax layer name: Check})."""
+    report = check_port(H.torch_model(sd), FlaxNeuralNetwork(), {"params": params}, (x, np.zeros(len(x), np.int64)), steps=0)
+    forward = {"/".join(flax_path(c.name)): c for c in report.checks if c.phase == "forward (eval)" and c.name != "logits"}
+    assert not report.problems, report.problems
+    first = report.first_divergence("forward (eval)")
+    return (None if first is None else "/".join(flax_path(first.name))), forward
 
 
 def test_control_is_clean(real, init_sd):

@@ -14,13 +14,17 @@ def main(argv=None) -> int:
                    help="never try torchvision's download (by default it is tried when the data is missing)")
     add_checkpoint_flags(p)
     args = p.parse_args(argv)
+    if args.model == "cnn" and (args.checkpoint_dir or args.resume or args.load or args.limit_train):
+        p.error("--model cnn: --checkpoint-dir, --resume, --load and --limit-train are for the MLP only (not built yet for the CNN)")
     # torch is imported only once the flags are valid: a bad flag is refused in a second, not after
     # torch's import (tests/test_cli_validation.py runs every bad flag as a subprocess).
     from .checkpoint import CheckpointError
+    from . import cnn_train
     from .train import Config, DeviceError, run
 
     config = Config(**vars(args))
-    return run_guarded(lambda: run(config), (DataError, DeviceError, CheckpointError, NonFiniteLossError), p.prog)
+    train_fn = cnn_train.run if config.model == "cnn" else run
+    return run_guarded(lambda: train_fn(config), (DataError, DeviceError, CheckpointError, NonFiniteLossError), p.prog)
 
 
 if __name__ == "__main__":

@@ -22,14 +22,14 @@ from common.checkpoint import (
     safetensors_bytes,
     verify_digest,
 )
-from jax_impl import checkpoint
-from jax_impl.model import NeuralNetwork, init_params
-from parity.weights import (  # numpy only, no torch
+from common.convert import (  # numpy only, no torch
     WeightsError,
     flax_to_torch_numpy,
     hidden_of,
     torch_to_flax,
 )
+from jax_impl import checkpoint
+from jax_impl.model import NeuralNetwork, init_params
 
 __all__ = [
     "load_safetensors",

@@ -19,6 +19,10 @@ from common.checkpoint import (
     safetensors_bytes,
     verify_digest,
 )
+from common.convert import (  # numpy only: loading never imports JAX
+    WeightsError,
+    hidden_of,
+)
 from reference_torch import checkpoint
 from reference_torch.model import NeuralNetwork
 
@@ -87,8 +91,6 @@ def save_safetensors(model: torch.nn.Module, path: str | Path) -> None:
 def load_safetensors(path: str | Path, device="cpu") -> NeuralNetwork:
     """A NeuralNetwork of the file's widths, holding its tensors (checked by name, dtype, shape,
     finite values and, where the file has one, checksum); CheckpointError naming the file otherwise."""
-    from parity.weights import WeightsError, hidden_of
-
     arrays, metadata = read_safetensors(path)
     try:
         hidden = hidden_of(arrays)

@@ -1,0 +1,168 @@
+"""The quickstart with ``--model cnn``: ``train.run``'s loop around ``cnn.CNN``; mirrors ``reference_torch/cnn_train.py``.
+
+The CNN carries state besides its params (BatchNorm's ``batch_stats``) and needs randomness in
+training (Dropout), so its step threads both: ``batch_stats`` come back from ``apply(...,
+mutable=["batch_stats"])``, and the dropout key of step ``n`` is ``fold_in(key, n)``. One epoch is
+one compiled ``lax.scan``, as ``train.train_epoch``.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import serialization
+from flax.training import train_state
+
+from common.data import CLASSES
+from common.report import (
+    check_finite,
+    epoch_header,
+    loss_lines,
+    prediction_line,
+    test_line,
+)
+
+from .cnn import CNN, init_variables
+from .data import device_dataset, load_fashion_mnist, to_float
+from .train import Config, make_optimizer, resolve_device
+
+Batch = tuple[jax.Array, jax.Array]
+
+
+class CNNState(train_state.TrainState):
+    """TrainState plus BatchNorm's running statistics and the dropout key."""
+
+    batch_stats: Any
+    key: jax.Array
+
+
+def create_train_state(variables, config: Config, device: jax.Device) -> CNNState:
+    variables = jax.device_put(jax.tree_util.tree_map(lambda a: jnp.array(a, copy=True), variables), device)
+    state = CNNState.create(apply_fn=CNN().apply, params=variables["params"], batch_stats=variables["batch_stats"],
+                            key=jax.device_put(jax.random.PRNGKey(config.seed + 1), device),
+                            tx=make_optimizer(config.lr, config.momentum, config.weight_decay))
+    return state.replace(step=jax.device_put(jnp.zeros((), jnp.int32), device))
+
+
+def _train_step(state: CNNState, batch: Batch) -> tuple[CNNState, dict]:
+    x, y = batch
+    dropout_key = jax.random.fold_in(state.key, state.step)
+
+    def loss_fn(params):
+        logits, updates = state.apply_fn({"params": params, "batch_stats": state.batch_stats}, x, train=True,
+                                         mutable=["batch_stats"], rngs={"dropout": dropout_key})
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), updates["batch_stats"]
+
+    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    return state.apply_gradients(grads=grads).replace(batch_stats=batch_stats), {"loss": loss}
+
+
+train_step = jax.jit(_train_step)
+
+
+def _batch(x, y, i, batch_size: int) -> Batch:
+    return (jax.lax.dynamic_slice_in_dim(x, i * batch_size, batch_size),
+            jax.lax.dynamic_slice_in_dim(y, i * batch_size, batch_size))
+
+
+@partial(jax.jit, static_argnames=("batch_size",), donate_argnums=(0,))
+def _train_epoch(state: CNNState, x, y, batch_size: int):
+    n = x.shape[0]
+    full = n // batch_size
+    state, metrics = jax.lax.scan(lambda s, i: _train_step(s, _batch(x, y, i, batch_size)), state, jnp.arange(full))
+    losses = metrics["loss"]
+    if n > full * batch_size:  # the DataLoader's last partial batch, as its own step
+        state, tail = _train_step(state, (x[full * batch_size:], y[full * batch_size:]))
+        losses = jnp.concatenate([losses, tail["loss"][None]])
+    return state, losses
+
+
+def train_epoch(state: CNNState, data: Batch, batch_size: int = 64, log=print) -> tuple[CNNState, np.ndarray]:
+    """One pass in file order, one compiled scan; ``state`` is donated."""
+    x, y = data
+    state, losses = _train_epoch(state, x, y, batch_size)
+    losses = np.asarray(losses)
+    if log is not None:
+        for line in loss_lines(losses, batch_size, x.shape[0]):
+            log(line)
+    return state, losses
+
+
+@partial(jax.jit, static_argnames=("batch_size",))
+def _eval_batches(params, batch_stats, x, y, batch_size: int):
+    def metrics(xb, yb):
+        logits = CNN().apply({"params": params, "batch_stats": batch_stats}, xb, train=False)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean(), jnp.sum(jnp.argmax(logits, 1) == yb)
+
+    n = x.shape[0]
+    full = n // batch_size
+    losses, correct = jax.lax.map(lambda i: metrics(*_batch(x, y, i, batch_size)), jnp.arange(full))
+    correct = jnp.sum(correct)
+    if n > full * batch_size:
+        tail_loss, tail_correct = metrics(x[full * batch_size:], y[full * batch_size:])
+        losses, correct = jnp.concatenate([losses, tail_loss[None]]), correct + tail_correct
+    return losses, correct
+
+
+def evaluate(state: CNNState, data: Batch, batch_size: int = 64) -> tuple[float, float]:
+    """The tutorial's test arithmetic (eval mode: running statistics, no dropout)."""
+    x, y = data
+    losses, correct = _eval_batches(state.params, state.batch_stats, x, y, batch_size)
+    test_loss = 0.0
+    for value in np.asarray(losses):
+        test_loss += float(value)
+    return int(correct) / x.shape[0], test_loss / len(losses)
+
+
+def predict(variables, images: np.ndarray, labels: np.ndarray, index: int = 0) -> tuple[str, str]:
+    logits = CNN().apply(variables, to_float(images[index : index + 1]), train=False)
+    return CLASSES[int(jnp.argmax(logits[0]))], CLASSES[int(labels[index])]
+
+
+def run(config: Config) -> dict:
+    """Train ``CNN`` for ``config.epochs`` epochs, save its variables, load them back, predict."""
+    out = print if config.verbose else (lambda *a, **k: None)
+    device = resolve_device(config.device)
+    out(f"Using {device.platform} device")
+    train_images, train_labels = load_fashion_mnist(config.data_dir, train=True)
+    test_images, test_labels = load_fashion_mnist(config.data_dir, train=False)
+    train_data = device_dataset(train_images, train_labels, device)
+    test_data = device_dataset(test_images, test_labels, device)
+
+    state = create_train_state(init_variables(jax.random.PRNGKey(config.seed)), config, device)
+
+    history = {"accuracy": [], "avg_loss": [], "epoch_s": [], "losses": []}
+    for t in range(config.epochs):
+        out(epoch_header(t + 1))
+        start = time.perf_counter()
+        state, losses = train_epoch(state, train_data, config.batch_size, log=out)  # losses read = synced
+        history["epoch_s"].append(time.perf_counter() - start)
+        check_finite(losses, t + 1)
+        accuracy, avg_loss = evaluate(state, test_data, config.batch_size)
+        out(test_line(accuracy, avg_loss))
+        if config.verbose:
+            print(f"[epoch {t + 1}: {history['epoch_s'][-1]:.2f} s training]", file=sys.stderr)
+        history["accuracy"].append(accuracy)
+        history["avg_loss"].append(avg_loss)
+        history["losses"].append(losses)
+    out("Done!")
+
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    if config.save:
+        with open(config.save, "wb") as f:
+            f.write(serialization.to_bytes(variables))
+        out(f"Saved JAX Model State to {config.save}")
+        with open(config.save, "rb") as f:
+            variables = serialization.from_bytes(init_variables(jax.random.PRNGKey(0)), f.read())
+        out(f"Loaded JAX Model State from {config.save}")
+    predicted, actual = predict(variables, test_images, test_labels)
+    out(prediction_line(predicted, actual))
+    history["prediction"] = (predicted, actual)
+    history["variables"] = variables
+    return history

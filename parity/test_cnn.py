@@ -1,0 +1,152 @@
+"""The CNN pair: conversion by layer type both ways, Dropout's semantics on both sides, BatchNorm's.
+
+(The layer-by-layer, gradient and training comparison of the pair is ``test_checker.py``.)
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from common.convert import ConversionError, state_dict_to_variables, variables_to_state_dict
+from jax_impl import cnn as jcnn
+from reference_torch.cnn import CNN as TorchCNN
+
+
+class Nested(torch.nn.Module):
+    """Every layer kind common.convert knows, nested in Sequentials and submodules."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Embedding(7, 4)
+        self.features = torch.nn.Sequential(torch.nn.Conv2d(3, 5, 3), torch.nn.BatchNorm2d(5), torch.nn.ReLU())
+        self.head = torch.nn.ModuleDict({"norm": torch.nn.LayerNorm(6), "fc": torch.nn.Linear(6, 2, bias=False)})
+        self.bn1d = torch.nn.BatchNorm1d(6)
+
+
+def test_convert_every_layer_kind_both_ways_bit_exact():
+    torch.manual_seed(0)
+    model = Nested()
+    with torch.no_grad():  # non-trivial running statistics and counters
+        model.features[1].running_mean.uniform_()
+        model.features[1].running_var.uniform_(0.5, 2)
+        model.features[1].num_batches_tracked.fill_(17)
+    sd = model.state_dict()
+    v = state_dict_to_variables(sd, kinds={"embed": "embedding"})
+    p, s = v["params"], v["batch_stats"]
+    assert p["embed"]["embedding"].shape == (7, 4)
+    assert p["features_0"]["kernel"].shape == (3, 3, 3, 5)  # OIHW -> HWIO
+    np.testing.assert_array_equal(p["features_0"]["kernel"][1, 2, 0, 4], sd["features.0.weight"][4, 0, 1, 2].numpy())
+    assert set(p["features_1"]) == {"scale", "bias"} and set(s["features_1"]) == {"mean", "var", "num_batches_tracked"}
+    assert p["head"]["fc"]["kernel"].shape == (6, 2) and "bias" not in p["head"]["fc"]
+    assert set(p["head"]["norm"]) == {"scale", "bias"} and "head" not in s
+    back = variables_to_state_dict(v)
+    assert list(back) == list(sd)
+    for k, t in sd.items():
+        assert back[k].dtype == t.numpy().dtype and np.array_equal(back[k], t.numpy()), k
+    model.load_state_dict({k: torch.from_numpy(a) for k, a in back.items()})  # strict: every key, every shape
+
+
+def test_cnn_conversion_matches_flax_structure():
+    torch.manual_seed(0)
+    v = state_dict_to_variables(TorchCNN().state_dict())
+    fresh = jcnn.init_variables(jax.random.PRNGKey(0))
+    shapes = jax.tree_util.tree_map(np.shape, v)
+    assert shapes == jax.tree_util.tree_map(np.shape, jax.tree_util.tree_map(np.asarray, fresh))
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda sd: sd.update({"conv1.wieght": sd.pop("conv1.weight")}), "missing state_dict key 'conv1.weight'"),
+    (lambda sd: sd.update({"bn1.extra": torch.zeros(16)}), "unknown state_dict key 'bn1.extra'"),
+    (lambda sd: sd.pop("bn2.running_var"), "missing state_dict key 'bn2.running_var'"),
+    (lambda sd: sd.update({"fc1.bias": torch.zeros(3)}), "'fc1.bias' has shape (3,), expected (128,)"),
+    (lambda sd: sd.update({"fc2.weight": torch.zeros(2, 3, 4)}), "'fc2.weight' has shape (2, 3, 4)"),
+])
+def test_conversion_errors_name_the_key(edit, message):
+    torch.manual_seed(0)
+    sd = dict(TorchCNN().state_dict())
+    edit(sd)
+    with pytest.raises(ConversionError) as e:
+        state_dict_to_variables(sd)
+    assert message in str(e.value)
+
+
+def test_reverse_conversion_errors_name_the_entry():
+    torch.manual_seed(0)
+    v = state_dict_to_variables(TorchCNN().state_dict())
+    bad = {"params": {**v["params"], "fc1": {"kernel": v["params"]["fc1"]["kernel"], "bias": np.zeros(3)}}, "batch_stats": v["batch_stats"]}
+    with pytest.raises(ConversionError, match="params entry fc1/bias has shape"):
+        variables_to_state_dict(bad)
+    with pytest.raises(ConversionError, match="batch_stats entry ghost has no params"):
+        variables_to_state_dict({**v, "batch_stats": {**v["batch_stats"], "ghost": {"mean": np.zeros(2), "var": np.ones(2)}}})
+    with pytest.raises(ConversionError, match="unknown variables collection 'cache'"):
+        variables_to_state_dict({**v, "cache": {}})
+
+
+# --- Dropout: the scaling semantics, on each side's own Dropout -------------------------------------------
+
+P = 0.25
+
+
+def test_torch_dropout_scales_kept_units_and_is_identity_in_eval():
+    x = torch.rand(200, 500) + 0.5  # no zeros: every zero in the output is a dropped unit
+    drop = torch.nn.Dropout(P)
+    drop.train()
+    torch.manual_seed(0)
+    y = drop(x)
+    kept = y != 0
+    # torch multiplies by the float32 1/(1-p) (Flax divides by 1-p: the two may differ by one ulp)
+    assert torch.equal(y[kept], x[kept] * torch.tensor(1 / (1 - P), dtype=torch.float32))
+    assert abs(kept.float().mean().item() - (1 - P)) < 0.01  # 100k draws: 4+ standard deviations
+    drop.eval()
+    assert torch.equal(drop(x), x)
+
+
+def test_flax_dropout_scales_kept_units_and_is_identity_in_eval():
+    x = jax.random.uniform(jax.random.PRNGKey(1), (200, 500)) + 0.5
+    drop = nn.Dropout(P)
+    y = np.asarray(drop.apply({}, x, deterministic=False, rngs={"dropout": jax.random.PRNGKey(0)}))
+    kept = y != 0
+    # 1/(1-p) scaling, to one float32 rounding (the order of Flax's multiply/divide is its own business)
+    np.testing.assert_allclose(y[kept], np.asarray(x)[kept] / np.float32(1 - P), rtol=np.finfo(np.float32).eps, atol=0)
+    assert abs(kept.mean() - (1 - P)) < 0.01
+    assert np.array_equal(np.asarray(drop.apply({}, x, deterministic=True)), np.asarray(x))
+
+
+def test_cnn_eval_ignores_dropout_and_train_uses_it():
+    torch.manual_seed(0)
+    v = state_dict_to_variables(TorchCNN().state_dict())
+    x = jnp.asarray(np.random.default_rng(0).random((4, 784), dtype=np.float32))
+    a = jcnn.CNN().apply(v, x)
+    b = jcnn.CNN(dropout=0.9).apply(v, x)  # eval: the rate does not matter
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    t1, _ = jcnn.CNN().apply(v, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.PRNGKey(0)})
+    t2, _ = jcnn.CNN().apply(v, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.PRNGKey(1)})
+    assert not np.allclose(np.asarray(t1), np.asarray(t2))  # different masks, different outputs
+
+
+# --- BatchNorm: torch's update rule, exactly (float64, no rounding to hide behind) --------------------------
+
+def test_batchnorm_reproduces_torch_update_in_float64():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 5, 5, 3)) * 2 + 1  # NHWC
+    bn = torch.nn.BatchNorm2d(3).double()
+    bn.train()
+    y_t = bn(torch.from_numpy(x.transpose(0, 3, 1, 2))).detach().numpy().transpose(0, 2, 3, 1)
+    with jax.enable_x64(True):
+        v = {"params": {"scale": jnp.ones(3, jnp.float64), "bias": jnp.zeros(3, jnp.float64)},
+             "batch_stats": {"mean": jnp.zeros(3, jnp.float64), "var": jnp.ones(3, jnp.float64),
+                             "num_batches_tracked": jnp.zeros((), jnp.int32)}}
+        y_j, upd = jcnn.BatchNorm().apply(v, jnp.asarray(x), train=True, mutable=["batch_stats"])
+        y_j, upd = np.asarray(y_j), jax.tree_util.tree_map(np.asarray, upd["batch_stats"])
+    np.testing.assert_allclose(y_j, y_t, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(upd["mean"], bn.running_mean.numpy(), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(upd["var"], bn.running_var.numpy(), rtol=1e-12, atol=1e-14)
+    n = 6 * 5 * 5
+    unbiased = x.reshape(-1, 3).var(0, ddof=1)
+    np.testing.assert_allclose(bn.running_var.numpy(), 0.9 + 0.1 * unbiased, rtol=1e-12)  # torch: unbiased
+    assert not np.allclose(upd["var"], 0.9 + 0.1 * unbiased * (n - 1) / n, rtol=1e-6)  # ...not the biased one
+    assert int(upd["num_batches_tracked"]) == int(bn.num_batches_tracked) == 1

@@ -1,0 +1,71 @@
+"""The quickstart with ``--model cnn``: ``train.run``'s loop around ``cnn.CNN``; ``jax_impl/cnn_train.py`` mirrors it.
+
+The loops are the tutorial's (``train.train_epoch``, ``train.evaluate``: model.train() / model.eval()
+switch BatchNorm and Dropout); only the model and its checkpoint differ.
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+import torch
+from torch import nn
+
+from common.report import check_finite, epoch_header, prediction_line, test_line
+
+from .cnn import CNN
+from .data import get_dataloaders, get_datasets
+from .train import (
+    Config,
+    evaluate,
+    make_optimizer,
+    predict,
+    resolve_device,
+    train_epoch,
+)
+
+
+def run(config: Config) -> dict:
+    """Train ``CNN`` for ``config.epochs`` epochs, save its state_dict, load it back, predict."""
+    out = print if config.verbose else (lambda *a, **k: None)
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
+    device = resolve_device(config.device)
+    out(f"Using {device} device")
+    training_data, test_data = get_datasets(config.data_dir, download=config.download)
+    train_dataloader, test_dataloader = get_dataloaders(training_data, test_data, config.batch_size)
+
+    torch.manual_seed(config.seed)
+    model = CNN().to(device)
+    loss_fn = nn.CrossEntropyLoss()
+    optimizer = make_optimizer(model, config.lr, config.momentum, config.weight_decay)
+
+    history = {"accuracy": [], "avg_loss": [], "epoch_s": [], "losses": []}
+    for t in range(config.epochs):
+        out(epoch_header(t + 1))
+        start = time.perf_counter()
+        losses = train_epoch(train_dataloader, model, loss_fn, optimizer, log=out)
+        check_finite(losses.tolist(), t + 1)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        history["epoch_s"].append(time.perf_counter() - start)
+        accuracy, avg_loss = evaluate(test_dataloader, model, loss_fn)
+        out(test_line(accuracy, avg_loss))
+        if config.verbose:
+            print(f"[epoch {t + 1}: {history['epoch_s'][-1]:.2f} s training]", file=sys.stderr)
+        history["accuracy"].append(accuracy)
+        history["avg_loss"].append(avg_loss)
+        history["losses"].append(losses)
+    out("Done!")
+
+    if config.save:
+        torch.save(model.state_dict(), config.save)
+        out(f"Saved PyTorch Model State to {config.save}")
+        model = CNN().to(device)
+        model.load_state_dict(torch.load(config.save, weights_only=True))
+        out(f"Loaded PyTorch Model State from {config.save}")
+    predicted, actual = predict(model, test_data)
+    out(prediction_line(predicted, actual))
+    history["prediction"] = (predicted, actual)
+    history["model"] = model
+    return history
