@@ -479,7 +479,7 @@ def test_cli_help_shows_every_default():
 
 def test_cli_save_is_honoured(tiny, tmp_path):
     assert main(_cli(tiny, tmp_path, "--save", str(tmp_path / "m.pth"), "--hidden", "16")) == 0
-    model = tcheckpoint.load(tmp_path / "m.pth", (16,), torch.device("cpu"))
+    model = tcheckpoint.load(tmp_path / "m.pth", H.torch_model(H.init_state_dict(1, (16,))))
     params = jcheckpoint.load(tmp_path / "m.msgpack", init_params(jax.random.PRNGKey(0), (16,)))
     np.testing.assert_array_equal(H.params_as_torch_numpy(params)["linear_relu_stack.0.weight"].shape,
                                   model.state_dict()["linear_relu_stack.0.weight"].shape)
