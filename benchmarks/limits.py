@@ -88,6 +88,9 @@ def torch_probe(gemms: list[tuple[int, int, int]], reps: int, kind: str) -> Call
         graph.replay()
         torch.cuda.synchronize(device)
 
+    # The graph reads and writes these buffers by address: they must live as long as the probe
+    # (without this they were freed on return and the first replay hit an illegal address).
+    probe.buffers = (mats, outs)
     return probe
 
 

@@ -48,7 +48,7 @@ SWEEP_LEFT_OUT = ("torch-tutorial", "jax-notebook", "torch-compile")
 # The comparisons the README makes between variants: (faster candidate, baseline).
 PAIRS = (("torch-eager", "torch-tutorial"), ("torch-compile", "torch-eager"), ("jax-jit", "jax-notebook"),
          ("jax-scan", "jax-jit"), ("jax-scan", "torch-eager"), ("torch-cudagraph", "torch-eager"),
-         ("torch-compile-ro", "torch-compile"))
+         ("torch-compile-ro", "torch-compile"), ("jax-scan", "torch-cudagraph"))
 ONE_THREAD = "@1thread"  # key suffix of the tutorial timed with one torch thread
 
 

@@ -153,6 +153,25 @@ def torch_compile_ro(w: Workload, kind: str) -> Epoch:
     return _compiled_epoch(w, kind, "reduce-overhead")
 
 
+def _warm_up_for_capture(model, loss_fn, optimizer, batches) -> None:
+    """Warm-up steps on a side stream before a CUDA-graph capture, as the CUDA-graph docs require;
+    then the weights are restored, so every variant starts from the same weights."""
+    snapshot = {k: v.clone() for k, v in model.state_dict().items()}
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            for xb, yb in batches:
+                optimizer.zero_grad(set_to_none=True)
+                loss_fn(model(xb), yb).backward()
+                optimizer.step()
+    torch.cuda.current_stream().wait_stream(side)
+    with torch.no_grad():
+        for k, v in model.state_dict().items():
+            v.copy_(snapshot[k])
+    optimizer.zero_grad(set_to_none=True)  # grads allocated during capture come from the graph's pool
+
+
 @variant("torch-cudagraph", "torch-cudagraph (manual CUDA graph)", gpu_only=True)
 def torch_cudagraph(w: Workload, kind: str) -> Epoch:
     """One full-batch step captured in a CUDA graph and replayed; the last partial batch eagerly."""
@@ -163,20 +182,8 @@ def torch_cudagraph(w: Workload, kind: str) -> Epoch:
     bs = w.batch_size
     full = (w.n // bs) * bs
     static_x, static_y = x[:bs].clone(), y[:bs].clone()
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    snapshot = {k: v.clone() for k, v in model.state_dict().items()}
-    with torch.cuda.stream(side):  # warm-up iterations before capture, as the CUDA-graph docs require
-        for _ in range(3):
-            optimizer.zero_grad(set_to_none=True)
-            loss_fn(model(static_x), static_y).backward()
-            optimizer.step()
-    torch.cuda.current_stream().wait_stream(side)
-    with torch.no_grad():  # undo the warm-up steps: every variant starts from the same weights
-        for k, v in model.state_dict().items():
-            v.copy_(snapshot[k])
+    _warm_up_for_capture(model, loss_fn, optimizer, [(static_x, static_y)])
     graph = torch.cuda.CUDAGraph()
-    optimizer.zero_grad(set_to_none=True)
     with torch.cuda.graph(graph):
         static_loss = loss_fn(model(static_x), static_y)
         static_loss.backward()  # writes fresh .grad each replay (grads were None at capture)
