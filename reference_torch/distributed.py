@@ -133,9 +133,9 @@ def _train_one(rank: int, cfg: Config, device: torch.device, data: dict, out_pat
     init = {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
     optimizer = make_optimizer(ddp, cfg.lr)
     steps = epoch_shards(len(x), cfg.batch_size, cfg.devices, cfg.split)
-    losses, seen = [], []
+    losses, seen, snapshots = [], [], {}
     ddp.train()
-    for _ in range(cfg.epochs):
+    for epoch in range(cfg.epochs):
         for step, shards in enumerate(steps):
             if cfg.fault and rank == cfg.fault_rank and step == cfg.fault_step:
                 if cfg.fault == "kill":
@@ -145,11 +145,12 @@ def _train_one(rank: int, cfg: Config, device: torch.device, data: dict, out_pat
             b = sum(len(s) for s in shards)  # the samples this global batch trains on
             i = torch.from_numpy(idx).to(device)
             losses.append(train_step(ddp, optimizer, x[i], y[i], loss_weight(len(idx), b, cfg.devices)))
-            seen.append(idx)
+            if epoch == 0:
+                seen.append(idx)
+        snapshots.update({f"epoch{epoch}/{k}": v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()})
     out = {f"init/{k}": v for k, v in init.items()}
-    out.update({f"final/{k}": v.detach().cpu().numpy() for k, v in model.state_dict().items()})
     np.savez(out_path, losses=torch.stack(losses).double().cpu().numpy(),
-             seen=np.concatenate(seen), seen_count=np.array([len(s) for s in seen]), **out)
+             seen=np.concatenate(seen), seen_count=np.array([len(s) for s in seen]), **out, **snapshots)
 
 
 def _worker(rank: int, cfgs: list[Config], port: int, out_dir: str) -> None:
@@ -177,7 +178,7 @@ def _one_line(text: str) -> str:
 
 def run(cfg: Config) -> dict:
     """Train with DDP over ``cfg.devices`` processes; returns per-step global losses (the mean of the
-    ranks' weighted losses), every rank's shards, initial and final weights.
+    ranks' weighted losses), every rank's shards, its initial weights and its weights after each epoch.
 
     Raises DistributedError naming the rank when one fails, dies or times out.
     """
@@ -211,9 +212,10 @@ def run_many(cfgs: list[Config]) -> list[dict]:
             results.append({
                 "losses": np.mean([r["losses"] for r in ranks], axis=0),
                 "rank_losses": [r["losses"] for r in ranks],
-                "shards": [np.split(r["seen"], np.cumsum(r["seen_count"])[:-1]) for r in ranks],  # [rank][step]
+                "shards": [np.split(r["seen"], np.cumsum(r["seen_count"])[:-1]) for r in ranks],  # [rank][step of epoch 1]
                 "init": [{k[5:]: v for k, v in r.items() if k.startswith("init/")} for r in ranks],
-                "final": [{k[6:]: v for k, v in r.items() if k.startswith("final/")} for r in ranks],
+                "epochs": [[{k.split("/", 1)[1]: v for k, v in r.items() if k.startswith(f"epoch{e}/")}
+                            for e in range(cfg.epochs)] for r in ranks],  # [rank][epoch] -> state_dict
                 "config": asdict(cfg),
             })
     return results
