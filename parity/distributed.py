@@ -29,6 +29,7 @@ from reference_torch import distributed as tdist
 
 from . import harness as H
 
+REPO = Path(__file__).resolve().parents[1]
 FORMS = ("one_device", "ddp", "jax_sharded", "jax_shard_map")
 LABELS = {"one_device": "1 device", "ddp": "DDP", "jax_sharded": "JAX sharded", "jax_shard_map": "shard_map"}
 PAIRS = (("ddp", "jax_sharded"), ("ddp", "one_device"), ("jax_sharded", "one_device"),
@@ -85,13 +86,14 @@ def _start_jax(cfg: DistConfig, runs: list[tuple[int, Run]], init_sd, tmp: Path,
                for _, run in runs for form in run.forms if form.startswith("jax_")]
     (work / "configs.json").write_text(json.dumps(configs))
     env = dict(os.environ, JAX_PLATFORMS="cpu" if cfg.device == "cpu" else "cuda",
-               XLA_PYTHON_CLIENT_PREALLOCATE="false")
+               XLA_PYTHON_CLIENT_PREALLOCATE="false",
+               PYTHONPATH=os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
     if cfg.device == "cpu":
         env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={cfg.devices}".strip()
     if dtype == "float64":
         env["JAX_ENABLE_X64"] = "1"
     return subprocess.Popen([sys.executable, "-m", "jax_impl.distributed", "--configs", str(work / "configs.json"),
-                             "--init", str(work / "init.npz"), "--out", str(work)], env=env,
+                             "--init", str(work / "init.npz"), "--out", str(work)], env=env, cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -136,11 +138,13 @@ def run_forms(cfg: DistConfig, runs: list[Run]) -> dict[str, dict[str, dict]]:
             ddp_runs = [r for r in runs if "ddp" in r.forms]
             if ddp_runs:
                 for run, res in zip(ddp_runs, tdist.run_many([_side_config(tdist.Config, cfg, r) for r in ddp_runs])):
-                    res["epochs"] = res["epochs"][0]  # rank 0's copy; every rank's is kept under "rank_epochs"
+                    res["rank_epochs"] = res["epochs"]  # [rank][epoch]
+                    res["epochs"] = res["epochs"][0]  # rank 0's copy
                     results[run.name]["ddp"] = res
             for run in runs:
                 if "one_device" in run.forms:
-                    results[run.name]["one_device"] = _one_device(init_sd, train, cfg, run.dtype)
+                    samples = run.overrides.get("samples", cfg.samples)
+                    results[run.name]["one_device"] = _one_device(init_sd, train, cfg, run.dtype, samples)
             for dtype, proc in procs.items():
                 jres = iter(_read_jax(proc, tmp / f"jax_{dtype}", 30 * cfg.timeout_s))
                 for _, run in jax_runs[dtype]:
@@ -158,13 +162,13 @@ def run_forms(cfg: DistConfig, runs: list[Run]) -> dict[str, dict[str, dict]]:
     return results
 
 
-def _one_device(init_sd, train: H.Split, cfg: DistConfig, dtype: str) -> dict:
+def _one_device(init_sd, train: H.Split, cfg: DistConfig, dtype: str, samples: int) -> dict:
     """The reference: ``reference_torch.train.train_epoch`` on one device, in file order."""
     from torch import nn
 
     from reference_torch import train as ttrain
 
-    n = cfg.samples or len(train.x)
+    n = samples or len(train.x)
     model = H.torch_model(init_sd, getattr(torch, dtype))
     optimizer = ttrain.make_optimizer(model, cfg.lr)
     loader = H.torch_loader(H.Split(train.x[:n], train.y[:n]), cfg.batch_size, getattr(torch, dtype))
@@ -181,6 +185,14 @@ def derived_tolerance(err_a: np.ndarray, err_b: np.ndarray, loss: np.ndarray, mu
     band = np.maximum.accumulate(np.maximum(err_a, err_b))
     ulp = np.spacing(np.abs(loss).astype(np.float32)).astype(np.float64)
     return multiple * np.maximum(band, ulp)
+
+
+def derived_param_atol(r32: dict, r64: dict, a: str, b: str, multiple: float = MULTIPLE) -> float:
+    """Final-weights tolerance of a pair: ``multiple`` x the larger of the two forms' own max
+    |float32 - float64| over every parameter after the last epoch."""
+    def err(form):
+        return max(float(np.max(np.abs(r32[form]["epochs"][-1][k] - r64[form]["epochs"][-1][k]))) for k in r64[form]["epochs"][-1])
+    return multiple * max(err(a), err(b))
 
 
 def shard_problems(shards: list[list[np.ndarray]], n_samples: int, batch_size: int) -> list[str]:
