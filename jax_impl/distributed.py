@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from dataclasses import asdict, dataclass, fields
 from functools import partial
 from pathlib import Path
@@ -30,7 +31,6 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -38,6 +38,7 @@ from common.cli import DeviceError
 from common.data import find_files, read_split, to_float
 from common.shards import check_divisible, epoch_shards
 
+from .basics.distributed import weighted_loss
 from .model import MLP
 from .train import TrainState, create_train_state, evaluate, make_optimizer
 
@@ -99,13 +100,6 @@ def load_train(data_dir: str, samples: int = 0) -> tuple[np.ndarray, np.ndarray]
 def make_mesh(devices: int, device: str = "cpu") -> Mesh:
     """A 1-D mesh of the first ``devices`` devices, axis ``"data"``."""
     return Mesh(np.array(jax.devices("gpu" if device == "cuda" else "cpu")[:devices]), (AXIS,))
-
-
-def weighted_loss(params, apply_fn, x: jax.Array, y: jax.Array, w: jax.Array) -> jax.Array:
-    """Mean cross-entropy over the samples of weight 1 (padding has weight 0): ``nn.CrossEntropyLoss()``."""
-    logits = apply_fn({"params": params}, x)  # (B, 10)
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-    return jnp.sum(w * ce) / jnp.maximum(jnp.sum(w), 1)
 
 
 def make_sharded_step(scale: float = 1.0):
@@ -230,14 +224,16 @@ def train(cfg: Config, params, x_np: np.ndarray, y_np: np.ndarray) -> dict:
     hlo = _scan_steps.lower(step, state, *placed[0][:3]).compile().as_text()
     collectives = sorted({op for op in ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
                           if f" {op}(" in hlo or f" {op}-start(" in hlo})
-    losses, snapshots = [], []  # snapshots: device 0's params after each epoch
+    losses, snapshots, epoch_s = [], [], []  # snapshots: device 0's params after each epoch
     for _ in range(cfg.epochs):
+        start = time.perf_counter()  # the first epoch includes compilation
         for xs, ys, ws, _idx in placed:
             state, metrics = _scan_steps(step, state, xs, ys, ws)
-            losses.append(np.asarray(metrics["loss"], np.float64))
+            losses.append(np.asarray(metrics["loss"], np.float64))  # reading the losses waits for the devices
+        epoch_s.append(time.perf_counter() - start)
         snapshots.append(jax.tree.map(lambda leaf: np.asarray(leaf.addressable_shards[0].data), state.params))
     seen = [[s for p in placed for s in shards_seen(p[3], mesh)[d]] for d in range(cfg.devices)]
-    return {"losses": np.concatenate(losses), "params": snapshots[-1], "epochs": snapshots, "init_mismatch": init_mismatch,
+    return {"losses": np.concatenate(losses), "params": snapshots[-1], "epochs": snapshots, "epoch_s": epoch_s, "init_mismatch": init_mismatch,
             "final_mismatch": replica_mismatches(state.params), "shards": seen, "collectives": collectives}
 
 
@@ -293,7 +289,7 @@ def main(argv=None) -> int:
                      **{f"shard{d}_count": np.array([len(x) for x in s]) for d, s in enumerate(result["shards"])})
             (out / f"run{n}.json").write_text(json.dumps({
                 "accuracy": acc, "avg_loss": avg, "init_mismatch": result["init_mismatch"],
-                "final_mismatch": result["final_mismatch"], "collectives": result["collectives"],
+                "final_mismatch": result["final_mismatch"], "collectives": result["collectives"], "epoch_s": result["epoch_s"],
                 "devices": [str(d) for d in make_mesh(cfg.devices, cfg.device).devices.flat], "config": asdict(cfg)}))
     except (DeviceError, ValueError) as e:
         print(f"{p.prog}: error: {' '.join(str(e).split())}", file=sys.stderr)

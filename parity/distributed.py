@@ -172,11 +172,13 @@ def _one_device(init_sd, train: H.Split, cfg: DistConfig, dtype: str, samples: i
     model = H.torch_model(init_sd, getattr(torch, dtype))
     optimizer = ttrain.make_optimizer(model, cfg.lr)
     loader = H.torch_loader(H.Split(train.x[:n], train.y[:n]), cfg.batch_size, getattr(torch, dtype))
-    losses, epochs = [], []
+    losses, epochs, epoch_s = [], [], []
     for _ in range(cfg.epochs):
+        start = time.perf_counter()
         losses.append(ttrain.train_epoch(loader, model, nn.CrossEntropyLoss(), optimizer, log=None).double().numpy())
+        epoch_s.append(time.perf_counter() - start)  # train_epoch reads its losses back: synced
         epochs.append(H.state_dict_numpy(model))
-    return {"losses": np.concatenate(losses), "epochs": epochs}
+    return {"losses": np.concatenate(losses), "epochs": epochs, "epoch_s": epoch_s}
 
 
 def derived_tolerance(err_a: np.ndarray, err_b: np.ndarray, loss: np.ndarray, multiple: float = MULTIPLE) -> np.ndarray:

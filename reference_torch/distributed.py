@@ -24,13 +24,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from common.cli import DeviceError
 from common.data import find_files, read_split, to_float
 from common.shards import check_divisible, epoch_shards, loss_weight
 
+from .basics.distributed import train_step
 from .model import NeuralNetwork
 from .train import make_optimizer
 
@@ -101,20 +101,6 @@ def allreduce_sum_hook(state, bucket: dist.GradBucket) -> torch.futures.Future:
     return dist.all_reduce(bucket.buffer(), async_op=True).get_future().then(lambda fut: fut.value()[0])
 
 
-def train_step(ddp: DDP, optimizer, x: torch.Tensor, y: torch.Tensor, weight: float) -> torch.Tensor:
-    """One replica's step: its shard's mean loss times ``weight`` (``common.shards.loss_weight``);
-    ``backward`` all-reduces the gradients (sum / world size, in buckets) before ``step``."""
-    pred = ddp(x)
-    if len(y):
-        loss = nn.functional.cross_entropy(pred, y) * weight
-    else:  # an empty shard still joins the all-reduce, with zero gradients
-        loss = pred.sum() * 0.0
-    loss.backward()
-    optimizer.step()
-    optimizer.zero_grad()
-    return loss.detach()
-
-
 def _train_one(rank: int, cfg: Config, device: torch.device, data: dict, out_path: Path) -> None:
     """One DDP training run on this rank (inside an initialised process group); writes ``out_path``."""
     cuda = device.type == "cuda"
@@ -133,9 +119,11 @@ def _train_one(rank: int, cfg: Config, device: torch.device, data: dict, out_pat
     init = {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
     optimizer = make_optimizer(ddp, cfg.lr)
     steps = epoch_shards(len(x), cfg.batch_size, cfg.devices, cfg.split)
-    losses, seen, snapshots = [], [], {}
+    losses, seen, snapshots, epoch_s = [], [], {}, []
     ddp.train()
     for epoch in range(cfg.epochs):
+        dist.barrier()  # every rank starts the clock together
+        start = time.perf_counter()
         for step, shards in enumerate(steps):
             if cfg.fault and rank == cfg.fault_rank and step == cfg.fault_step:
                 if cfg.fault == "kill":
@@ -147,9 +135,13 @@ def _train_one(rank: int, cfg: Config, device: torch.device, data: dict, out_pat
             losses.append(train_step(ddp, optimizer, x[i], y[i], loss_weight(len(idx), b, cfg.devices)))
             if epoch == 0:
                 seen.append(idx)
+        if cuda:
+            torch.cuda.synchronize(device)
+        dist.barrier()
+        epoch_s.append(time.perf_counter() - start)
         snapshots.update({f"epoch{epoch}/{k}": v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()})
     out = {f"init/{k}": v for k, v in init.items()}
-    np.savez(out_path, losses=torch.stack(losses).double().cpu().numpy(),
+    np.savez(out_path, losses=torch.stack(losses).double().cpu().numpy(), epoch_s=np.array(epoch_s),
              seen=np.concatenate(seen), seen_count=np.array([len(s) for s in seen]), **out, **snapshots)
 
 
@@ -212,6 +204,7 @@ def run_many(cfgs: list[Config]) -> list[dict]:
             results.append({
                 "losses": np.mean([r["losses"] for r in ranks], axis=0),
                 "rank_losses": [r["losses"] for r in ranks],
+                "epoch_s": ranks[0]["epoch_s"].tolist(),  # wall time of each epoch, between barriers
                 "shards": [np.split(r["seen"], np.cumsum(r["seen_count"])[:-1]) for r in ranks],  # [rank][step of epoch 1]
                 "init": [{k[5:]: v for k, v in r.items() if k.startswith("init/")} for r in ranks],
                 "epochs": [[{k.split("/", 1)[1]: v for k, v in r.items() if k.startswith(f"epoch{e}/")}
