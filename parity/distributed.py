@@ -362,3 +362,89 @@ def main(argv=None) -> int:
 if __name__ == "__main__":
     sys.exit(main())
 
+
+
+# --- the study guide's numbers: the basics modules themselves, over 2 replicas --------------------
+
+BASICS_SAMPLES = 4 * 64 + 33  # 5 steps; the last global batch of 33 splits 17 + 16
+BASICS_JAX = """
+import sys
+import numpy as np
+from flax.training.train_state import TrainState
+import optax
+from jax_impl.basics import distributed as jb
+from jax_impl.distributed import load_train
+from jax_impl.model import MLP
+data_dir, init, out = sys.argv[1:]
+with np.load(init) as f:
+    params = {}
+    for key in f.files:
+        layer, name = key.split("/")
+        params.setdefault(layer, {})[name] = f[key]
+mesh = jb.setup(2)
+state = TrainState.create(apply_fn=MLP((512, 512)).apply, params=jb.replicate(params, mesh), tx=optax.sgd(1e-3))
+x, y = load_train(data_dir, {samples})
+s1, auto = jb.train_epoch(state, x, y, mesh)
+s2, explicit = jb.train_epoch(state, x, y, mesh, step=jb.train_step_shard_map(mesh))
+np.savez(out, auto=auto, explicit=explicit, **{{f"{{k}}/{{n}}": np.asarray(v) for k, p in s1.params.items() for n, v in p.items()}})
+"""
+
+
+def _basics_ddp(rank: int, port: int, data_dir: str, out: str) -> None:
+    """Spawned rank of the guide's DDP run: ``reference_torch.basics.distributed`` as written."""
+    import torch.distributed as dist
+
+    from reference_torch.basics import distributed as tb
+    from reference_torch.model import NeuralNetwork
+
+    torch.set_num_threads(1)
+    tb.setup(rank, 2, port)
+    try:
+        x, y = tdist.load_train(data_dir, BASICS_SAMPLES)
+        torch.manual_seed(0)
+        model = NeuralNetwork()
+        ddp = tb.replicate(model, torch.device("cpu"))
+        losses = tb.train_epoch(ddp, torch.optim.SGD(ddp.parameters(), lr=1e-3), torch.from_numpy(x), torch.from_numpy(y))
+        dist.all_reduce(losses)  # each rank's weighted loss; their mean is the global batch's loss
+        if rank == 0:
+            np.savez(out, losses=tb.as_numpy(losses / 2), **H.state_dict_numpy(model))
+    finally:
+        dist.destroy_process_group()
+
+
+def basics_numbers(data_dir: str = "data") -> list[tuple[str, object, object]]:
+    """(what, torch, JAX) rows for the study guide: the basics functions run over 2 replicas (2 gloo
+    processes; 2 host devices in a JAX process of its own) against one device."""
+    import torch.multiprocessing as mp
+
+    train, _ = H.real_data(data_dir)
+    sd = H.init_state_dict(0)
+    prefix = H.Split(train.x[:BASICS_SAMPLES], train.y[:BASICS_SAMPLES])
+    one_losses, one_model = H.torch_train(sd, prefix)
+    with tempfile.TemporaryDirectory() as tmp:
+        mp.start_processes(_basics_ddp, args=(tdist.free_port(), data_dir, f"{tmp}/ddp.npz"), nprocs=2, start_method="spawn")
+        np.savez(f"{tmp}/init.npz", **{f"{layer}/{k}": v for layer, d in H.torch_to_flax(sd).items() for k, v in d.items()})
+        env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2", PYTHONPATH=str(REPO))
+        subprocess.run([sys.executable, "-c", BASICS_JAX.format(samples=BASICS_SAMPLES), data_dir, f"{tmp}/init.npz",
+                        f"{tmp}/jax.npz"], env=env, cwd=REPO, check=True, capture_output=True)
+        with np.load(f"{tmp}/ddp.npz") as f:
+            ddp = {k: f[k] for k in f.files}
+        with np.load(f"{tmp}/jax.npz") as f:
+            jx = {k: f[k] for k in f.files}
+    jax_sd = H.flax_to_torch_numpy(H.torch_to_flax(sd) | {layer: {"kernel": jx[f"{layer}/kernel"], "bias": jx[f"{layer}/bias"]}
+                                                          for layer in H.torch_to_flax(sd)})
+    one = H.state_dict_numpy(one_model)
+
+    def close(a, b, atol=1e-5):
+        return bool(np.max(np.abs(np.asarray(a) - np.asarray(b))) <= atol)
+
+    return [
+        ("per-step loss over 2 replicas, 5 steps (last global batch 33 = 17 + 16)", ddp["losses"], jx["auto"]),
+        ("one device's per-step loss (`reference_torch.train`)", one_losses, one_losses),
+        ("loss agrees with one device to 1e-5 at every step", close(ddp["losses"], one_losses), close(jx["auto"], one_losses)),
+        ("`train_step_shard_map` (explicit `pmean`): loss agrees with one device", None, close(jx["explicit"], one_losses)),
+        ("weights after 5 steps agree with one device to 1e-5", close(np.concatenate([ddp[k].ravel() for k in one]),
+                                                                        np.concatenate([one[k].ravel() for k in one])),
+         close(np.concatenate([jax_sd[k].ravel() for k in one]), np.concatenate([one[k].ravel() for k in one]))),
+        ("loss weights n_r * N / b of the last batch (ranks 0, 1)", [17 * 2 / 33, 16 * 2 / 33], [17 * 2 / 33, 16 * 2 / 33]),
+    ]
