@@ -11,6 +11,7 @@ processes next, the one-device run in this process.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -330,8 +331,14 @@ def plot(r32: dict, cmp: dict, path: Path, title: str) -> Path:
     return path
 
 
+def _samples(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text}: must be 0 (all) or a positive number of images")
+    return value
+
+
 def main(argv=None) -> int:
-    import argparse
 
     from common.cli import DeviceError, positive_int, run_guarded
     from common.data import DataError
@@ -346,7 +353,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of the weight initialisation")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cpu (gloo, host devices) or cuda (NCCL, GPUs)")
     p.add_argument("--data-dir", default="data", help="folder holding FashionMNIST/raw/")
-    p.add_argument("--samples", type=int, default=0, help="train on the first N images (0: all 60000)")
+    p.add_argument("--samples", type=_samples, default=0, help="train on the first N images (0: all 60000)")
     p.add_argument("--timeout", type=float, default=60.0, dest="timeout_s",
                    help="seconds a rank waits for a peer in a collective before failing")
     p.add_argument("--out-dir", default="runs", help="folder for the JSON report and the PNG plot")

@@ -1,12 +1,14 @@
 """Data parallelism (N = 2 on CPU): torch DDP (gloo, 2 processes), JAX sharded ``jit`` and JAX
-``shard_map`` (2 host devices) train the quickstart as one device does, per step, over the whole
-real epoch (938 steps, the last batch of 32); and the negative controls are caught.
+``shard_map`` (2 host devices) train the quickstart as one device does, per step; and the negative
+controls are caught.
 
 Tolerances are derived in the same run (``parity.distributed``): every form also trains in float64;
 a float32 pair may differ per step by ``MULTIPLE`` x the larger of the two forms' own
 |float32 - float64| error (running max), and the float64 runs must agree to ``F64_AGREE``.
-Everything trains in one fixture (one set of DDP processes, one JAX process per precision): starting
-the processes is most of the time on a loaded 2-core machine.
+The default run is the first 301 steps of the real epoch (ending, like the epoch, with a batch of
+32); the whole epoch (938 steps) is the same test marked ``slow``. Each size trains in one fixture
+(one set of DDP processes, one JAX process per precision): starting processes is most of the time
+on a loaded 2-core machine.
 """
 import os
 import subprocess
@@ -24,6 +26,7 @@ pytestmark = pytest.mark.distributed
 N = 2
 UNEVEN = 20 * 64 + 33  # 21 steps, the last of 33 samples: shards of 17 and 16
 EVEN = 20 * 64 + 32  # 21 steps, the last of 32 samples (16 and 16), as the real epoch ends
+PREFIX = 300 * 64 + 32  # 301 steps of the real epoch, the last of 32
 REPLICATED = ("ddp", "jax_sharded", "jax_shard_map")
 
 
@@ -32,7 +35,7 @@ def runs(data_dir):
     R = PD.Run
     cfg = PD.DistConfig(devices=N, data_dir=data_dir, verbose=False)
     return PD.run_forms(cfg, [
-        R("f32"), R("f64", dtype="float64"),
+        R("f32", overrides={"samples": PREFIX}), R("f64", dtype="float64", overrides={"samples": PREFIX}),
         R("uneven32", overrides={"samples": UNEVEN}), R("uneven64", dtype="float64", overrides={"samples": UNEVEN}),
         R("sum", overrides={"samples": EVEN, "grad_reduce": "sum"}),
         R("same_shard", overrides={"samples": EVEN, "same_shard": True}),
@@ -43,12 +46,24 @@ def runs(data_dir):
 
 
 @pytest.fixture(scope="module")
-def full(runs):
-    return PD.compare({"float32": runs["f32"], "float64": runs["f64"]})
+def epoch_runs(data_dir):
+    """The whole real epoch, 938 steps, float32 and float64."""
+    cfg = PD.DistConfig(devices=N, data_dir=data_dir, verbose=False)
+    return PD.run_forms(cfg, [PD.Run("f32"), PD.Run("f64", dtype="float64")])
 
 
-def test_forms_agree_per_step_over_the_real_epoch(runs, full):
-    assert len(runs["f32"]["one_device"]["losses"]) == 938
+@pytest.fixture(scope="module", params=["prefix", pytest.param("epoch", marks=pytest.mark.slow)])
+def sized(request):
+    """(runs, samples, steps): the 301-step prefix (default) or the whole epoch (slow)."""
+    if request.param == "prefix":
+        return request.getfixturevalue("runs"), PREFIX, 301
+    return request.getfixturevalue("epoch_runs"), 60000, 938
+
+
+def test_forms_agree_per_step(sized):
+    runs, _, steps = sized
+    full = PD.compare({"float32": runs["f32"], "float64": runs["f64"]})
+    assert len(runs["f32"]["one_device"]["losses"]) == steps
     for name, p in full["pairs"].items():
         print(f"{name}: float32 max gap {p['max_gap_f32']:.3e}, tolerance {p['min_tol']:.2e}..{p['max_tol']:.2e}, "
               f"float64 gap {p['max_gap_f64']:.1e}")
@@ -58,7 +73,8 @@ def test_forms_agree_per_step_over_the_real_epoch(runs, full):
     assert max(p["max_tol"] for p in full["pairs"].values()) < 1e-4
 
 
-def test_final_weights_and_accuracies_equal(runs):
+def test_final_weights_and_accuracies_equal(sized):
+    runs, _, _ = sized
     r32, r64 = runs["f32"], runs["f64"]
     for form in REPLICATED:
         atol = PD.derived_param_atol(r32, r64, form, "one_device")
@@ -67,20 +83,22 @@ def test_final_weights_and_accuracies_equal(runs):
         print(form, f"atol {atol:.2e}", max(d.max_abs for d in diffs))
     accuracies = {form: r32[form]["test"][-1][0] for form in PD.FORMS}
     assert len(set(accuracies.values())) == 1, accuracies
-    assert accuracies["one_device"] > 0.4  # trained (the tutorial's epoch 1: 49.5%)
+    assert accuracies["one_device"] > 0.25  # trained (10% at the start; the tutorial's epoch 1: 49.5%)
     # JAX evaluated its own weights with jax_impl.train.evaluate: the same accuracy.
     assert r32["jax_sharded"]["accuracy"] == r32["jax_shard_map"]["accuracy"] == accuracies["one_device"]
 
 
-def test_each_replica_sees_a_different_shard_of_every_batch(runs):
+def test_each_replica_sees_a_different_shard_of_every_batch(sized):
+    runs, samples, _ = sized
     for form in REPLICATED:
         shards = runs["f32"][form]["shards"]
-        assert PD.shard_problems(shards, 60000, 64) == [], form
+        assert PD.shard_problems(shards, samples, 64) == [], form
         assert [len(s) for s in (shards[0][-1], shards[1][-1])] == [16, 16]  # the last batch of 32, split
         assert all(set(a.tolist()).isdisjoint(b.tolist()) and len(a) and len(b) for a, b in zip(*shards))
 
 
-def test_initial_weights_identical_across_ranks(runs, init_sd):
+def test_initial_weights_identical_across_ranks(sized, init_sd):
+    runs, _, _ = sized
     ddp = runs["f32"]["ddp"]
     for rank_init in ddp["init"]:  # what each rank starts from, after DDP's construction
         for k, v in init_sd.items():
