@@ -17,7 +17,7 @@ sizes differ by at most one (``np.array_split``), the first ``b % N`` one larger
 controls ``floor`` (every shard ``b // N``, the remainder dropped, what ``x.reshape(N, -1)`` of a
 truncated batch does) and ``drop_last`` (the last partial global batch skipped, what
 ``DistributedSampler``/``DataLoader(drop_last=True)`` do to make shards equal) lose samples one
-device trains on. See docs/design.md for why the full batches must divide evenly.
+device trains on.
 """
 from __future__ import annotations
 
