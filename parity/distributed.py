@@ -384,10 +384,10 @@ from jax_impl.distributed import load_train
 from jax_impl.model import MLP
 data_dir, init, out = sys.argv[1:]
 with np.load(init) as f:
-    params = {}
+    params = {{}}
     for key in f.files:
         layer, name = key.split("/")
-        params.setdefault(layer, {})[name] = f[key]
+        params.setdefault(layer, {{}})[name] = f[key]
 mesh = jb.setup(2)
 state = TrainState.create(apply_fn=MLP((512, 512)).apply, params=jb.replicate(params, mesh), tx=optax.sgd(1e-3))
 x, y = load_train(data_dir, {samples})

@@ -96,7 +96,8 @@ def load_train(data_dir: str, samples: int = 0) -> tuple[np.ndarray, np.ndarray]
     return to_float(images[:n]).reshape(n, -1), labels[:n].astype(np.int64)
 
 
-def allreduce_sum_hook(state, bucket: dist.GradBucket) -> torch.futures.Future:
+def allreduce_sum_hook(state, bucket):  # no annotations: DDP compares them with dist.GradBucket, and
+    # ``from __future__ import annotations`` would make them strings
     """The negative control's DDP comm hook: all-reduce the bucket's gradients as a sum (no division)."""
     return dist.all_reduce(bucket.buffer(), async_op=True).get_future().then(lambda fut: fut.value()[0])
 
