@@ -83,7 +83,7 @@ def test_final_weights_and_accuracies_equal(sized):
         print(form, f"atol {atol:.2e}", max(d.max_abs for d in diffs))
     accuracies = {form: r32[form]["test"][-1][0] for form in PD.FORMS}
     assert len(set(accuracies.values())) == 1, accuracies
-    assert accuracies["one_device"] > 0.25  # trained (10% at the start; the tutorial's epoch 1: 49.5%)
+    assert accuracies["one_device"] > 0.15  # trained: 10% at the start, 22.8% measured after 301 steps (49.5% after 938)
     # JAX evaluated its own weights with jax_impl.train.evaluate: the same accuracy.
     assert r32["jax_sharded"]["accuracy"] == r32["jax_shard_map"]["accuracy"] == accuracies["one_device"]
 
