@@ -617,6 +617,34 @@ CHAPTERS = [
         "1/sqrt(fan_in), so both are that uniform. `torch_linear_init` gives Flax (Linen and NNX) the same "
         "distribution, replacing Flax's default lecun-normal kernel and zero bias.",
     ], jax_label="Flax Linen", more_sides=[("Flax NNX", "jax_impl.nnx_model")]),
+    Chapter("Data parallelism: DDP and JAX sharding", "distributed",
+            ["setup", "replicate", "weighted_loss", "train_step", "train_step_shard_map", "train_epoch"],
+            lambda data_dir: __import__("parity.distributed", fromlist=["basics_numbers"]).basics_numbers(data_dir), [
+        "**N processes vs one program.** DDP runs N processes, each with a full model and its own loop; they meet only "
+        "in collectives (gloo on CPU, NCCL on GPUs). JAX runs one program over N devices: the parameters are one array "
+        "replicated (`P()`), each global batch one array split over the mesh axis (`P(\"data\")`).",
+        "**Bucketed all-reduce of sums / N vs a sharded mean.** DDP hooks every parameter: as gradients are ready during "
+        "`backward` they are packed into buckets (25 MiB by default; this MLP's 669,706 float32 gradients, 2.7 MB, fit "
+        "one) and each bucket is all-reduced while `backward` goes on; the reducer divides by the world size and the "
+        "all-reduce sums, so every replica holds (g_0 + ... + g_(N-1)) / N. Under `jit`, `train_step` is the one-device "
+        "step: the batch mean becomes a partial sum per device plus one all-reduce, and the gradients follow (the compiled "
+        "program holds `all-reduce` and no `all-gather` of the batch; `parity/test_distributed.py` checks it). "
+        "`train_step_shard_map` writes the per-device program out, as DDP is: local gradients, then `pmean` = (1/N) sum.",
+        "**Unequal shards need weights.** DDP and `pmean` weight every replica 1/N whatever its shard size. A global "
+        "batch of 33 on 2 replicas splits 17 + 16; each shard's mean loss times n_r * N / b (1.0303 and 0.9697 above) "
+        "makes the average the one-device mean (`common/shards.py`). torch's `DistributedSampler` instead pads the data "
+        "set by repeating samples (or drops them with `drop_last=True`), and JAX's `NamedSharding` refuses a dimension "
+        "that does not divide (`IndivisibleError`), so the JAX side pads each shard with weight-0 samples. The quickstart's "
+        "last batch of 32 splits 16 + 16 on 2 replicas: weights 1, as one device.",
+        "**`shard_map` and `check_vma`.** With the default `check_vma=True`, JAX types the replicated parameters as "
+        "device-invariant, and the gradient of a device-varying loss comes back already *summed* over devices (the "
+        "transpose of the implicit broadcast is a `psum`): a `pmean` after it changes nothing, and training runs with N "
+        "times the gradient. `train_step_shard_map` uses `check_vma=False`, so gradients stay local until `pmean`.",
+        "**Same initial weights.** DDP broadcasts rank 0's parameters when it wraps the model (`init_sync=True`), which "
+        "hides ranks seeded differently; a replicated JAX array is one value by construction, unless it is assembled from "
+        "per-device buffers (`jax.make_array_from_single_device_arrays`), as separately seeded hosts would. "
+        "`python -m parity.distributed` trains all forms over the whole epoch and compares them per step.",
+    ]),
 ]
 
 

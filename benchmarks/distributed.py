@@ -1,0 +1,108 @@
+"""python -m benchmarks.distributed --devices N: data-parallel training timed against one device.
+
+Times one epoch (60,000 samples, global batch 64) of: torch on one device (the reference loop,
+data preloaded), torch DDP over N processes, JAX on one device (the sharded step on a mesh of one)
+and JAX over N devices in both forms (sharded ``jit``, ``shard_map`` + ``pmean``). The first epoch
+is the warm-up (compilation, first all-reduces); the reported epoch is the last one. Every form
+trains from the same weights on the same batches, and the losses are checked against one device
+(``parity.distributed.compare`` needs float64 runs; here only the loss curves' largest gap is shown).
+
+On CPU the numbers are NOT a scaling measurement: the N DDP processes, or JAX's N host devices,
+share the same cores (on the 2-core development machine: 2 cores for everything, plus the other
+users of the machine), and gloo all-reduces over loopback TCP. Speed-up < 1 is expected there and
+says nothing about data parallelism. Scaling rows belong to a machine with N GPUs
+(``--device cuda``: NCCL, one GPU per rank).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common.cli import DeviceError, positive_int, run_guarded
+from common.data import DataError
+from common.shards import ShardError
+from parity import distributed as PD
+from reference_torch.distributed import DistributedError
+
+CPU_NOTE = ("CPU scaling is meaningless here: the {n} replicas (DDP processes or JAX host devices) share the "
+            "machine's {cores} cores, and gloo all-reduces over loopback TCP; run with --device cuda on a "
+            "machine with {n} GPUs for scaling numbers")
+
+
+def measure(devices: int, device: str = "cpu", epochs: int = 2, data_dir: str = "data", samples: int = 0) -> dict:
+    """Every form's epoch times (``epoch_s``, the first one the warm-up) and samples/s of the last epoch."""
+    cfg = PD.DistConfig(devices=devices, epochs=epochs, device=device, data_dir=data_dir, samples=samples, verbose=False)
+    many = PD.run_forms(cfg, [PD.Run("f32")])["f32"]
+    one = PD.run_forms(PD.DistConfig(devices=1, epochs=epochs, device=device, data_dir=data_dir, samples=samples,
+                                     verbose=False), [PD.Run("f32", forms=("jax_sharded",))])["f32"]
+    n = samples or 60000
+    rows = []
+    reference = {"torch": many["one_device"]["epoch_s"][-1], "jax": one["jax_sharded"]["epoch_s"][-1]}
+    for label, res, replicas, framework in (
+            ("torch, 1 device (reference loop)", many["one_device"], 1, "torch"),
+            (f"torch DDP, {devices} processes", many["ddp"], devices, "torch"),
+            ("JAX, 1 device (jit)", one["jax_sharded"], 1, "jax"),
+            (f"JAX sharded jit, {devices} devices", many["jax_sharded"], devices, "jax"),
+            (f"JAX shard_map + pmean, {devices} devices", many["jax_shard_map"], devices, "jax")):
+        last = res["epoch_s"][-1]
+        rows.append({"form": label, "replicas": replicas, "warmup_s": res["epoch_s"][0], "epoch_s": last,
+                     "samples_per_s": n / last, "speedup_vs_1_device": reference[framework] / last,
+                     "max_step_loss_gap_vs_torch_1_device": float(np.max(np.abs(res["losses"] - many["one_device"]["losses"])))})
+    return {"devices": devices, "device": device, "epochs": epochs, "samples": n, "rows": rows,
+            "jax_devices": many["jax_sharded"]["devices"],
+            "cpu": platform.processor() or platform.machine(), "cores": len(os.sched_getaffinity(0)),
+            "versions": {"torch": torch.__version__, "python": sys.version.split()[0]},
+            "note": CPU_NOTE.format(n=devices, cores=len(os.sched_getaffinity(0))) if device == "cpu" else ""}
+
+
+def _samples(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text}: must be 0 (all) or a positive number of images")
+    return value
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.distributed", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--devices", type=positive_int, default=2, help="replicas: DDP processes and JAX devices")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cpu (gloo, host devices) or cuda (NCCL, GPUs)")
+    p.add_argument("--epochs", type=positive_int, default=2, help="epochs per form; the first is the warm-up")
+    p.add_argument("--samples", type=_samples, default=0, help="train on the first N images (0: all 60000)")
+    p.add_argument("--data-dir", default="data", help="folder holding FashionMNIST/raw/")
+    p.add_argument("--out-dir", default="benchmarks/results", help="folder for distributed_<device>_<N>.json")
+    args = p.parse_args(argv)
+    result = {}
+
+    def go():
+        result.update(measure(args.devices, args.device, args.epochs, args.data_dir, args.samples))
+
+    code = run_guarded(go, (DataError, DeviceError, ShardError, DistributedError), p.prog)
+    if code:
+        return code
+    print(f"data-parallel benchmark: {args.devices} replicas on {args.device} ({result['cpu']}, {result['cores']} cores), "
+          f"{result['samples']} samples per epoch, global batch 64; last of {args.epochs} epochs")
+    if result["note"]:
+        print(f"NOTE: {result['note']}")
+    print("| form | warm-up epoch s | epoch s | samples/s | speed-up vs 1 device | max step-loss gap vs torch 1 device |")
+    print("|---|---|---|---|---|---|")
+    for r in result["rows"]:
+        print(f"| {r['form']} | {r['warmup_s']:.2f} | {r['epoch_s']:.2f} | {r['samples_per_s']:,.0f} | "
+              f"{r['speedup_vs_1_device']:.2f}x | {r['max_step_loss_gap_vs_torch_1_device']:.2e} |")
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"distributed_{args.device}_{args.devices}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

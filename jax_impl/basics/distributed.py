@@ -1,0 +1,81 @@
+"""Data parallelism in JAX, the step at its smallest; mirrors ``reference_torch/basics/distributed.py``.
+``jax_impl/distributed.py`` runs them over N devices.
+
+One process drives every device. The parameters are one array replicated on all devices
+(``P()``), each global batch one array split over the mesh axis (``P("data")``). ``train_step`` is
+the one-device step: under ``jit`` XLA partitions the batch mean (a local sum per device, then an
+all-reduce) and so the gradients. ``train_step_shard_map`` writes the per-device program out, as
+DDP does: local gradients, then ``pmean`` = (1/N) * sum over the devices.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from common.shards import epoch_shards
+
+AXIS = "data"
+
+
+def setup(devices: int) -> Mesh:
+    """A 1-D mesh over the first ``devices`` devices (on CPU: host devices, forced by XLA_FLAGS)."""
+    return Mesh(np.array(jax.devices()[:devices]), (AXIS,))
+
+
+def replicate(params, mesh: Mesh):
+    """The parameters on every device: one array, ``P()``; nothing to broadcast, one value by construction."""
+    return jax.device_put(params, NamedSharding(mesh, P()))
+
+
+def weighted_loss(params, apply_fn, x: jax.Array, y: jax.Array, w: jax.Array) -> jax.Array:
+    """Mean cross-entropy over the samples of weight 1 (padding has weight 0): ``nn.CrossEntropyLoss()``."""
+    ce = optax.softmax_cross_entropy_with_integer_labels(apply_fn({"params": params}, x), y)
+    return jnp.sum(w * ce) / jnp.maximum(jnp.sum(w), 1)  # mean over real samples (padding: w = 0)
+
+
+@jax.jit
+def train_step(state, batch):
+    """The one-device step; with ``batch`` sharded over ``"data"`` XLA inserts the all-reduce."""
+    x, y, w = batch
+    loss, grads = jax.value_and_grad(weighted_loss)(state.params, state.apply_fn, x, y, w)
+    return state.apply_gradients(grads=grads), {"loss": loss}
+
+
+def train_step_shard_map(mesh: Mesh):
+    """The explicit form: each device's weighted shard mean, its gradients, then ``pmean``.
+    ``check_vma=False``: with the check on, the gradient of the replicated parameters would come
+    back already summed over devices and ``pmean`` would change nothing."""
+
+    def local_step(state, batch):
+        x, y, w = batch
+        n_local = jnp.sum(w)
+        weight = n_local * mesh.shape[AXIS] / jax.lax.psum(n_local, AXIS)  # n_r * N / b
+        loss, grads = jax.value_and_grad(lambda p: weighted_loss(p, state.apply_fn, x, y, w) * weight)(state.params)
+        grads = jax.lax.pmean(grads, AXIS)
+        return state.apply_gradients(grads=grads), {"loss": jax.lax.pmean(loss, AXIS)}
+
+    return jax.jit(jax.shard_map(local_step, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=(P(), P()), check_vma=False))
+
+
+def train_epoch(state, x: np.ndarray, y: np.ndarray, mesh: Mesh, batch_size: int = 64, step=train_step):
+    """Every global batch laid out shard by shard (each padded to the largest with weight 0) and
+    placed with ``P("data")``, so device r holds shard r; one ``step`` per batch."""
+    world = mesh.shape[AXIS]
+    sharding = NamedSharding(mesh, P(AXIS))
+    losses = []
+    for shards in epoch_shards(len(x), batch_size, world):
+        m = max(len(s) for s in shards)
+        idx = np.concatenate([np.pad(s, (0, m - len(s)), constant_values=-1) for s in shards])
+        real = idx >= 0
+        batch = (np.where(real[:, None], x[np.maximum(idx, 0)], 0), y[np.maximum(idx, 0)] * real, real.astype(x.dtype))
+        state, metrics = step(state, jax.device_put(batch, sharding))
+        losses.append(metrics["loss"])
+    return state, np.asarray(jnp.stack(losses), np.float64)
+
+
+def as_numpy(losses) -> np.ndarray:
+    return np.asarray(losses, np.float64)

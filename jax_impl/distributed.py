@@ -1,0 +1,302 @@
+"""The quickstart data-parallel in JAX: one process, N devices, the batch sharded over a mesh axis.
+
+Two forms of the same step, parameters replicated (``P()``) and every global batch split over the
+mesh axis ``"data"`` (``P("data")``):
+
+- ``sharded``: the one-device ``train_step`` under ``jit`` with sharded inputs. The loss is the
+  batch mean; XLA partitions the sum over the batch and inserts the all-reduce of the gradients.
+- ``shard_map``: the per-device program written out, as DDP is: each device's shard mean times
+  ``common.shards.loss_weight``, its gradients, then an explicit ``pmean`` over the axis. It runs
+  with ``check_vma=False``: with the check on, JAX types the replicated parameters as invariant and
+  the gradient of a device-varying loss comes back already *summed* over devices (the transpose of
+  the implicit broadcast is a ``psum``), so the explicit ``pmean`` would be a no-op on a sum.
+
+On CPU the N devices are host devices: ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` in
+the environment of a process of its own, before JAX starts its backend. On GPUs, the real ones.
+``NamedSharding`` requires the sharded dimension to divide evenly (``IndivisibleError``): full
+batches must be divisible by N, and a partial last batch is padded per shard with weight-0 samples.
+``reference_torch/distributed.py`` is the torch twin.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from functools import partial
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from common.cli import DeviceError
+from common.data import find_files, read_split, to_float
+from common.shards import check_divisible, epoch_shards
+
+from .basics.distributed import weighted_loss
+from .model import MLP
+from .train import TrainState, create_train_state, evaluate, make_optimizer
+
+AXIS = "data"
+FORMS = ("sharded", "shard_map")
+
+
+@dataclass
+class Config:
+    """Data-parallel settings; ``reference_torch.distributed.Config`` has the same fields (but ``form``)."""
+
+    devices: int = 2
+    epochs: int = 1
+    batch_size: int = 64
+    lr: float = 1e-3
+    seed: int = 0
+    device: str = "cpu"
+    data_dir: str = "data"
+    hidden: tuple[int, ...] = (512, 512)
+    dtype: str = "float32"
+    samples: int = 0  # train on the first ``samples`` images (0: all 60000)
+    split: str = "exact"  # common.shards.SPLITS; floor and drop_last are negative controls
+    grad_reduce: str = "mean"  # "sum": the negative control (gradients summed over replicas, not averaged)
+    same_shard: bool = False  # negative control: every replica fed shard 0
+    seed_per_rank: bool = False  # negative control: device d's replica initialised from seed + d
+    timeout_s: float = 60.0  # the parent's limit on this process (one process: no peer to wait for)
+    fault: str = ""  # unused on this side (one process); kept so the Configs mirror
+    fault_rank: int = 1
+    fault_step: int = 5
+    form: str = "sharded"  # FORMS
+
+
+def available_devices(device: str) -> int:
+    """Devices JAX sees on this platform (on CPU, as many as XLA_FLAGS forced)."""
+    try:
+        return len(jax.devices("gpu" if device == "cuda" else "cpu"))
+    except RuntimeError:
+        raise DeviceError(f"--device {device}: JAX {jax.__version__} sees no such device") from None
+
+
+def check_config(cfg: Config) -> None:
+    """Bad inputs as DeviceError / ShardError."""
+    have = available_devices(cfg.device)
+    if cfg.devices > have:
+        raise DeviceError(f"--devices {cfg.devices}: JAX sees {have} {cfg.device} device(s) "
+                          "(on CPU set XLA_FLAGS=--xla_force_host_platform_device_count=N before JAX starts)")
+    check_divisible(cfg.batch_size, cfg.devices)
+    if cfg.form not in FORMS:
+        raise ValueError(f"form {cfg.form!r}: use one of {FORMS}")
+
+
+def load_train(data_dir: str, samples: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The training split as ToTensor pixels (N, 784) and int32 labels, the first ``samples`` (0: all)."""
+    images, labels = read_split(find_files(data_dir), train=True)
+    n = samples or len(images)
+    return to_float(images[:n]).reshape(n, -1), labels[:n].astype(np.int32)
+
+
+def make_mesh(devices: int, device: str = "cpu") -> Mesh:
+    """A 1-D mesh of the first ``devices`` devices, axis ``"data"``."""
+    return Mesh(np.array(jax.devices("gpu" if device == "cuda" else "cpu")[:devices]), (AXIS,))
+
+
+def make_sharded_step(scale: float = 1.0):
+    """The automatic form: ``train_step(state, (x, y, w)) -> (state, {"loss"})`` with the global batch
+    sharded and the state replicated; XLA inserts the gradient all-reduce. ``scale`` = N is the
+    negative control (the sum of N shard means instead of the global mean)."""
+
+    def train_step(state: TrainState, batch):
+        x, y, w = batch
+        loss, grads = jax.value_and_grad(lambda p: weighted_loss(p, state.apply_fn, x, y, w) * scale)(state.params)
+        return state.apply_gradients(grads=grads), {"loss": loss}
+
+    return train_step
+
+
+def make_shard_map_step(mesh: Mesh, grad_reduce: str = "mean", check_vma: bool = False):
+    """The explicit form: per device, its shard mean times ``n_r * N / b``, its gradients, then
+    ``pmean`` over the axis (``psum`` is the negative control) as DDP's all-reduce / world size."""
+    n = mesh.shape[AXIS]
+    reduce = jax.lax.pmean if grad_reduce == "mean" else jax.lax.psum
+
+    def local_step(state: TrainState, batch):
+        x, y, w = batch  # this device's shard
+        n_local = jnp.sum(w)
+        weight = n_local * n / jax.lax.psum(n_local, AXIS)  # common.shards.loss_weight
+        loss, grads = jax.value_and_grad(lambda p: weighted_loss(p, state.apply_fn, x, y, w) * weight)(state.params)
+        grads = reduce(grads, AXIS)
+        return state.apply_gradients(grads=grads), {"loss": jax.lax.pmean(loss, AXIS)}
+
+    return jax.shard_map(local_step, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=(P(), P()), check_vma=check_vma)
+
+
+def make_step(cfg: Config, mesh: Mesh):
+    if cfg.form == "sharded":
+        return make_sharded_step(float(cfg.devices) if cfg.grad_reduce == "sum" else 1.0)
+    return make_shard_map_step(mesh, cfg.grad_reduce)
+
+
+@partial(jax.jit, static_argnums=(0,), donate_argnums=(1,))
+def _scan_steps(step, state: TrainState, xs, ys, ws):
+    return jax.lax.scan(step, state, (xs, ys, ws))
+
+
+def epoch_groups(n_samples: int, cfg: Config) -> list[dict[str, np.ndarray]]:
+    """The epoch's global batches laid out for the mesh: per step, shard r occupies rows
+    ``[r*m, (r+1)*m)``, padded with index -1 (weight 0) to the largest shard ``m``. Consecutive steps
+    of the same ``m`` form one group (the full batches, then the last partial one)."""
+    groups: list[dict] = []
+    for shards in epoch_shards(n_samples, cfg.batch_size, cfg.devices, cfg.split):
+        if cfg.same_shard:
+            shards = [shards[0]] * cfg.devices
+        m = max(len(s) for s in shards)
+        idx = np.full((cfg.devices, m), -1, np.int64)
+        for r, s in enumerate(shards):
+            idx[r, : len(s)] = s
+        if not groups or groups[-1]["m"] != m:
+            groups.append({"m": m, "idx": []})
+        groups[-1]["idx"].append(idx.reshape(-1))
+    return [{"m": g["m"], "idx": np.stack(g["idx"])} for g in groups]
+
+
+def replicate(params, mesh: Mesh, per_device: list | None = None):
+    """``params`` on every device of ``mesh`` (``P()``). ``per_device`` (the seed control) builds the
+    "replicated" array from a different tree on each device, as separately seeded hosts would."""
+    sharding = NamedSharding(mesh, P())
+    if per_device is None:
+        return jax.device_put(params, sharding)
+    devs = list(mesh.devices.flat)
+    return jax.tree.map(lambda *leaves: jax.make_array_from_single_device_arrays(
+        leaves[0].shape, sharding, [jax.device_put(leaf, d) for leaf, d in zip(leaves, devs)]), *per_device)
+
+
+def replica_mismatches(tree) -> list[str]:
+    """Leaves whose copies differ between devices (empty: truly replicated)."""
+    bad = []
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        copies = [np.asarray(s.data) for s in leaf.addressable_shards]
+        if any(not np.array_equal(copies[0], c) for c in copies[1:]):
+            bad.append(jax.tree_util.keystr(path))
+    return bad
+
+
+def shards_seen(idx: jax.Array, mesh: Mesh) -> list[list[np.ndarray]]:
+    """``[device][step] -> indices`` read back from each device's shard of the placed index array."""
+    by_device = {s.device: np.asarray(s.data) for s in idx.addressable_shards}
+    return [[row[row >= 0] for row in by_device[d]] for d in mesh.devices.flat]
+
+
+def train(cfg: Config, params, x_np: np.ndarray, y_np: np.ndarray) -> dict:
+    """Train ``cfg.epochs`` epochs from ``params`` (numpy, Flax layout); returns per-step losses, the
+    params after each epoch (device 0's copy), replica checks before and after, the shards each device held, and
+    the collectives in the compiled program."""
+    check_config(cfg)
+    dtype = jnp.dtype(cfg.dtype)
+    mesh = make_mesh(cfg.devices, cfg.device)
+    params = jax.tree.map(lambda p: np.asarray(p, dtype), params)
+    per_device = None
+    if cfg.seed_per_rank:
+        from .model import init_params
+        per_device = [params] + [jax.tree.map(lambda p: np.asarray(p, dtype), init_params(jax.random.PRNGKey(cfg.seed + d), cfg.hidden))
+                                 for d in range(1, cfg.devices)]
+    replicated = NamedSharding(mesh, P())
+    state = TrainState.create(apply_fn=MLP(tuple(cfg.hidden)).apply, params=replicate(params, mesh, per_device),
+                              tx=make_optimizer(cfg.lr))
+    state = state.replace(step=jax.device_put(jnp.zeros((), jnp.int32), replicated))
+    init_mismatch = replica_mismatches(state.params)
+    step = make_step(cfg, mesh)
+    batch_sharding = NamedSharding(mesh, P(None, AXIS))
+    placed = []
+    for g in epoch_groups(len(x_np), cfg):
+        real = g["idx"] >= 0
+        safe = np.where(real, g["idx"], 0)
+        xs = np.where(real[..., None], x_np[safe], 0).astype(dtype)  # (S, N*m, 784)
+        ws = real.astype(dtype)
+        arrays = [jax.device_put(a, batch_sharding) for a in (xs, y_np[safe] * real, ws, g["idx"])]
+        rows_on = {s.device: np.asarray(s.data) for s in arrays[3].addressable_shards}
+        for s in arrays[0].addressable_shards:  # each device holds exactly the rows its indices name
+            rows = rows_on[s.device]
+            if not np.array_equal(np.asarray(s.data), np.where((rows >= 0)[..., None], x_np[np.maximum(rows, 0)], 0)):
+                raise AssertionError(f"{s.device} holds other pixels than the indices placed with them")
+        placed.append(arrays)
+    hlo = _scan_steps.lower(step, state, *placed[0][:3]).compile().as_text()
+    collectives = sorted({op for op in ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
+                          if f" {op}(" in hlo or f" {op}-start(" in hlo})
+    losses, snapshots, epoch_s = [], [], []  # snapshots: device 0's params after each epoch
+    for _ in range(cfg.epochs):
+        start = time.perf_counter()  # the first epoch includes compilation
+        for xs, ys, ws, _idx in placed:
+            state, metrics = _scan_steps(step, state, xs, ys, ws)
+            losses.append(np.asarray(metrics["loss"], np.float64))  # reading the losses waits for the devices
+        epoch_s.append(time.perf_counter() - start)
+        snapshots.append(jax.tree.map(lambda leaf: np.asarray(leaf.addressable_shards[0].data), state.params))
+    seen = [[s for p in placed for s in shards_seen(p[3], mesh)[d]] for d in range(cfg.devices)]
+    return {"losses": np.concatenate(losses), "params": snapshots[-1], "epochs": snapshots, "epoch_s": epoch_s, "init_mismatch": init_mismatch,
+            "final_mismatch": replica_mismatches(state.params), "shards": seen, "collectives": collectives}
+
+
+def test_metrics(params, cfg: Config) -> tuple[float, float]:
+    """(accuracy, Avg loss) of ``params`` on the test split, with ``jax_impl.train.evaluate`` on one device."""
+    images, labels = read_split(find_files(cfg.data_dir), train=False)
+    x = to_float(images).reshape(len(images), -1).astype(cfg.dtype)
+    dev = make_mesh(1, cfg.device).devices.flat[0]
+    state = create_train_state(jax.device_put(params, dev), cfg.lr, cfg.hidden, device=dev)
+    return evaluate(state, (jax.device_put(x, dev), jax.device_put(labels, dev)), cfg.batch_size)
+
+
+def _flat(params) -> dict[str, np.ndarray]:
+    return {f"{layer}/{name}": np.asarray(v) for layer, parts in params.items() for name, v in parts.items()}
+
+
+def _unflat(flat) -> dict:
+    out: dict = {}
+    for key, v in flat.items():
+        layer, name = key.split("/")
+        out.setdefault(layer, {})[name] = v
+    return out
+
+
+def main(argv=None) -> int:
+    """Worker of ``python -m parity.distributed``: trains every config of ``--configs`` (JSON list of
+    Config fields) from ``--init`` (npz, Flax layout ``layer/kernel``) and writes ``--out``."""
+    p = argparse.ArgumentParser(prog="python -m jax_impl.distributed", description=main.__doc__,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--configs", required=True, help="JSON file: a list of Config dicts")
+    p.add_argument("--init", required=True, help="npz of the initial params, Flax layout (layer/kernel)")
+    p.add_argument("--out", required=True, help="folder for run<i>.npz and run<i>.json")
+    args = p.parse_args(argv)
+    names = {f.name for f in fields(Config)}
+    cfgs = [Config(**{k: (tuple(v) if k == "hidden" else v) for k, v in c.items() if k in names})
+            for c in json.loads(Path(args.configs).read_text())]
+    if any(c.dtype == "float64" for c in cfgs):  # before any array exists
+        jax.config.update("jax_enable_x64", True)
+    with np.load(args.init) as f:
+        params = _unflat({k: f[k] for k in f.files})
+    data: dict = {}
+    out = Path(args.out)
+    try:
+        for n, cfg in enumerate(cfgs):
+            key = (cfg.data_dir, cfg.samples)
+            if key not in data:
+                data[key] = load_train(cfg.data_dir, cfg.samples)
+            result = train(cfg, params, *data[key])
+            acc, avg = test_metrics(result["params"], cfg)
+            snaps = {f"epoch{e}/{k}": v for e, p in enumerate(result["epochs"]) for k, v in _flat(p).items()}
+            np.savez(out / f"run{n}.npz", losses=result["losses"], **snaps,
+                     **{f"shard{d}": np.concatenate(s) for d, s in enumerate(result["shards"])},
+                     **{f"shard{d}_count": np.array([len(x) for x in s]) for d, s in enumerate(result["shards"])})
+            (out / f"run{n}.json").write_text(json.dumps({
+                "accuracy": acc, "avg_loss": avg, "init_mismatch": result["init_mismatch"],
+                "final_mismatch": result["final_mismatch"], "collectives": result["collectives"], "epoch_s": result["epoch_s"],
+                "devices": [str(d) for d in make_mesh(cfg.devices, cfg.device).devices.flat], "config": asdict(cfg)}))
+    except (DeviceError, ValueError) as e:
+        print(f"{p.prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""The quickstart data-parallel: torch ``DistributedDataParallel`` over N processes.
+
+Started the standard way (``torch.multiprocessing`` spawn, one process per replica, a TCP rendezvous
+on localhost): gloo on CPU, NCCL on CUDA (one GPU per rank). Every rank initialises its own model
+from the same seed (DDP also broadcasts rank 0's weights at construction), trains on its shard of
+every global batch (``common.shards``) and DDP all-reduces the gradients in buckets during
+``backward``. ``jax_impl/distributed.py`` is the JAX twin.
+
+A rank that dies or hangs does not hang the others: every collective has the process group's
+timeout, and the parent stops all ranks as soon as one fails (``torch.multiprocessing``'s join).
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import signal
+import socket
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from common.cli import DeviceError
+from common.data import find_files, read_split, to_float
+from common.shards import check_divisible, epoch_shards, loss_weight
+
+from .basics.distributed import train_step
+from .model import NeuralNetwork
+from .train import make_optimizer
+
+
+class DistributedError(RuntimeError):
+    """A rank failed, died or timed out; the message names it."""
+
+
+@dataclass
+class Config:
+    """Data-parallel settings; ``jax_impl.distributed.Config`` has the same fields."""
+
+    devices: int = 2
+    epochs: int = 1
+    batch_size: int = 64
+    lr: float = 1e-3
+    seed: int = 0
+    device: str = "cpu"
+    data_dir: str = "data"
+    hidden: tuple[int, ...] = (512, 512)
+    dtype: str = "float32"
+    samples: int = 0  # train on the first ``samples`` images (0: all 60000)
+    split: str = "exact"  # common.shards.SPLITS; floor and drop_last are negative controls
+    grad_reduce: str = "mean"  # "sum": the negative control (gradients summed over replicas, not averaged)
+    same_shard: bool = False  # negative control: every replica fed shard 0
+    seed_per_rank: bool = False  # negative control: rank r initialised from seed + r, without DDP's broadcast
+    timeout_s: float = 60.0  # per collective: a dead or hung peer becomes an error after this long
+    fault: str = ""  # "kill" or "stall" rank ``fault_rank`` at step ``fault_step`` (tests of the timeout)
+    fault_rank: int = 1
+    fault_step: int = 5
+
+
+def available_devices(device: str) -> int:
+    """Replicas this machine can run: one per GPU on CUDA, one per core (the CPUs this process may use) on CPU."""
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"--device cuda: CUDA is not available to torch {torch.__version__} on this machine")
+        return torch.cuda.device_count()
+    if device != "cpu":
+        raise DeviceError(f"--device {device}: unknown device (use cpu or cuda)")
+    return len(os.sched_getaffinity(0))
+
+
+def check_config(cfg: Config) -> None:
+    """Bad inputs as DeviceError / ShardError, before any process starts."""
+    have = available_devices(cfg.device)
+    if cfg.devices > have:
+        raise DeviceError(f"--devices {cfg.devices}: this machine can run {have} {cfg.device} replica(s) "
+                          f"({'GPUs' if cfg.device == 'cuda' else 'cores'} available)")
+    check_divisible(cfg.batch_size, cfg.devices)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def load_train(data_dir: str, samples: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The training split as ToTensor pixels (N, 784) and int64 labels, the first ``samples`` (0: all)."""
+    images, labels = read_split(find_files(data_dir), train=True)
+    n = samples or len(images)
+    return to_float(images[:n]).reshape(n, -1), labels[:n].astype(np.int64)
+
+
+def allreduce_sum_hook(state, bucket):  # no annotations: DDP compares them with dist.GradBucket, and
+    # ``from __future__ import annotations`` would make them strings
+    """The negative control's DDP comm hook: all-reduce the bucket's gradients as a sum (no division)."""
+    return dist.all_reduce(bucket.buffer(), async_op=True).get_future().then(lambda fut: fut.value()[0])
+
+
+def _train_one(rank: int, cfg: Config, device: torch.device, data: dict, out_path: Path) -> None:
+    """One DDP training run on this rank (inside an initialised process group); writes ``out_path``."""
+    cuda = device.type == "cuda"
+    dtype = getattr(torch, cfg.dtype)
+    key = (cfg.data_dir, cfg.samples, cfg.dtype)
+    if key not in data:  # the ranks load the data themselves (nothing large is pickled to them)
+        x_np, y_np = load_train(cfg.data_dir, cfg.samples)
+        data[key] = (torch.from_numpy(x_np).to(device, dtype), torch.from_numpy(y_np).to(device))
+    x, y = data[key]
+    torch.manual_seed(cfg.seed + (rank if cfg.seed_per_rank else 0))
+    model = NeuralNetwork(cfg.hidden).to(device, dtype)
+    # init_sync (the default) broadcasts rank 0's weights; the seed control turns it off to show the bug.
+    ddp = DDP(model, device_ids=[rank] if cuda else None, init_sync=not cfg.seed_per_rank)
+    if cfg.grad_reduce == "sum":
+        ddp.register_comm_hook(None, allreduce_sum_hook)
+    init = {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+    optimizer = make_optimizer(ddp, cfg.lr)
+    steps = epoch_shards(len(x), cfg.batch_size, cfg.devices, cfg.split)
+    losses, seen, snapshots, epoch_s = [], [], {}, []
+    ddp.train()
+    for epoch in range(cfg.epochs):
+        dist.barrier()  # every rank starts the clock together
+        start = time.perf_counter()
+        for step, shards in enumerate(steps):
+            if cfg.fault and rank == cfg.fault_rank and step == cfg.fault_step:
+                if cfg.fault == "kill":
+                    os.kill(os.getpid(), signal.SIGKILL)
+                time.sleep(10 * cfg.timeout_s)  # "stall": hang without dying
+            idx = shards[0 if cfg.same_shard else rank]
+            b = sum(len(s) for s in shards)  # the samples this global batch trains on
+            i = torch.from_numpy(idx).to(device)
+            losses.append(train_step(ddp, optimizer, x[i], y[i], loss_weight(len(idx), b, cfg.devices)))
+            if epoch == 0:
+                seen.append(idx)
+        if cuda:
+            torch.cuda.synchronize(device)
+        dist.barrier()
+        epoch_s.append(time.perf_counter() - start)
+        snapshots.update({f"epoch{epoch}/{k}": v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()})
+    out = {f"init/{k}": v for k, v in init.items()}
+    np.savez(out_path, losses=torch.stack(losses).double().cpu().numpy(), epoch_s=np.array(epoch_s),
+             seen=np.concatenate(seen), seen_count=np.array([len(s) for s in seen]), **out, **snapshots)
+
+
+def _worker(rank: int, cfgs: list[Config], port: int, out_dir: str) -> None:
+    first = cfgs[0]
+    cuda = first.device == "cuda"
+    device = torch.device("cuda", rank) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    else:  # N processes share the cores: one process per core, not N * cores threads
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // first.devices))
+    dist.init_process_group("nccl" if cuda else "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=first.devices, timeout=datetime.timedelta(seconds=first.timeout_s))
+    try:
+        data: dict = {}
+        for n, cfg in enumerate(cfgs):
+            _train_one(rank, cfg, device, data, Path(out_dir) / f"run{n}_rank{rank}.npz")
+    finally:
+        dist.destroy_process_group()
+
+
+def _one_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else text
+
+
+def run(cfg: Config) -> dict:
+    """Train with DDP over ``cfg.devices`` processes; returns per-step global losses (the mean of the
+    ranks' weighted losses), every rank's shards, its initial weights and its weights after each epoch.
+
+    Raises DistributedError naming the rank when one fails, dies or times out.
+    """
+    return run_many([cfg])[0]
+
+
+def run_many(cfgs: list[Config]) -> list[dict]:
+    """``run`` for several configurations in one set of processes (one start-up, one rendezvous:
+    starting N Python processes that import torch is most of a short run's time).
+    ``devices``, ``device`` and ``timeout_s`` are taken from the first."""
+    for cfg in cfgs:
+        check_config(cfg)
+    first = cfgs[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        ctx = mp.start_processes(_worker, args=(cfgs, free_port(), tmp), nprocs=first.devices, join=False,
+                                 start_method="spawn")
+        try:
+            while not ctx.join():  # returns when all ranks are done; raises (and stops the rest) when one fails
+                pass
+        except mp.ProcessExitedException as e:
+            how = f"was killed by {signal.Signals(-e.exit_code).name}" if e.exit_code < 0 else f"exited with code {e.exit_code}"
+            raise DistributedError(f"DDP rank {e.error_index} {how}; the other ranks were stopped") from None
+        except mp.ProcessRaisedException as e:
+            raise DistributedError(f"DDP rank {e.error_index} failed: {_one_line(str(e))}; the other ranks were stopped") from None
+        results = []
+        for n, cfg in enumerate(cfgs):
+            ranks = []
+            for r in range(first.devices):
+                with np.load(Path(tmp) / f"run{n}_rank{r}.npz") as f:
+                    ranks.append({k: f[k] for k in f.files})
+            results.append({
+                "losses": np.mean([r["losses"] for r in ranks], axis=0),
+                "rank_losses": [r["losses"] for r in ranks],
+                "epoch_s": ranks[0]["epoch_s"].tolist(),  # wall time of each epoch, between barriers
+                "shards": [np.split(r["seen"], np.cumsum(r["seen_count"])[:-1]) for r in ranks],  # [rank][step of epoch 1]
+                "init": [{k[5:]: v for k, v in r.items() if k.startswith("init/")} for r in ranks],
+                "epochs": [[{k.split("/", 1)[1]: v for k, v in r.items() if k.startswith(f"epoch{e}/")}
+                            for e in range(cfg.epochs)] for r in ranks],  # [rank][epoch] -> state_dict
+                "config": asdict(cfg),
+            })
+    return results
