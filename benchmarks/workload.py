@@ -6,15 +6,15 @@ The data come from ``common.data`` (numpy only); the weights from the torch side
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
 
+from common.convert import torch_to_flax
 from common.data import find_files, read_split, to_float
 from jax_impl import train as jtrain
-from jax_impl.model import layer_name
 from reference_torch.model import NeuralNetwork
 
 
@@ -46,22 +46,12 @@ def mlp_step_gemms(batch: int, hidden: tuple[int, ...] = (512, 512)) -> list[tup
     return fwd + wgrad + igrad
 
 
-def mlp_to_flax(state_dict: dict) -> dict:
-    """The MLP's torch state_dict as Flax params: ``linear_relu_stack.<2i>.weight`` (out, in) becomes
-    ``linear_relu_stack_<2i>``'s ``kernel`` (in, out). Minimal on purpose: docs/design.md bars ``benchmarks`` from
-    importing ``parity``, and the project's full conversion (``parity.weights``) moves to a place
-    both sides may use with issue 11; this gives way to it then."""
-    n = len(state_dict) // 2
-    return {layer_name(2 * i): {"kernel": np.ascontiguousarray(state_dict[f"linear_relu_stack.{2 * i}.weight"].T),
-                            "bias": state_dict[f"linear_relu_stack.{2 * i}.bias"].copy()} for i in range(n)}
-
-
 def _mlp_jax_state(params, lr: float, hidden: tuple[int, ...], device):
     return jtrain.create_train_state(params, lr, hidden, device=device)
 
 
 MODELS: dict[str, ModelSpec] = {
-    "mlp": ModelSpec("mlp", NeuralNetwork, _mlp_jax_state, mlp_to_flax, mlp_step_gemms),
+    "mlp": ModelSpec("mlp", NeuralNetwork, _mlp_jax_state, torch_to_flax, mlp_step_gemms),
 }
 
 
@@ -103,7 +93,7 @@ class Workload:
         return self.flops_per_sample * self.n
 
     def subset(self, n: int, batch_size: int | None = None, hidden: tuple[int, ...] | None = None,
-               seed: int = 0) -> "Workload":
+               seed: int = 0) -> Workload:
         """The first ``n`` samples; new initial weights when the widths change."""
         hidden = tuple(hidden or self.hidden)
         sd = self.state_dict if hidden == self.hidden else init_state_dict(self.model, hidden, seed)

@@ -347,6 +347,14 @@ def test_formula_tolerances_within_their_formula():
         assert 0 < tol <= limit, f"{name}: {tol:.3e} > {limit:.3e}"
 
 
+def test_gpu_tolerances_pinned_to_the_h100_measurements():
+    """Each GPU bound sits between its H100 measurement and GPU_MARGIN times it: a x100 loosening fails."""
+    pins = T.gpu_pins()
+    assert len(pins) == 12
+    for name, tol, measured, ceiling in pins:
+        assert measured <= tol <= ceiling, f"{name}: {tol:.3e} not in [{measured:.3e}, {ceiling:.3e}]"
+
+
 def test_the_tests_and_the_cli_share_each_tolerance():
     from parity import conftest, test_float64, test_forward_backward, test_training
 

@@ -2,13 +2,19 @@
 on a fake clock, the FLOP count, bad flags, the README rewrite, and a ``--quick`` run's JSON."""
 import json
 
-import numpy as np
 import pytest
 
 from benchmarks import report, schedule
 from benchmarks import run as bench_run
-from benchmarks.schedule import Unit, paired_ratio, per_round_max, rotation, run_rounds, spread
-from benchmarks.workload import flops_per_sample, init_state_dict, mlp_to_flax
+from benchmarks.schedule import (
+    Unit,
+    paired_ratio,
+    per_round_max,
+    rotation,
+    run_rounds,
+    spread,
+)
+from benchmarks.workload import flops_per_sample
 from tests.helpers import REPO, run_module
 
 
@@ -16,18 +22,6 @@ def test_flops_per_sample_is_the_quickstarts():
     # MACs 784*512 + 512*512 + 512*10 = 668,672: forward 2x, weight gradients 2x, and input
     # gradients of layers 2-3 (no gradient w.r.t. the images) 2 * 267,264.
     assert flops_per_sample() == 2 * 668_672 * 2 + 2 * 267_264 == 3_209_216
-
-
-def test_mlp_to_flax_is_the_projects_conversion():
-    # benchmarks may not import parity (docs/design.md): its minimal copy must equal parity.weights'.
-    from parity.weights import torch_to_flax
-
-    sd = init_state_dict("mlp", (32, 16))
-    ours, ref = mlp_to_flax(sd), torch_to_flax(sd)
-    assert ours.keys() == ref.keys()
-    for name in ref:
-        for part in ("kernel", "bias"):
-            np.testing.assert_array_equal(ours[name][part], ref[name][part], err_msg=f"{name}.{part}")
 
 
 def test_rotation_runs_every_unit_once_per_round_in_every_position():

@@ -103,11 +103,10 @@ def test_bad_torch_flag_refused(refused, flags, fragment):
     _assert_refused(refused["reference_torch", _row_id(flags)], "python -m reference_torch", fragment)
 
 
-# Parsers owned elsewhere that are to use these validators; xfail until they do.
+# The other CLIs build on the same validators (common.cli).
 OTHER_CLIS = [
     pytest.param("parity", ["--device", "foo"], "invalid choice", id="parity --device foo"),
-    pytest.param("benchmarks.run", ["--batch-size", "0"], "--batch-size", id="benchmarks --batch-size 0",
-                 marks=pytest.mark.xfail(strict=False, reason="benchmarks.run's parser does not use common.cli's validators yet")),
+    pytest.param("benchmarks.run", ["--batch-size", "0"], "--batch-size", id="benchmarks --batch-size 0"),
 ]
 
 
