@@ -39,7 +39,7 @@ from common.data import find_files, read_split, to_float
 from common.shards import check_divisible, epoch_shards
 
 from .basics.distributed import weighted_loss
-from .model import MLP
+from .model import NeuralNetwork
 from .train import TrainState, create_train_state, evaluate, make_optimizer
 
 AXIS = "data"
@@ -202,7 +202,7 @@ def train(cfg: Config, params, x_np: np.ndarray, y_np: np.ndarray) -> dict:
         per_device = [params] + [jax.tree.map(lambda p: np.asarray(p, dtype), init_params(jax.random.PRNGKey(cfg.seed + d), cfg.hidden))
                                  for d in range(1, cfg.devices)]
     replicated = NamedSharding(mesh, P())
-    state = TrainState.create(apply_fn=MLP(tuple(cfg.hidden)).apply, params=replicate(params, mesh, per_device),
+    state = TrainState.create(apply_fn=NeuralNetwork(tuple(cfg.hidden)).apply, params=replicate(params, mesh, per_device),
                               tx=make_optimizer(cfg.lr))
     state = state.replace(step=jax.device_put(jnp.zeros((), jnp.int32), replicated))
     init_mismatch = replica_mismatches(state.params)

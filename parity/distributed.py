@@ -29,6 +29,7 @@ from common.shards import epoch_shards
 from reference_torch import distributed as tdist
 
 from . import harness as H
+from . import tolerances as T
 
 REPO = Path(__file__).resolve().parents[1]
 FORMS = ("one_device", "ddp", "jax_sharded", "jax_shard_map")
@@ -38,6 +39,7 @@ PAIRS = (("ddp", "jax_sharded"), ("ddp", "one_device"), ("jax_sharded", "one_dev
 # float32 tolerance = MULTIPLE x the measured float32-vs-float64 error of the two forms (per step,
 # running max): rounding differences between two float32 runs are of the size of each one's error.
 MULTIPLE = 4.0
+TEST_IMAGES = 10_000  # the real test split every form is evaluated on
 # float64 forms must agree to this: far above float64 rounding over an epoch (measured: ~1e-15)
 # and far below any float32 effect or bug (>= 1e-7), so every difference in the math shows here.
 F64_AGREE = 1e-12
@@ -243,8 +245,12 @@ def compare(results: dict[str, dict[str, dict]], f32: str = "float32", f64: str 
                               "worst_ratio": float(np.max(gap / tol)), "gap": gap, "tol": tol}
     out["f32_vs_f64"] = {LABELS[f]: float(np.max(e)) for f, e in err.items()}
     accs = {form: [m[0] for m in r32[form]["test"]] for form in r32}
-    if len({tuple(v) for v in accs.values()}) != 1:
-        failures.append(f"accuracies differ: {accs}")
+    # Test accuracy is judged as python -m parity judges it: a near-tie image (top-2 logits closer than
+    # float32 rounding) may flip between frameworks, up to ACCURACY_IMAGES of the 10,000 (tolerances.py).
+    per_epoch = np.array(list(accs.values()))  # (forms, epochs)
+    images = (per_epoch.max(axis=0) - per_epoch.min(axis=0)) * TEST_IMAGES
+    if not np.all(images <= T.ACCURACY_IMAGES + 0.5):
+        failures.append(f"accuracies differ by more than {T.ACCURACY_IMAGES} test images: {accs}")
     out["failures"] = failures
     return out
 
@@ -381,7 +387,7 @@ from flax.training.train_state import TrainState
 import optax
 from jax_impl.basics import distributed as jb
 from jax_impl.distributed import load_train
-from jax_impl.model import MLP
+from jax_impl.model import NeuralNetwork
 data_dir, init, out = sys.argv[1:]
 with np.load(init) as f:
     params = {{}}
@@ -389,7 +395,7 @@ with np.load(init) as f:
         layer, name = key.split("/")
         params.setdefault(layer, {{}})[name] = f[key]
 mesh = jb.setup(2)
-state = TrainState.create(apply_fn=MLP((512, 512)).apply, params=jb.replicate(params, mesh), tx=optax.sgd(1e-3))
+state = TrainState.create(apply_fn=NeuralNetwork((512, 512)).apply, params=jb.replicate(params, mesh), tx=optax.sgd(1e-3))
 x, y = load_train(data_dir, {samples})
 s1, auto = jb.train_epoch(state, x, y, mesh)
 s2, explicit = jb.train_epoch(state, x, y, mesh, step=jb.train_step_shard_map(mesh))

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from parity import distributed as PD
+from parity import tolerances as T
 from parity.compare import assert_trees_close
 
 pytestmark = pytest.mark.distributed
@@ -82,10 +83,15 @@ def test_final_weights_and_accuracies_equal(sized):
                                    what=f"{form} weights after one epoch")
         print(form, f"atol {atol:.2e}", max(d.max_abs for d in diffs))
     accuracies = {form: r32[form]["test"][-1][0] for form in PD.FORMS}
-    assert len(set(accuracies.values())) == 1, accuracies
-    assert accuracies["one_device"] > 0.15  # trained: 10% at the start, 22.8% measured after 301 steps (49.5% after 938)
+    # Same framework, same math: equal. Across frameworks a near-tie test image may flip, as in
+    # python -m parity (after the full epoch one does: 49.48% vs 49.47%), up to T.ACCURACY_IMAGES.
+    assert accuracies["ddp"] == accuracies["one_device"], accuracies
+    assert accuracies["jax_sharded"] == accuracies["jax_shard_map"], accuracies
+    images = abs(accuracies["ddp"] - accuracies["jax_sharded"]) * PD.TEST_IMAGES
+    assert images <= T.ACCURACY_IMAGES + 0.5, accuracies
+    assert accuracies["one_device"] > 0.15  # trained: 10% at the start
     # JAX evaluated its own weights with jax_impl.train.evaluate: the same accuracy.
-    assert r32["jax_sharded"]["accuracy"] == r32["jax_shard_map"]["accuracy"] == accuracies["one_device"]
+    assert r32["jax_sharded"]["accuracy"] == r32["jax_shard_map"]["accuracy"] == accuracies["jax_sharded"]
 
 
 def test_each_replica_sees_a_different_shard_of_every_batch(sized):
