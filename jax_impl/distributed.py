@@ -109,7 +109,9 @@ def make_sharded_step(scale: float = 1.0):
 
     def train_step(state: TrainState, batch):
         x, y, w = batch
-        loss, grads = jax.value_and_grad(lambda p: weighted_loss(p, state.apply_fn, x, y, w) * scale)(state.params)
+        loss, grads = jax.value_and_grad(weighted_loss)(state.params, state.apply_fn, x, y, w)
+        # scale = N: the gradients summed over replicas, as the control asks; the loss is untouched
+        grads = jax.tree.map(lambda g: g * scale, grads)
         return state.apply_gradients(grads=grads), {"loss": loss}
 
     return train_step

@@ -49,11 +49,19 @@ def _public(module) -> set[str]:
             and o.__module__ == module.__name__}
 
 
+# Names one side has and the other cannot, each with its reason (the guide shows "no counterpart").
+ONE_SIDED = {
+    "distributed": {"train_step_shard_map": "JAX writes the per-device program out by hand with shard_map; "
+                                            "DDP's loop is that per-process program already"},
+}
+
+
 @pytest.mark.parametrize("name", CHAPTER_MODULES)
 def test_every_public_name_exists_on_both_sides(name):
     t = importlib.import_module(f"reference_torch.basics.{name}")
     j = importlib.import_module(f"jax_impl.basics.{name}")
-    assert sorted(t.__all__) == sorted(j.__all__), f"{name}: torch {sorted(set(t.__all__) ^ set(j.__all__))} differ"
+    differ = set(t.__all__) ^ set(j.__all__)
+    assert differ == set(ONE_SIDED.get(name, {})), f"{name}: {sorted(differ)} on one side only"
     for side in (t, j):
         missing = _public(side) - set(side.__all__)
         assert not missing, f"{side.__name__} defines {sorted(missing)} but does not export it in __all__"
@@ -67,7 +75,7 @@ def test_both_sides_have_the_same_chapter_modules():
         for _, module in chapter.sides:
             mod = importlib.import_module(module)
             for fn in chapter.functions:
-                assert hasattr(mod, fn), f"{chapter.title}: {module} has no {fn}"
+                assert hasattr(mod, fn) or fn in ONE_SIDED.get(chapter.module, {}), f"{chapter.title}: {module} has no {fn}"
 
 
 # --- optimization ----------------------------------------------------------------------------------

@@ -18,6 +18,8 @@ from jax.sharding import PartitionSpec as P
 
 from common.shards import epoch_shards
 
+__all__ = ["as_numpy", "replicate", "setup", "train_epoch", "train_step", "train_step_shard_map", "weighted_loss"]
+
 AXIS = "data"
 
 

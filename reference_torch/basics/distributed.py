@@ -18,6 +18,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from common.shards import epoch_shards, loss_weight
 
+__all__ = ["as_numpy", "replicate", "setup", "train_epoch", "train_step", "weighted_loss"]
+
 
 def setup(rank: int, world: int, port: int, backend: str = "gloo", timeout_s: float = 60.0) -> None:
     """Join the process group (gloo on CPU, nccl on GPUs); every collective times out after ``timeout_s``."""
@@ -30,14 +32,17 @@ def replicate(model: nn.Module, device: torch.device) -> DDP:
     return DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
-def train_step(ddp: DDP, optimizer, x: torch.Tensor, y: torch.Tensor, weight: float) -> torch.Tensor:
-    """One replica's step: its shard's mean loss times ``weight = n_r * N / b`` (1 for equal
-    shards); ``backward`` all-reduces the gradients (sum / world size, in buckets) before ``step``."""
-    pred = ddp(x)
+def weighted_loss(pred: torch.Tensor, y: torch.Tensor, weight: float) -> torch.Tensor:
+    """This shard's mean cross-entropy times ``weight = n_r * N / b`` (1 for equal shards)."""
     if len(y):
-        loss = nn.functional.cross_entropy(pred, y) * weight
-    else:  # an empty shard still joins the all-reduce, with zero gradients
-        loss = pred.sum() * 0.0
+        return nn.functional.cross_entropy(pred, y) * weight
+    return pred.sum() * 0.0  # an empty shard still joins the all-reduce, with zero gradients
+
+
+def train_step(ddp: DDP, optimizer, x: torch.Tensor, y: torch.Tensor, weight: float) -> torch.Tensor:
+    """One replica's step: ``weighted_loss`` of its shard; ``backward`` all-reduces the gradients
+    (sum / world size, in buckets) before ``step``."""
+    loss = weighted_loss(ddp(x), y, weight)
     loss.backward()
     optimizer.step()
     optimizer.zero_grad()
