@@ -16,21 +16,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import serialization
 from flax.training import train_state
+from flax.traverse_util import flatten_dict
 
 from common.data import CLASSES
 from common.report import (
     check_finite,
+    check_finite_params,
     epoch_header,
     loss_lines,
     prediction_line,
     test_line,
 )
 
+from . import checkpoint
 from .cnn import CNN, init_variables
 from .data import device_dataset, load_fashion_mnist, to_float
-from .train import Config, make_optimizer, resolve_device
+from .train import Config, check_outputs, make_optimizer, resolve_device
 
 Batch = tuple[jax.Array, jax.Array]
 
@@ -128,6 +130,7 @@ def predict(variables, images: np.ndarray, labels: np.ndarray, index: int = 0) -
 def run(config: Config) -> dict:
     """Train ``CNN`` for ``config.epochs`` epochs, save its variables, load them back, predict."""
     out = print if config.verbose else (lambda *a, **k: None)
+    check_outputs(config)  # a bad save target fails before training, not after
     device = resolve_device(config.device)
     out(f"Using {device.platform} device")
     train_images, train_labels = load_fashion_mnist(config.data_dir, train=True)
@@ -144,6 +147,7 @@ def run(config: Config) -> dict:
         state, losses = train_epoch(state, train_data, config.batch_size, log=out)  # losses read = synced
         history["epoch_s"].append(time.perf_counter() - start)
         check_finite(losses, t + 1)
+        check_finite_params(flatten_dict({"params": state.params, "batch_stats": state.batch_stats}, sep="/"), t + 1)
         accuracy, avg_loss = evaluate(state, test_data, config.batch_size)
         out(test_line(accuracy, avg_loss))
         if config.verbose:
@@ -155,11 +159,9 @@ def run(config: Config) -> dict:
 
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     if config.save:
-        with open(config.save, "wb") as f:
-            f.write(serialization.to_bytes(variables))
+        checkpoint.save(variables, config.save)  # atomic, with a checksum, as the MLP's
         out(f"Saved JAX Model State to {config.save}")
-        with open(config.save, "rb") as f:
-            variables = serialization.from_bytes(init_variables(jax.random.PRNGKey(0)), f.read())
+        variables = checkpoint.load(config.save, init_variables(jax.random.PRNGKey(0)))
         out(f"Loaded JAX Model State from {config.save}")
     predicted, actual = predict(variables, test_images, test_labels)
     out(prediction_line(predicted, actual))

@@ -11,12 +11,20 @@ import time
 import torch
 from torch import nn
 
-from common.report import check_finite, epoch_header, prediction_line, test_line
+from common.report import (
+    check_finite,
+    check_finite_params,
+    epoch_header,
+    prediction_line,
+    test_line,
+)
 
+from . import checkpoint
 from .cnn import CNN
 from .data import get_dataloaders, get_datasets
 from .train import (
     Config,
+    check_outputs,
     evaluate,
     make_optimizer,
     predict,
@@ -28,6 +36,7 @@ from .train import (
 def run(config: Config) -> dict:
     """Train ``CNN`` for ``config.epochs`` epochs, save its state_dict, load it back, predict."""
     out = print if config.verbose else (lambda *a, **k: None)
+    check_outputs(config)  # a bad save target fails before training, not after
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
@@ -46,6 +55,7 @@ def run(config: Config) -> dict:
         start = time.perf_counter()
         losses = train_epoch(train_dataloader, model, loss_fn, optimizer, log=out)
         check_finite(losses.tolist(), t + 1)
+        check_finite_params({k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}, t + 1)
         if device.type == "cuda":
             torch.cuda.synchronize()
         history["epoch_s"].append(time.perf_counter() - start)
@@ -59,10 +69,9 @@ def run(config: Config) -> dict:
     out("Done!")
 
     if config.save:
-        torch.save(model.state_dict(), config.save)
+        checkpoint.save(model, config.save)  # atomic, with a checksum, as the MLP's
         out(f"Saved PyTorch Model State to {config.save}")
-        model = CNN().to(device)
-        model.load_state_dict(torch.load(config.save, weights_only=True))
+        model = checkpoint.load(config.save, CNN().to(device))
         out(f"Loaded PyTorch Model State from {config.save}")
     predicted, actual = predict(model, test_data)
     out(prediction_line(predicted, actual))
