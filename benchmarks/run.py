@@ -71,6 +71,7 @@ class Settings:
     quick: bool
     data_dir: str
     out_dir: str
+    samples: int = 0  # the first N training samples; 0: all
 
     @property
     def kinds(self) -> list[str]:
@@ -251,7 +252,7 @@ def sweep(kind: str, s: Settings, threads: int, w: Workload, rows: list[dict], p
         if cands:
             fastest[fw] = min(cands, key=lambda r: r["epoch"]["median"])["variant"]
     batches = SWEEP_BATCHES[:3] if s.quick else SWEEP_BATCHES
-    widths = SWEEP_WIDTHS[:2] if s.quick else SWEEP_WIDTHS
+    widths = (SWEEP_WIDTHS[:2] if s.quick else SWEEP_WIDTHS) if w.spec.widths else ()
     width0 = w.hidden[0]
     configs = [(b, width0) for b in batches] + [(64, h) for h in widths if h != width0]
     out = []
@@ -330,7 +331,8 @@ def run(s: Settings) -> dict:
     if "cuda" in s.kinds and not torch.cuda.is_available():
         raise BenchError(f"--device {s.device}: CUDA is not available to torch {torch.__version__} on this machine")
     try:
-        w = load_workload(s.data_dir, 3000 + 32 if s.quick else None, s.batch_size, s.model)  # quick keeps a partial batch
+        n = 3000 + 32 if s.quick else s.samples or None  # quick keeps a partial batch
+        w = load_workload(s.data_dir, n, s.batch_size, s.model)
     except DataError as e:
         raise BenchError(str(e)) from None
     out = {"meta": environment(s, w), "devices": {}}
@@ -359,6 +361,9 @@ def parse_args(argv=None) -> Settings:
     p.add_argument("--model", choices=sorted(MODELS), default="mlp", help="the model every variant trains")
     p.add_argument("--sweep", action=argparse.BooleanOptionalAction, default=True,
                    help="the batch-size and width sweeps (on by default; --no-sweep skips them)")
+    p.add_argument("--samples", type=non_negative_int, default=0,
+                   help="time epochs over the first N training samples (0: all 60,000), for models too slow "
+                        "to time whole epochs in every round")
     p.add_argument("--quick", action="store_true", help="smoke test: 1/20 of the data, at most 3 rounds (off by default)")
     p.add_argument("--data-dir", default="data", help="folder holding FashionMNIST/raw/")
     p.add_argument("--out-dir", default=str(RESULTS), help="where the JSON and PNG files go")
@@ -374,7 +379,7 @@ def parse_args(argv=None) -> Settings:
         p.error(f"--variants {a.variants}: GPU-only variants, nothing to time on --device cpu")
     rounds = min(a.rounds, 3) if a.quick else a.rounds
     return Settings(a.device, rounds, a.threads, a.batch_size, precisions, names, a.model, a.sweep, a.quick,
-                    a.data_dir, a.out_dir)
+                    a.data_dir, a.out_dir, a.samples)
 
 
 def main(argv=None) -> int:
@@ -387,7 +392,7 @@ def main(argv=None) -> int:
         return 2
     out_dir = Path(s.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / f"bench_{s.device}{'_quick' if s.quick else ''}"
+    stem = out_dir / f"bench_{'' if s.model == 'mlp' else s.model + '_'}{s.device}{'_quick' if s.quick else ''}"
     out["charts"] = [os.path.relpath(p, out_dir) for p in report.charts(out, stem)]
     stem.with_suffix(".json").write_text(json.dumps(out, indent=2) + "\n")
     print(report.markdown(out))

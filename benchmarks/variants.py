@@ -16,7 +16,6 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from jax_impl import train as jtrain
 from reference_torch import train as ttrain
 from reference_torch.data import get_datasets
 
@@ -231,7 +230,7 @@ def jax_notebook(w: Workload, kind: str) -> Epoch:
         state = box[0]
         with jax.default_device(device):
             for i in range(0, w.n, bs):
-                state, metrics = jtrain.train_step(state, (w.x[i:i + bs], w.y[i:i + bs]))
+                state, metrics = w.spec.jax_train_step(state, (w.x[i:i + bs], w.y[i:i + bs]))
         box[0] = state
         return float(metrics["loss"])  # blocks until the last step is done
 
@@ -250,7 +249,7 @@ def jax_jit(w: Workload, kind: str) -> Epoch:
     def epoch() -> float:
         state = box[0]
         for batch in batches:
-            state, metrics = jtrain.train_step(state, batch)
+            state, metrics = w.spec.jax_train_step(state, batch)
         box[0] = state
         return float(metrics["loss"])
 
@@ -259,13 +258,13 @@ def jax_jit(w: Workload, kind: str) -> Epoch:
 
 @variant("jax-scan", "jax-scan (one compiled epoch)")
 def jax_scan(w: Workload, kind: str) -> Epoch:
-    """``jax_impl.train.train_epoch``: the whole epoch one compiled ``lax.scan``."""
+    """The JAX side's ``train_epoch`` (``jax_impl.train``, ``jax_impl.cnn_train``): the whole epoch one compiled ``lax.scan``."""
     device, state = _jax_state(w, kind)
     data = (jax.device_put(w.x, device), jax.device_put(w.y, device))
     box = [state]
 
     def epoch() -> float:
-        box[0], losses = jtrain.train_epoch(box[0], data, w.batch_size, log=None)  # host losses: synced
+        box[0], losses = w.spec.jax_train_epoch(box[0], data, w.batch_size, log=None)  # host losses: synced
         return float(losses[-1])
 
     return epoch

@@ -12,9 +12,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from common.convert import torch_to_flax
+from common.convert import state_dict_to_variables, torch_to_flax
 from common.data import find_files, read_split, to_float
+from jax_impl import cnn_train as jcnn_train
 from jax_impl import train as jtrain
+from jax_impl.train import Config as JaxConfig
+from reference_torch import cnn as tcnn
 from reference_torch.model import NeuralNetwork
 
 
@@ -22,10 +25,12 @@ from reference_torch.model import NeuralNetwork
 class ModelSpec:
     """One model as the benchmarks need it, on both sides, from one torch state_dict.
 
-    ``torch_module(hidden)`` builds the torch module; ``jax_state(params, lr, hidden, device)``
-    the JAX train state from Flax params; ``to_flax`` converts the state_dict; ``step_gemms(batch,
-    hidden)`` lists the (m, k, n) of every matrix product of one training step, from which the
-    FLOP count and the limit probe follow.
+    ``torch_module(hidden)`` builds the torch module; ``jax_state(variables, lr, hidden, device)``
+    the JAX train state from what ``to_flax`` makes of the state_dict; ``jax_train_step`` and
+    ``jax_train_epoch`` are that side's jitted step and compiled epoch (the torch side needs no
+    hook: its loops take any module); ``step_gemms(batch, hidden)`` lists the (m, k, n) of every
+    matrix product of one training step, from which the FLOP count and the limit probe follow.
+    ``hidden`` is the default width tuple; ``widths`` says whether the width sweep applies.
     """
 
     name: str
@@ -33,6 +38,10 @@ class ModelSpec:
     jax_state: Callable
     to_flax: Callable[[dict], dict]
     step_gemms: Callable[[int, tuple[int, ...]], list[tuple[int, int, int]]]
+    jax_train_step: Callable
+    jax_train_epoch: Callable
+    hidden: tuple[int, ...] = (512, 512)
+    widths: bool = True
 
 
 def mlp_step_gemms(batch: int, hidden: tuple[int, ...] = (512, 512)) -> list[tuple[int, int, int]]:
@@ -46,12 +55,33 @@ def mlp_step_gemms(batch: int, hidden: tuple[int, ...] = (512, 512)) -> list[tup
     return fwd + wgrad + igrad
 
 
+def cnn_step_gemms(batch: int, hidden: tuple[int, ...] = ()) -> list[tuple[int, int, int]]:
+    """(m, k, n) of the CNN's step with each convolution as its im2col matrix product
+    (m = batch x output pixels, k = in-channels x 3 x 3, n = out-channels), then the two Linears;
+    as for the MLP: forward, weight gradients, input gradients of every layer but the first.
+    BatchNorm, ReLU and pooling are not matrix products and are not counted."""
+    c1, c2 = tcnn.CHANNELS
+    layers = [(batch * 28 * 28, 1 * 9, c1), (batch * 14 * 14, c1 * 9, c2),  # conv1 (stride 1), conv2 (stride 2)
+              (batch, tcnn.FLAT, tcnn.HIDDEN), (batch, tcnn.HIDDEN, tcnn.NUM_CLASSES)]
+    fwd = list(layers)
+    wgrad = [(n, m, k) for m, k, n in layers]
+    igrad = [(m, n, k) for m, k, n in layers[1:]]
+    return fwd + wgrad + igrad
+
+
 def _mlp_jax_state(params, lr: float, hidden: tuple[int, ...], device):
     return jtrain.create_train_state(params, lr, hidden, device=device)
 
 
+def _cnn_jax_state(variables, lr: float, hidden: tuple[int, ...], device):
+    return jcnn_train.create_train_state(variables, JaxConfig(lr=lr), device)
+
+
 MODELS: dict[str, ModelSpec] = {
-    "mlp": ModelSpec("mlp", NeuralNetwork, _mlp_jax_state, torch_to_flax, mlp_step_gemms),
+    "mlp": ModelSpec("mlp", NeuralNetwork, _mlp_jax_state, torch_to_flax, mlp_step_gemms,
+                     jtrain.train_step, jtrain.train_epoch),
+    "cnn": ModelSpec("cnn", lambda hidden: tcnn.CNN(), _cnn_jax_state, state_dict_to_variables, cnn_step_gemms,
+                     jcnn_train.train_step, jcnn_train.train_epoch, hidden=(tcnn.HIDDEN,), widths=False),
 }
 
 
@@ -114,13 +144,15 @@ def init_state_dict(model: str = "mlp", hidden: tuple[int, ...] = (512, 512), se
 
 
 def load_workload(data_dir: str, n: int | None = None, batch_size: int = 64, model: str = "mlp",
-                  hidden: tuple[int, ...] = (512, 512), seed: int = 0) -> Workload:
-    """The real training split (first ``n`` samples, default all) and seed-``seed`` weights.
+                  hidden: tuple[int, ...] | None = None, seed: int = 0) -> Workload:
+    """The real training split (first ``n`` samples, default all) and seed-``seed`` weights
+    (``hidden`` defaults to the model's own widths).
 
     A missing or corrupt data set raises ``common.data.DataError``.
     """
     images, labels = read_split(find_files(data_dir), train=True)
     x = to_float(images).reshape(len(images), -1)
     n = len(labels) if n is None else min(n, len(labels))
+    hidden = MODELS[model].hidden if hidden is None else tuple(hidden)
     return Workload(x[:n], labels[:n], init_state_dict(model, hidden, seed), batch_size, 1e-3, tuple(hidden), model,
                     data_dir)

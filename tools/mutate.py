@@ -24,6 +24,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 REFEREE = "parity/test_referee.py"
+CHECKER = "parity/test_checker.py"
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,26 @@ MUTATIONS = [
              "steps = 1 + np.arange", _k("verdict_loss")),
     Mutation("cli-always-exit-0", "parity/__main__.py", 'return 0 if report["ok"] else 1', "return 0",
              _k("cli_each_failure and nan")),
+    # --- the port checker: parity/checker.py ---------------------------------------------------------
+    Mutation("checker-ok-nan-blind", "parity/checker.py",
+             "np.isfinite(self.gap) and np.isfinite(self.tol) and self.gap <= self.tol", "not self.gap > self.tol",
+             _k("nan_outputs", CHECKER)),
+    Mutation("checker-factor-x100", "parity/checker.py", "FACTOR = 2.0 ", "FACTOR = 200.0 ",
+             _k("control_names_the_layer", CHECKER)),
+    Mutation("checker-first-is-last", "parity/checker.py", "return next((c for c in self.checks if not c.ok",
+             "return next((c for c in reversed(self.checks) if not c.ok", _k("control", CHECKER)),
+    Mutation("checker-unmatched-torch-silent", "parity/checker.py", 'if name.split("#")[0] in required:', "if False:",
+             _k("mismatched", CHECKER)),
+    Mutation("checker-extra-jax-silent", "parity/checker.py", "            if other not in matched:",
+             "            if False:", _k("mismatched", CHECKER)),
+    Mutation("checker-no-running-stats", "parity/checker.py", '            _compare_states(report, phase, t32["train_buffers"]',
+             '            None and _compare_states(report, phase, t32["train_buffers"]', _k("control_names_the_layer", CHECKER)),
+    Mutation("checker-only-first-step", "parity/checker.py", '    for s in range(steps):\n        phase = f"step',
+             '    for s in range(min(steps, 1)):\n        phase = f"step', _k("passes_every_check", CHECKER)),
+    Mutation("checker-no-layout-move", "parity/checker.py", "moved = np.moveaxis(t, 1, -1)", "moved = t",
+             _k("clean_copy", CHECKER)),
+    Mutation("checker-gradients-skipped", "parity/checker.py", "    if grads[0] is not None:", "    if False:",
+             _k("passes_every_check", CHECKER)),
     # --- the implementations: reference_torch ------------------------------------------------------
     Mutation("torch-train-loader-shuffled", "reference_torch/data.py", "DataLoader(training_data, batch_size=batch_size)",
              "DataLoader(training_data, batch_size=batch_size, shuffle=True)", _k("torch_cli_trains")),
@@ -107,8 +128,8 @@ MUTATIONS = [
              "nn.Dense(NUM_CLASSES, kernel_init=init, bias_init=init,",
              "nn.Dense(NUM_CLASSES, use_bias=False, kernel_init=init,",
              ("parity/test_forward_backward.py", "-k", "activations_every_layer and first and train")),
-    Mutation("jax-cli-batch-size-doubled", "jax_impl/train.py", "train_epoch(state, train_data, config.batch_size,",
-             "train_epoch(state, train_data, 2 * config.batch_size,", _k("jax_cli_trains")),
+    Mutation("jax-cli-batch-size-doubled", "jax_impl/train.py", "train_epoch(state, train_arrays, config.batch_size,",
+             "train_epoch(state, train_arrays, 2 * config.batch_size,", _k("jax_cli_trains")),
 ]
 
 # The six survivors of issue 18 first: a partial run still answers for them (--six-last: the others first).
