@@ -81,7 +81,7 @@ MODELS: dict[str, ModelSpec] = {
     "mlp": ModelSpec("mlp", NeuralNetwork, _mlp_jax_state, torch_to_flax, mlp_step_gemms,
                      jtrain.train_step, jtrain.train_epoch),
     "cnn": ModelSpec("cnn", lambda hidden: tcnn.CNN(), _cnn_jax_state, state_dict_to_variables, cnn_step_gemms,
-                     jcnn_train.train_step, jcnn_train.train_epoch, hidden=(tcnn.HIDDEN,), widths=False),
+                     jcnn_train.train_step, jcnn_train.scan_epoch, hidden=(tcnn.HIDDEN,), widths=False),
 }
 
 

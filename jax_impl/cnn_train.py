@@ -2,8 +2,9 @@
 
 The CNN carries state besides its params (BatchNorm's ``batch_stats``) and needs randomness in
 training (Dropout), so its step threads both: ``batch_stats`` come back from ``apply(...,
-mutable=["batch_stats"])``, and the dropout key of step ``n`` is ``fold_in(key, n)``. One epoch is
-one compiled ``lax.scan``, as ``train.train_epoch``.
+mutable=["batch_stats"])``, and the dropout key of step ``n`` is ``fold_in(key, n)``. An epoch is
+the jitted step per batch (``train_epoch``); ``scan_epoch`` is the one-scan form of
+``train.train_epoch``, slower for convolutions on XLA:CPU.
 """
 from __future__ import annotations
 
@@ -74,7 +75,7 @@ def _batch(x, y, i, batch_size: int) -> Batch:
 
 
 @partial(jax.jit, static_argnames=("batch_size",), donate_argnums=(0,))
-def _train_epoch(state: CNNState, x, y, batch_size: int):
+def _scan_epoch(state: CNNState, x, y, batch_size: int):
     n = x.shape[0]
     full = n // batch_size
     state, metrics = jax.lax.scan(lambda s, i: _train_step(s, _batch(x, y, i, batch_size)), state, jnp.arange(full))
@@ -85,13 +86,32 @@ def _train_epoch(state: CNNState, x, y, batch_size: int):
     return state, losses
 
 
-def train_epoch(state: CNNState, data: Batch, batch_size: int = 64, log=print) -> tuple[CNNState, np.ndarray]:
-    """One pass in file order, one compiled scan; ``state`` is donated."""
+def scan_epoch(state: CNNState, data: Batch, batch_size: int = 64, log=print) -> tuple[CNNState, np.ndarray]:
+    """``train_epoch`` as one compiled ``lax.scan`` (``state`` donated): the MLP's form, and the
+    faster one on GPU. On XLA:CPU a convolution inside a loop body runs several times slower than
+    the same step dispatched alone (jax-ml/jax#12868); ``benchmarks.run --model cnn`` times both."""
     x, y = data
-    state, losses = _train_epoch(state, x, y, batch_size)
+    state, losses = _scan_epoch(state, x, y, batch_size)
     losses = np.asarray(losses)
     if log is not None:
         for line in loss_lines(losses, batch_size, x.shape[0]):
+            log(line)
+    return state, losses
+
+
+def train_epoch(state: CNNState, data: Batch, batch_size: int = 64, log=print) -> tuple[CNNState, np.ndarray]:
+    """One pass in file order: the jitted ``train_step`` per batch of the device-resident set, as
+    Flax's ``examples/mnist`` loops (see ``scan_epoch`` for why not one scan). Returns every step's
+    loss (host float32, read once at the end, which also waits for the device)."""
+    x, y = data
+    n = x.shape[0]
+    losses = []
+    for i in range(0, n, batch_size):
+        state, metrics = train_step(state, (x[i:i + batch_size], y[i:i + batch_size]))
+        losses.append(metrics["loss"])
+    losses = np.asarray(jnp.stack(losses)) if losses else np.zeros((0,), np.float32)
+    if log is not None:
+        for line in loss_lines(losses, batch_size, n):
             log(line)
     return state, losses
 

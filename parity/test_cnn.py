@@ -13,6 +13,8 @@ import torch
 
 from common.convert import ConversionError, state_dict_to_variables, variables_to_state_dict
 from jax_impl import cnn as jcnn
+from jax_impl import cnn_train
+from jax_impl.train import Config
 from reference_torch.cnn import CNN as TorchCNN
 
 
@@ -150,3 +152,24 @@ def test_batchnorm_reproduces_torch_update_in_float64():
     np.testing.assert_allclose(bn.running_var.numpy(), 0.9 + 0.1 * unbiased, rtol=1e-12)  # torch: unbiased
     assert not np.allclose(upd["var"], 0.9 + 0.1 * unbiased * (n - 1) / n, rtol=1e-6)  # ...not the biased one
     assert int(upd["num_batches_tracked"]) == int(bn.num_batches_tracked) == 1
+
+
+def test_cnn_step_loop_and_scan_epoch_train_alike():
+    """``cnn_train.train_epoch`` (jitted step per batch) and ``scan_epoch`` (one scan) are one
+    computation: same losses and variables, last partial batch included, dropout keys by step."""
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.random((3 * 16 + 5, 784), np.float32))  # three full batches and a partial one
+    y = jnp.asarray(rng.integers(0, 10, len(x)).astype(np.int32))
+    dev = jax.devices("cpu")[0]
+
+    def fresh():
+        return cnn_train.create_train_state(jcnn.init_variables(jax.random.PRNGKey(0)), Config(lr=0.1), dev)
+
+    a, la = cnn_train.train_epoch(fresh(), (x, y), 16, log=None)
+    b, lb = cnn_train.scan_epoch(fresh(), (x, y), 16, log=None)
+    assert la.shape == lb.shape == (4,)
+    np.testing.assert_allclose(la, lb, rtol=1e-5, atol=1e-6)
+    assert int(a.step) == int(b.step) == 4
+    for (path, u), v in zip(jax.tree_util.tree_leaves_with_path({"p": a.params, "s": a.batch_stats}),
+                            jax.tree_util.tree_leaves({"p": b.params, "s": b.batch_stats}), strict=True):
+        np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6, err_msg=jax.tree_util.keystr(path))
