@@ -1,0 +1,80 @@
+"""python -m benchmarks.agree A.json B.json: do two benchmark runs tell the same story?
+
+For every paired ratio both runs report (each comparison between variants, each variant's speed-up
+over the tutorial and its share of the limit), the two medians and their spreads (min–max over the
+rounds) side by side. Two runs *agree* on a ratio when each run's median lies inside the other's
+min–max: the difference between the runs is then no larger than the round-to-round spread within
+either. Exit 0 when they agree on every ratio, 1 otherwise (2 for a bad file).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def ratios(run: dict) -> dict[str, dict]:
+    """``{name: spread}`` of every paired ratio in a ``benchmarks.run`` JSON, all devices."""
+    out = {}
+    for kind, dev in run["devices"].items():
+        for p in dev.get("pairs", []):
+            out[f"{kind}: {p['what']}"] = p
+        for r in dev.get("variants", []):
+            for field, what in (("vs_tutorial", "over the tutorial"), ("of_limit", "share of the limit")):
+                if r.get(field):
+                    out[f"{kind}: {r['key']} {what}"] = r[field]
+    return out
+
+
+def agree(a: dict, b: dict) -> bool:
+    """Each median inside the other's min–max (NaN or a missing field: no agreement)."""
+    try:
+        return bool(b["min"] <= a["median"] <= b["max"] and a["min"] <= b["median"] <= a["max"])
+    except (KeyError, TypeError):
+        return False
+
+
+def compare(run_a: dict, run_b: dict) -> list[dict]:
+    """One row per ratio present in both runs, in run A's order."""
+    ra, rb = ratios(run_a), ratios(run_b)
+    return [{"ratio": k, "a": ra[k], "b": rb[k], "agree": agree(ra[k], rb[k])} for k in ra if k in rb]
+
+
+def table(rows: list[dict], names: tuple[str, str]) -> str:
+    def cell(r):
+        return f"{r['median']:.3g} ({r['min']:.3g}–{r['max']:.3g})"
+
+    lines = [f"| ratio | {names[0]}: median (min–max) | {names[1]}: median (min–max) | agree |", "|---|---|---|---|"]
+    lines += [f"| {r['ratio']} | {cell(r['a'])} | {cell(r['b'])} | {'yes' if r['agree'] else '**no**'} |" for r in rows]
+    n = sum(r["agree"] for r in rows)
+    lines.append(f"\n{n}/{len(rows)} paired ratios agree (each run's median inside the other's min–max over its rounds)")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.agree", description=__doc__.split("\n\n")[0])
+    p.add_argument("a", help="the first run's JSON (python -m benchmarks.run writes bench_<device>.json)")
+    p.add_argument("b", help="the second run's JSON")
+    args = p.parse_args(argv)
+    runs = []
+    for path in (args.a, args.b):
+        try:
+            runs.append(json.loads(Path(path).read_text()))
+        except (OSError, ValueError) as e:
+            print(f"python -m benchmarks.agree: error: {path}: {e}", file=sys.stderr)
+            return 2
+    try:
+        rows = compare(*runs)
+    except (KeyError, TypeError, AttributeError) as e:
+        print(f"python -m benchmarks.agree: error: not a benchmarks.run JSON (missing {e})", file=sys.stderr)
+        return 2
+    if not rows:
+        print("python -m benchmarks.agree: error: the two runs share no paired ratio", file=sys.stderr)
+        return 2
+    print(table(rows, (Path(args.a).name, Path(args.b).name)))
+    return 0 if all(r["agree"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

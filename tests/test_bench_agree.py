@@ -1,0 +1,59 @@
+"""benchmarks.agree: two runs agree on a ratio only when each median lies in the other's spread."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from benchmarks import agree
+
+
+def spread(median, lo, hi):
+    return {"median": median, "min": lo, "max": hi}
+
+
+def run(pair, vs_tut, of_limit):
+    return {"devices": {"cpu": {
+        "pairs": [{"what": "jax-scan vs torch-eager", **pair}],
+        "variants": [{"key": "jax-scan", "vs_tutorial": vs_tut, "of_limit": of_limit},
+                     {"key": "torch-tutorial", "vs_tutorial": None, "of_limit": spread(0.1, 0.1, 0.1)}]}}}
+
+
+@pytest.mark.parametrize("a, b, ok", [
+    (spread(1.0, 0.9, 1.1), spread(1.05, 0.95, 1.2), True),
+    (spread(1.0, 0.9, 1.1), spread(1.15, 1.05, 1.2), False),  # B's median outside A's range
+    (spread(1.0, 0.99, 1.01), spread(1.02, 0.9, 1.2), False),  # A's range too narrow for B's median
+    (spread(1.0, 1.0, 1.0), spread(1.0, 1.0, 1.0), True),  # bounds inclusive
+    (spread(math.nan, 0.9, 1.1), spread(1.0, 0.9, 1.1), False),  # NaN never agrees
+    ({"median": 1.0}, spread(1.0, 0.9, 1.1), False),  # no spread, no agreement
+])
+def test_agree(a, b, ok):
+    assert agree.agree(a, b) is ok
+    assert agree.agree(b, a) is ok
+
+
+def test_every_ratio_is_compared_and_the_exit_code_says_it(tmp_path, capsys):
+    a = run(spread(2.0, 1.8, 2.2), spread(3.0, 2.9, 3.1), spread(0.5, 0.4, 0.6))
+    b = run(spread(2.1, 1.9, 2.3), spread(3.5, 3.4, 3.6), spread(0.5, 0.45, 0.55))
+    rows = agree.compare(a, b)
+    assert [r["ratio"] for r in rows] == ["cpu: jax-scan vs torch-eager", "cpu: jax-scan over the tutorial",
+                                          "cpu: jax-scan share of the limit", "cpu: torch-tutorial share of the limit"]
+    assert [r["agree"] for r in rows] == [True, False, True, True]
+    pa, pb = tmp_path / "a.json", tmp_path / "b.json"
+    pa.write_text(json.dumps(a))
+    pb.write_text(json.dumps(b))
+    assert agree.main([str(pa), str(pb)]) == 1
+    assert "3/4 paired ratios agree" in capsys.readouterr().out
+    assert agree.main([str(pa), str(pa)]) == 0
+
+
+def test_bad_files_exit_2(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    assert agree.main([str(bad), str(bad)]) == 2
+    assert capsys.readouterr().err.count("error:") == 1
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"devices": {}}))
+    assert agree.main([str(other), str(other)]) == 2
+    assert agree.main([str(tmp_path / "missing.json"), str(other)]) == 2
