@@ -16,7 +16,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax.training import train_state
 from flax.traverse_util import flatten_dict
 
@@ -33,9 +32,18 @@ from common.report import (
 from . import checkpoint
 from .cnn import CNN, init_variables
 from .data import device_dataset, load_fashion_mnist, to_float
-from .train import Config, check_outputs, make_optimizer, resolve_device
+from .train import Batch, Config, _batch, check_outputs, loss_fn, make_optimizer, resolve_device
 
-Batch = tuple[jax.Array, jax.Array]
+__all__ = [
+    "CNNState",
+    "create_train_state",
+    "evaluate",
+    "predict",
+    "run",
+    "scan_epoch",
+    "train_epoch",
+    "train_step",
+]
 
 
 class CNNState(train_state.TrainState):
@@ -46,6 +54,8 @@ class CNNState(train_state.TrainState):
 
 
 def create_train_state(variables, config: Config, device: jax.Device) -> CNNState:
+    """A CNNState for ``CNN`` with ``make_optimizer(config.lr, config.momentum, config.weight_decay)``
+    and its own copy of ``variables`` on ``device`` (the epoch donates the state's buffers)."""
     variables = jax.device_put(jax.tree_util.tree_map(lambda a: jnp.array(a, copy=True), variables), device)
     state = CNNState.create(apply_fn=CNN().apply, params=variables["params"], batch_stats=variables["batch_stats"],
                             key=jax.device_put(jax.random.PRNGKey(config.seed + 1), device),
@@ -57,21 +67,18 @@ def _train_step(state: CNNState, batch: Batch) -> tuple[CNNState, dict]:
     x, y = batch
     dropout_key = jax.random.fold_in(state.key, state.step)
 
-    def loss_fn(params):
+    def compute_loss(params):
         logits, updates = state.apply_fn({"params": params, "batch_stats": state.batch_stats}, x, train=True,
                                          mutable=["batch_stats"], rngs={"dropout": dropout_key})
-        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), updates["batch_stats"]
+        return loss_fn(logits, y), updates["batch_stats"]
 
-    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, batch_stats), grads = jax.value_and_grad(compute_loss, has_aux=True)(state.params)
     return state.apply_gradients(grads=grads).replace(batch_stats=batch_stats), {"loss": loss}
 
 
 train_step = jax.jit(_train_step)
-
-
-def _batch(x, y, i, batch_size: int) -> Batch:
-    return (jax.lax.dynamic_slice_in_dim(x, i * batch_size, batch_size),
-            jax.lax.dynamic_slice_in_dim(y, i * batch_size, batch_size))
+train_step.__doc__ = """One SGD step: ``(state, (x, y)) -> (state, {"loss": mean CE before the update})``, BatchNorm's
+statistics updated and the step's dropout key ``fold_in(state.key, state.step)``. Pure, jitted."""
 
 
 @partial(jax.jit, static_argnames=("batch_size",), donate_argnums=(0,))
@@ -119,8 +126,8 @@ def train_epoch(state: CNNState, data: Batch, batch_size: int = 64, log=print) -
 @partial(jax.jit, static_argnames=("batch_size",))
 def _eval_batches(params, batch_stats, x, y, batch_size: int):
     def metrics(xb, yb):
-        logits = CNN().apply({"params": params, "batch_stats": batch_stats}, xb, train=False)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean(), jnp.sum(jnp.argmax(logits, 1) == yb)
+        pred = CNN().apply({"params": params, "batch_stats": batch_stats}, xb, train=False)
+        return loss_fn(pred, yb), jnp.sum(jnp.argmax(pred, axis=1) == yb)
 
     n = x.shape[0]
     full = n // batch_size
@@ -142,21 +149,23 @@ def evaluate(state: CNNState, data: Batch, batch_size: int = 64) -> tuple[float,
     return int(correct) / x.shape[0], test_loss / len(losses)
 
 
-def predict(variables, images: np.ndarray, labels: np.ndarray, index: int = 0) -> tuple[str, str]:
-    logits = CNN().apply(variables, to_float(images[index : index + 1]), train=False)
-    return CLASSES[int(jnp.argmax(logits[0]))], CLASSES[int(labels[index])]
+def predict(state: CNNState, test_data: tuple[np.ndarray, np.ndarray], index: int = 0) -> tuple[str, str]:
+    """(predicted class name, actual class name) of ``test_data[index]`` (host images, labels), in eval mode."""
+    images, labels = test_data
+    pred = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats}, to_float(images[index : index + 1]),
+                          train=False)
+    return CLASSES[int(jnp.argmax(pred[0]))], CLASSES[int(labels[index])]
 
 
 def run(config: Config) -> dict:
-    """Train ``CNN`` for ``config.epochs`` epochs, save its variables, load them back, predict."""
+    """``train.run`` with ``CNN``: train, save its variables, load them back, predict; the same printed lines as torch."""
     out = print if config.verbose else (lambda *a, **k: None)
-    check_outputs(config)  # a bad save target fails before training, not after
     device = resolve_device(config.device)
+    check_outputs(config)
     out(f"Using {device.platform} device")
-    train_images, train_labels = load_fashion_mnist(config.data_dir, train=True)
-    test_images, test_labels = load_fashion_mnist(config.data_dir, train=False)
-    train_data = device_dataset(train_images, train_labels, device)
-    test_data = device_dataset(test_images, test_labels, device)
+    training_data = load_fashion_mnist(config.data_dir, train=True)
+    test_data = load_fashion_mnist(config.data_dir, train=False)
+    train_arrays, test_arrays = device_dataset(*training_data, device), device_dataset(*test_data, device)
 
     state = create_train_state(init_variables(jax.random.PRNGKey(config.seed)), config, device)
 
@@ -164,11 +173,11 @@ def run(config: Config) -> dict:
     for t in range(config.epochs):
         out(epoch_header(t + 1))
         start = time.perf_counter()
-        state, losses = train_epoch(state, train_data, config.batch_size, log=out)  # losses read = synced
+        state, losses = train_epoch(state, train_arrays, config.batch_size, log=out)  # losses read = synced
         history["epoch_s"].append(time.perf_counter() - start)
         check_finite(losses, t + 1)
         check_finite_params(flatten_dict({"params": state.params, "batch_stats": state.batch_stats}, sep="/"), t + 1)
-        accuracy, avg_loss = evaluate(state, test_data, config.batch_size)
+        accuracy, avg_loss = evaluate(state, test_arrays, config.batch_size)
         out(test_line(accuracy, avg_loss))
         if config.verbose:
             print(f"[epoch {t + 1}: {history['epoch_s'][-1]:.2f} s training]", file=sys.stderr)
@@ -177,14 +186,14 @@ def run(config: Config) -> dict:
         history["losses"].append(losses)
     out("Done!")
 
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
     if config.save:
-        checkpoint.save(variables, config.save)  # atomic, with a checksum, as the MLP's
+        checkpoint.save({"params": state.params, "batch_stats": state.batch_stats}, config.save)
         out(f"Saved JAX Model State to {config.save}")
         variables = checkpoint.load(config.save, init_variables(jax.random.PRNGKey(0)))
+        state = state.replace(params=variables["params"], batch_stats=variables["batch_stats"])
         out(f"Loaded JAX Model State from {config.save}")
-    predicted, actual = predict(variables, test_images, test_labels)
+    predicted, actual = predict(state, test_data)
     out(prediction_line(predicted, actual))
     history["prediction"] = (predicted, actual)
-    history["variables"] = variables
+    history["variables"] = {"params": state.params, "batch_stats": state.batch_stats}
     return history

@@ -1,7 +1,8 @@
-"""The quickstart with ``--model cnn``: ``train.run``'s loop around ``cnn.CNN``; ``jax_impl/cnn_train.py`` mirrors it.
+"""The quickstart with ``--model cnn``: ``train.run``'s loop around ``cnn.CNN``; mirrors ``jax_impl/cnn_train.py``.
 
-The loops are the tutorial's (``train.train_epoch``, ``train.evaluate``: model.train() / model.eval()
-switch BatchNorm and Dropout); only the model and its checkpoint differ.
+The loops are the tutorial's (``train.train_epoch``, ``train.evaluate``, ``train.predict``:
+``model.train()`` / ``model.eval()`` switch BatchNorm and Dropout, and the module keeps BatchNorm's
+running statistics and draws Dropout's masks itself); only the model and its checkpoint differ.
 """
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import sys
 import time
 
 import torch
-from torch import nn
 
 from common.report import (
     check_finite,
@@ -26,39 +26,44 @@ from .train import (
     Config,
     check_outputs,
     evaluate,
+    loss_fn,
     make_optimizer,
     predict,
     resolve_device,
     train_epoch,
 )
 
+__all__ = [
+    "evaluate",
+    "predict",
+    "run",
+    "train_epoch",
+]
+
 
 def run(config: Config) -> dict:
-    """Train ``CNN`` for ``config.epochs`` epochs, save its state_dict, load it back, predict."""
+    """``train.run`` with ``CNN``: train, save its state_dict, load it back, predict."""
     out = print if config.verbose else (lambda *a, **k: None)
-    check_outputs(config)  # a bad save target fails before training, not after
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
+    check_outputs(config)
     out(f"Using {device} device")
     training_data, test_data = get_datasets(config.data_dir, download=config.download)
     train_dataloader, test_dataloader = get_dataloaders(training_data, test_data, config.batch_size)
 
     torch.manual_seed(config.seed)
     model = CNN().to(device)
-    loss_fn = nn.CrossEntropyLoss()
     optimizer = make_optimizer(model, config.lr, config.momentum, config.weight_decay)
 
     history = {"accuracy": [], "avg_loss": [], "epoch_s": [], "losses": []}
     for t in range(config.epochs):
         out(epoch_header(t + 1))
         start = time.perf_counter()
-        losses = train_epoch(train_dataloader, model, loss_fn, optimizer, log=out)
+        losses = train_epoch(train_dataloader, model, loss_fn, optimizer, log=out)  # losses read = synced
+        history["epoch_s"].append(time.perf_counter() - start)
         check_finite(losses.tolist(), t + 1)
         check_finite_params({k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}, t + 1)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        history["epoch_s"].append(time.perf_counter() - start)
         accuracy, avg_loss = evaluate(test_dataloader, model, loss_fn)
         out(test_line(accuracy, avg_loss))
         if config.verbose:
@@ -69,7 +74,7 @@ def run(config: Config) -> dict:
     out("Done!")
 
     if config.save:
-        checkpoint.save(model, config.save)  # atomic, with a checksum, as the MLP's
+        checkpoint.save(model, config.save)
         out(f"Saved PyTorch Model State to {config.save}")
         model = checkpoint.load(config.save, CNN().to(device))
         out(f"Loaded PyTorch Model State from {config.save}")
