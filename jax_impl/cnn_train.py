@@ -4,7 +4,8 @@ The CNN carries state besides its params (BatchNorm's ``batch_stats``) and needs
 training (Dropout), so its step threads both: ``batch_stats`` come back from ``apply(...,
 mutable=["batch_stats"])``, and the dropout key of step ``n`` is ``fold_in(key, n)``. An epoch is
 the jitted step per batch (``train_epoch``); ``scan_epoch`` is the one-scan form of
-``train.train_epoch``, slower for convolutions on XLA:CPU.
+``train.train_epoch``, slower for convolutions on XLA:CPU. Evaluation and prediction are
+``train.evaluate`` and ``train.predict``, which apply ``batch_stats`` where the state has them.
 """
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ import numpy as np
 from flax.training import train_state
 from flax.traverse_util import flatten_dict
 
-from common.data import CLASSES
 from common.report import (
     check_finite,
     check_finite_params,
@@ -31,8 +31,18 @@ from common.report import (
 
 from . import checkpoint
 from .cnn import CNN, init_variables
-from .data import device_dataset, load_fashion_mnist, to_float
-from .train import Batch, Config, _batch, check_outputs, loss_fn, make_optimizer, resolve_device
+from .data import device_dataset, load_fashion_mnist
+from .train import (
+    Batch,
+    Config,
+    _batch,
+    check_outputs,
+    evaluate,
+    loss_fn,
+    make_optimizer,
+    predict,
+    resolve_device,
+)
 
 __all__ = [
     "CNNState",
@@ -121,40 +131,6 @@ def train_epoch(state: CNNState, data: Batch, batch_size: int = 64, log=print) -
         for line in loss_lines(losses, batch_size, n):
             log(line)
     return state, losses
-
-
-@partial(jax.jit, static_argnames=("batch_size",))
-def _eval_batches(params, batch_stats, x, y, batch_size: int):
-    def metrics(xb, yb):
-        pred = CNN().apply({"params": params, "batch_stats": batch_stats}, xb, train=False)
-        return loss_fn(pred, yb), jnp.sum(jnp.argmax(pred, axis=1) == yb)
-
-    n = x.shape[0]
-    full = n // batch_size
-    losses, correct = jax.lax.map(lambda i: metrics(*_batch(x, y, i, batch_size)), jnp.arange(full))
-    correct = jnp.sum(correct)
-    if n > full * batch_size:
-        tail_loss, tail_correct = metrics(x[full * batch_size:], y[full * batch_size:])
-        losses, correct = jnp.concatenate([losses, tail_loss[None]]), correct + tail_correct
-    return losses, correct
-
-
-def evaluate(state: CNNState, data: Batch, batch_size: int = 64) -> tuple[float, float]:
-    """The tutorial's test arithmetic (eval mode: running statistics, no dropout)."""
-    x, y = data
-    losses, correct = _eval_batches(state.params, state.batch_stats, x, y, batch_size)
-    test_loss = 0.0
-    for value in np.asarray(losses):
-        test_loss += float(value)
-    return int(correct) / x.shape[0], test_loss / len(losses)
-
-
-def predict(state: CNNState, test_data: tuple[np.ndarray, np.ndarray], index: int = 0) -> tuple[str, str]:
-    """(predicted class name, actual class name) of ``test_data[index]`` (host images, labels), in eval mode."""
-    images, labels = test_data
-    pred = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats}, to_float(images[index : index + 1]),
-                          train=False)
-    return CLASSES[int(jnp.argmax(pred[0]))], CLASSES[int(labels[index])]
 
 
 def run(config: Config) -> dict:

@@ -31,7 +31,7 @@ def layer_name(index: int) -> str:
 
 
 class NeuralNetwork(nn.Module):
-    """Flatten, ``Dense -> relu`` per hidden width, ``Dense(10)``.
+    """Flatten, then ``Dense -> relu`` per hidden width, then ``Dense(10)``.
 
     Parameters are named after torch's keys (``linear_relu_stack_0/kernel`` is
     ``linear_relu_stack.0.weight`` transposed). With ``capture_intermediates=True`` and

@@ -1,4 +1,7 @@
-"""Training and evaluation as pure compiled functions: one ``lax.scan`` per epoch, no Python per step."""
+"""The tutorial's training and test loops, and the whole quickstart as one importable function.
+
+The loops are pure compiled functions: one ``lax.scan`` per epoch, no Python per step.
+"""
 from __future__ import annotations
 
 import sys
@@ -57,7 +60,7 @@ Batch = tuple[jax.Array, jax.Array]  # (x float32 (B, 784), y int32 (B,))
 
 @dataclass
 class Config:
-    """The quickstart's settings; the same fields as ``reference_torch.train.Config`` (no ``threads``, ``download``)."""
+    """The quickstart's settings; ``reference_torch.train.Config`` has the same fields (and ``threads``, ``download``)."""
 
     epochs: int = 5
     batch_size: int = 64
@@ -92,7 +95,7 @@ def resolve_device(name: str) -> jax.Device:
 
 
 def make_optimizer(lr: float = 1e-3, momentum: float = 0.0, weight_decay: float = 0.0) -> optax.GradientTransformation:
-    """The optax twin of ``torch.optim.SGD(lr, momentum, weight_decay)`` (dampening 0, no Nesterov).
+    """``optax.sgd``, as ``torch.optim.SGD(lr, momentum, weight_decay)`` (dampening 0, no Nesterov).
 
     torch adds ``weight_decay * p`` to the gradient *before* the momentum buffer, and its buffer
     starts as the first gradient; ``add_decayed_weights`` first, then ``optax.sgd``'s trace
@@ -191,7 +194,7 @@ def _train_epoch(state: TrainState, x: jax.Array, y: jax.Array, batch_size: int,
 
 
 def train_epoch(state: TrainState, data: Batch, batch_size: int = 64, log=print) -> tuple[TrainState, np.ndarray]:
-    """One pass over ``data`` (device arrays) in file order, compiled as a single scan.
+    """One pass over ``data`` (the tutorial's ``train``), compiled as one scan; returns every step's loss.
 
     ``state`` is donated. Returns the new state and every step's loss (host float32, one read
     after the epoch, which also waits for the device). Unless ``log`` is None, the tutorial's
@@ -207,10 +210,15 @@ def train_epoch(state: TrainState, data: Batch, batch_size: int = 64, log=print)
     return state, losses
 
 
+def _variables(state: TrainState) -> dict:
+    """What ``state.apply_fn`` takes in eval mode: the params, and the CNN's ``batch_stats`` if it has them."""
+    return {"params": state.params, **({"batch_stats": state.batch_stats} if hasattr(state, "batch_stats") else {})}
+
+
 @partial(jax.jit, static_argnames=("batch_size",))
 def _eval_batches(state: TrainState, x: jax.Array, y: jax.Array, batch_size: int):
     def batch_metrics(xb, yb):
-        pred = state.apply_fn({"params": state.params}, xb)
+        pred = state.apply_fn(_variables(state), xb)
         return loss_fn(pred, yb), jnp.sum(jnp.argmax(pred, axis=1) == yb)
 
     n = x.shape[0]
@@ -227,7 +235,7 @@ def _eval_batches(state: TrainState, x: jax.Array, y: jax.Array, batch_size: int
 
 
 def evaluate(state: TrainState, data: Batch, batch_size: int = 64) -> tuple[float, float]:
-    """The tutorial's test arithmetic: (correct / size, mean of the per-batch mean losses).
+    """The tutorial's ``test`` arithmetic: (correct / size, mean of the per-batch mean losses).
 
     Batch losses are summed on the host in float64, one by one, as the tutorial's
     ``test_loss += loss.item()`` does.
@@ -241,9 +249,9 @@ def evaluate(state: TrainState, data: Batch, batch_size: int = 64) -> tuple[floa
 
 
 def predict(state: TrainState, test_data: tuple[np.ndarray, np.ndarray], index: int = 0) -> tuple[str, str]:
-    """(predicted class name, actual class name) of ``test_data[index]`` (host images, labels)."""
+    """The tutorial's final prediction: (predicted class name, actual class name) of ``test_data[index]``."""
     images, labels = test_data
-    pred = state.apply_fn({"params": state.params}, to_float(images[index : index + 1]))
+    pred = state.apply_fn(_variables(state), to_float(images[index : index + 1]))
     return CLASSES[int(jnp.argmax(pred[0]))], CLASSES[int(labels[index])]
 
 
@@ -259,10 +267,11 @@ def check_outputs(config: Config) -> None:
 
 
 def run(config: Config) -> dict:
-    """The whole quickstart in JAX: train, save, load back, predict; the same printed lines as torch.
+    """The whole quickstart: train ``config.epochs`` epochs, save, load back, predict.
 
     With ``checkpoint_dir`` a resumable checkpoint is written after every epoch, and ``resume``
     continues from the latest one; ``load`` evaluates a saved model instead of training.
+    Prints the tutorial's lines on stdout (epoch times on stderr) and returns what it measured.
     """
     out = print if config.verbose else (lambda *a, **k: None)
     device = resolve_device(config.device)
@@ -314,7 +323,8 @@ def run(config: Config) -> dict:
     if config.save and not config.load:
         checkpoint.save(state.params, config.save)
         out(f"Saved JAX Model State to {config.save}")
-        state = state.replace(params=checkpoint.load(config.save, init_params(jax.random.PRNGKey(0), config.hidden, config.model)))
+        params = init_params(jax.random.PRNGKey(0), config.hidden, config.model)
+        state = state.replace(params=checkpoint.load(config.save, params))
         out(f"Loaded JAX Model State from {config.save}")
     predicted, actual = predict(state, test_data)
     out(prediction_line(predicted, actual))

@@ -92,11 +92,11 @@ loss_fn = nn.CrossEntropyLoss()  # mean cross-entropy over the batch, ``loss_fn(
 
 
 def train_epoch(dataloader, model, loss_fn, optimizer, log=print) -> torch.Tensor:
-    """One pass over ``dataloader`` (the tutorial's ``train``); returns every step's loss (CPU, float).
+    """One pass over ``dataloader`` (the tutorial's ``train``), in Python; returns every step's loss.
 
-    Losses are gathered on the device and read once at the end (which also waits for the device),
-    so the only other host syncs are the tutorial's own ``loss.item()`` every 100 batches.
-    ``log=None`` keeps it silent.
+    Losses (CPU float) are gathered on the device and read once at the end (which also waits for
+    the device), so the only other host syncs are the tutorial's own ``loss.item()`` every 100
+    batches. ``log=None`` keeps it silent.
     """
     size = len(dataloader.dataset)
     param = next(model.parameters())

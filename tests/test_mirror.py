@@ -9,7 +9,7 @@ import inspect
 
 import pytest
 
-PAIRS = ["train", "model", "checkpoint", "data", "__main__"]
+PAIRS = ["train", "model", "checkpoint", "data", "__main__", "cnn", "cnn_train", "distributed"]
 # TODO(basics pairs, another engineer): "basics.autograd", "basics.datasets", "basics.layers",
 # "basics.save_load", "basics.tensors", "basics.transforms" join PAIRS once their names match.
 
@@ -31,6 +31,18 @@ ONE_SIDE_ONLY = {
         "to_float": "ToTensor's scaling done by hand; torchvision's transform does it",
         "device_dataset": "the split placed on the device once; torch's DataLoader moves batches",
         "load_fashion_mnist": "one split as numpy; torchvision's datasets.FashionMNIST",
+    },
+    ("jax_impl", "cnn"): {
+        "BatchNorm": "torch's BatchNorm2d: Flax's nn.BatchNorm has another momentum and a biased running variance",
+        "PAD1": "torch's padding=1 spelled as Flax's explicit padding ('SAME' pads differently at stride 2)",
+        "conv_init": "torch's nn.Conv2d draws this itself",
+        "init_variables": "Flax variables are created apart from the module; torch's in the constructor",
+    },
+    ("jax_impl", "cnn_train"): {
+        "CNNState": "the TrainState plus batch_stats and the dropout key; torch's module holds both",
+        "create_train_state": "builds that CNNState; torch's make_optimizer binds to the model's parameters",
+        "train_step": "the jitted pure step threading batch_stats and dropout keys; torch reuses train.train_epoch",
+        "scan_epoch": "the one-scan epoch, slower for convolutions on XLA:CPU (jax-ml/jax#12868); torch has one loop",
     },
     ("reference_torch", "data"): {
         "get_datasets": "torchvision's datasets; jax_impl reads the IDX files with numpy",
@@ -58,7 +70,8 @@ def test_every_public_name_has_its_twin(pair):
     assert not missing_in_torch, f"jax_impl.{pair} has {sorted(missing_in_torch)}, reference_torch.{pair} does not"
     for name in sorted(t & j):  # the same functions take the same argument names where frameworks agree
         a, b = getattr(torch_mod, name), getattr(jax_mod, name)
-        if inspect.isfunction(a) and inspect.isfunction(b) and name in ("build_model", "resolve_device", "check_outputs", "run", "main"):
+        same_args = ("build_model", "resolve_device", "check_outputs", "run", "main")
+        if inspect.isfunction(a) and inspect.isfunction(b) and name in same_args:
             assert list(inspect.signature(a).parameters) == list(inspect.signature(b).parameters), name
 
 
