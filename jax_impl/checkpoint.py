@@ -39,7 +39,8 @@ SUFFIX = ".msgpack"
 def _numpy(tree, source: str) -> dict[str, object]:
     """``flatten(tree)`` with every array as a numpy array on the host."""
     del source  # (torch's twin names the file when a dtype has no numpy equivalent; every JAX dtype has one)
-    return {k: np.asarray(v) if isinstance(v, jax.Array) else v for k, v in flatten(serialization.to_state_dict(tree)).items()}
+    flat = flatten(serialization.to_state_dict(tree))
+    return {k: np.asarray(v) if isinstance(v, jax.Array) else v for k, v in flat.items()}
 
 
 def _msgpack_load(path: str | os.PathLike):
@@ -76,7 +77,8 @@ def load(path: str | os.PathLike, params):
     return serialization.from_state_dict(params, restored)
 
 
-def save_resume(path: str | os.PathLike, state: TrainState, rng: jax.Array, epoch: int, config: Mapping[str, object]) -> None:
+def save_resume(path: str | os.PathLike, state: TrainState, rng: jax.Array,
+                epoch: int, config: Mapping[str, object]) -> None:
     """Everything a run needs to go on after ``epoch`` epochs: params, the optimizer's state
     (momentum traces), epoch, step, the PRNG key and the config, with a sha256 of it all."""
     payload = {

@@ -39,8 +39,28 @@ from common.data import find_files, read_split, to_float
 from common.shards import check_divisible, epoch_shards
 
 from .basics.distributed import weighted_loss
-from .model import NeuralNetwork
+from .model import NeuralNetwork, init_params
 from .train import TrainState, create_train_state, evaluate, make_optimizer
+
+__all__ = [
+    "AXIS",
+    "FORMS",
+    "Config",
+    "available_devices",
+    "check_config",
+    "epoch_groups",
+    "load_train",
+    "main",
+    "make_mesh",
+    "make_shard_map_step",
+    "make_sharded_step",
+    "make_step",
+    "replica_mismatches",
+    "replicate",
+    "shards_seen",
+    "test_metrics",
+    "train",
+]
 
 AXIS = "data"
 FORMS = ("sharded", "shard_map")
@@ -135,6 +155,7 @@ def make_shard_map_step(mesh: Mesh, grad_reduce: str = "mean", check_vma: bool =
 
 
 def make_step(cfg: Config, mesh: Mesh):
+    """The step ``cfg.form`` names, with ``cfg.grad_reduce``'s reduction."""
     if cfg.form == "sharded":
         return make_sharded_step(float(cfg.devices) if cfg.grad_reduce == "sum" else 1.0)
     return make_shard_map_step(mesh, cfg.grad_reduce)
@@ -171,7 +192,7 @@ def replicate(params, mesh: Mesh, per_device: list | None = None):
         return jax.device_put(params, sharding)
     devs = list(mesh.devices.flat)
     return jax.tree.map(lambda *leaves: jax.make_array_from_single_device_arrays(
-        leaves[0].shape, sharding, [jax.device_put(leaf, d) for leaf, d in zip(leaves, devs)]), *per_device)
+        leaves[0].shape, sharding, [jax.device_put(leaf, d) for leaf, d in zip(leaves, devs, strict=True)]), *per_device)
 
 
 def replica_mismatches(tree) -> list[str]:
@@ -200,8 +221,8 @@ def train(cfg: Config, params, x_np: np.ndarray, y_np: np.ndarray) -> dict:
     params = jax.tree.map(lambda p: np.asarray(p, dtype), params)
     per_device = None
     if cfg.seed_per_rank:
-        from .model import init_params
-        per_device = [params] + [jax.tree.map(lambda p: np.asarray(p, dtype), init_params(jax.random.PRNGKey(cfg.seed + d), cfg.hidden))
+        per_device = [params] + [jax.tree.map(lambda p: np.asarray(p, dtype),
+                                              init_params(jax.random.PRNGKey(cfg.seed + d), cfg.hidden))
                                  for d in range(1, cfg.devices)]
     replicated = NamedSharding(mesh, P())
     state = TrainState.create(apply_fn=NeuralNetwork(tuple(cfg.hidden)).apply, params=replicate(params, mesh, per_device),
@@ -235,8 +256,9 @@ def train(cfg: Config, params, x_np: np.ndarray, y_np: np.ndarray) -> dict:
         epoch_s.append(time.perf_counter() - start)
         snapshots.append(jax.tree.map(lambda leaf: np.asarray(leaf.addressable_shards[0].data), state.params))
     seen = [[s for p in placed for s in shards_seen(p[3], mesh)[d]] for d in range(cfg.devices)]
-    return {"losses": np.concatenate(losses), "params": snapshots[-1], "epochs": snapshots, "epoch_s": epoch_s, "init_mismatch": init_mismatch,
-            "final_mismatch": replica_mismatches(state.params), "shards": seen, "collectives": collectives}
+    return {"losses": np.concatenate(losses), "params": snapshots[-1], "epochs": snapshots, "epoch_s": epoch_s,
+            "init_mismatch": init_mismatch, "final_mismatch": replica_mismatches(state.params), "shards": seen,
+            "collectives": collectives}
 
 
 def test_metrics(params, cfg: Config) -> tuple[float, float]:
@@ -281,7 +303,7 @@ def main(argv=None) -> int:
     try:
         for n, cfg in enumerate(cfgs):
             key = (cfg.data_dir, cfg.samples)
-            if key not in data:
+            if key not in data:  # loaded once for every config that trains on it
                 data[key] = load_train(cfg.data_dir, cfg.samples)
             result = train(cfg, params, *data[key])
             acc, avg = test_metrics(result["params"], cfg)
@@ -291,7 +313,8 @@ def main(argv=None) -> int:
                      **{f"shard{d}_count": np.array([len(x) for x in s]) for d, s in enumerate(result["shards"])})
             (out / f"run{n}.json").write_text(json.dumps({
                 "accuracy": acc, "avg_loss": avg, "init_mismatch": result["init_mismatch"],
-                "final_mismatch": result["final_mismatch"], "collectives": result["collectives"], "epoch_s": result["epoch_s"],
+                "final_mismatch": result["final_mismatch"], "collectives": result["collectives"],
+                "epoch_s": result["epoch_s"],
                 "devices": [str(d) for d in make_mesh(cfg.devices, cfg.device).devices.flat], "config": asdict(cfg)}))
     except (DeviceError, ValueError) as e:
         print(f"{p.prog}: error: {' '.join(str(e).split())}", file=sys.stderr)

@@ -131,7 +131,8 @@ def load_resume(path: str | os.PathLike, model: torch.nn.Module, optimizer: torc
     want["rng"] = torch.get_rng_state().numpy()
     got = {k: v for k, v in flat.items() if k.startswith(("model/", "optimizer/state/")) or k == "rng"}
     check_tree(got, want, source, what="entry")
-    model.load_state_dict({k[len("model/"):]: torch.from_numpy(np.array(v)) for k, v in got.items() if k.startswith("model/")})
+    model.load_state_dict({k.removeprefix("model/"): torch.from_numpy(np.array(v)) for k, v in got.items()
+                           if k.startswith("model/")})
     optimizer.load_state_dict({"state": optimizer_state, "param_groups": optimizer.state_dict()["param_groups"]})
     torch.set_rng_state(torch.from_numpy(np.array(got["rng"])))
     return epoch, step

@@ -34,6 +34,19 @@ from .basics.distributed import train_step
 from .model import NeuralNetwork
 from .train import make_optimizer
 
+__all__ = [
+    "Config",
+    "DistributedError",
+    "allreduce_sum_hook",
+    "available_devices",
+    "check_config",
+    "free_port",
+    "load_train",
+    "run",
+    "run_many",
+    "train",
+]
+
 
 class DistributedError(RuntimeError):
     """A rank failed, died or timed out; the message names it."""
@@ -41,7 +54,7 @@ class DistributedError(RuntimeError):
 
 @dataclass
 class Config:
-    """Data-parallel settings; ``jax_impl.distributed.Config`` has the same fields."""
+    """Data-parallel settings; ``jax_impl.distributed.Config`` has the same fields (and ``form``)."""
 
     devices: int = 2
     epochs: int = 1
@@ -84,6 +97,7 @@ def check_config(cfg: Config) -> None:
 
 
 def free_port() -> int:
+    """A free TCP port on localhost for the ranks' rendezvous."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -102,15 +116,12 @@ def allreduce_sum_hook(state, bucket):  # no annotations: DDP compares them with
     return dist.all_reduce(bucket.buffer(), async_op=True).get_future().then(lambda fut: fut.value()[0])
 
 
-def _train_one(rank: int, cfg: Config, device: torch.device, data: dict, out_path: Path) -> None:
-    """One DDP training run on this rank (inside an initialised process group); writes ``out_path``."""
+def train(rank: int, cfg: Config, device: torch.device, x: torch.Tensor, y: torch.Tensor) -> dict:
+    """Train ``cfg.epochs`` epochs on this rank (inside an initialised process group); returns per-step
+    losses, this rank's initial weights and its weights after each epoch, the epoch times and the
+    shards this rank held in the first epoch."""
     cuda = device.type == "cuda"
     dtype = getattr(torch, cfg.dtype)
-    key = (cfg.data_dir, cfg.samples, cfg.dtype)
-    if key not in data:  # the ranks load the data themselves (nothing large is pickled to them)
-        x_np, y_np = load_train(cfg.data_dir, cfg.samples)
-        data[key] = (torch.from_numpy(x_np).to(device, dtype), torch.from_numpy(y_np).to(device))
-    x, y = data[key]
     torch.manual_seed(cfg.seed + (rank if cfg.seed_per_rank else 0))
     model = NeuralNetwork(cfg.hidden).to(device, dtype)
     # init_sync (the default) broadcasts rank 0's weights; the seed control turns it off to show the bug.
@@ -120,7 +131,7 @@ def _train_one(rank: int, cfg: Config, device: torch.device, data: dict, out_pat
     init = {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
     optimizer = make_optimizer(ddp, cfg.lr)
     steps = epoch_shards(len(x), cfg.batch_size, cfg.devices, cfg.split)
-    losses, seen, snapshots, epoch_s = [], [], {}, []
+    losses, seen, snapshots, epoch_s = [], [], [], []  # snapshots: this rank's weights after each epoch
     ddp.train()
     for epoch in range(cfg.epochs):
         dist.barrier()  # every rank starts the clock together
@@ -140,13 +151,13 @@ def _train_one(rank: int, cfg: Config, device: torch.device, data: dict, out_pat
             torch.cuda.synchronize(device)
         dist.barrier()
         epoch_s.append(time.perf_counter() - start)
-        snapshots.update({f"epoch{epoch}/{k}": v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()})
-    out = {f"init/{k}": v for k, v in init.items()}
-    np.savez(out_path, losses=torch.stack(losses).double().cpu().numpy(), epoch_s=np.array(epoch_s),
-             seen=np.concatenate(seen), seen_count=np.array([len(s) for s in seen]), **out, **snapshots)
+        snapshots.append({k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()})
+    return {"losses": torch.stack(losses).double().cpu().numpy(), "epochs": snapshots, "init": init,
+            "epoch_s": epoch_s, "shards": seen}
 
 
 def _worker(rank: int, cfgs: list[Config], port: int, out_dir: str) -> None:
+    """One rank of ``run_many``: trains every config of ``cfgs`` and writes ``run<n>_rank<rank>.npz``."""
     first = cfgs[0]
     cuda = first.device == "cuda"
     device = torch.device("cuda", rank) if cuda else torch.device("cpu")
@@ -159,7 +170,15 @@ def _worker(rank: int, cfgs: list[Config], port: int, out_dir: str) -> None:
     try:
         data: dict = {}
         for n, cfg in enumerate(cfgs):
-            _train_one(rank, cfg, device, data, Path(out_dir) / f"run{n}_rank{rank}.npz")
+            key = (cfg.data_dir, cfg.samples, cfg.dtype)
+            if key not in data:  # the ranks load the data themselves (nothing large is pickled to them)
+                x_np, y_np = load_train(cfg.data_dir, cfg.samples)
+                data[key] = (torch.from_numpy(x_np).to(device, getattr(torch, cfg.dtype)), torch.from_numpy(y_np).to(device))
+            result = train(rank, cfg, device, *data[key])
+            snaps = {f"epoch{e}/{k}": v for e, p in enumerate(result["epochs"]) for k, v in p.items()}
+            np.savez(Path(out_dir) / f"run{n}_rank{rank}.npz", losses=result["losses"], **snaps,
+                     seen=np.concatenate(result["shards"]), seen_count=np.array([len(s) for s in result["shards"]]),
+                     epoch_s=np.array(result["epoch_s"]), **{f"init/{k}": v for k, v in result["init"].items()})
     finally:
         dist.destroy_process_group()
 
@@ -192,10 +211,12 @@ def run_many(cfgs: list[Config]) -> list[dict]:
             while not ctx.join():  # returns when all ranks are done; raises (and stops the rest) when one fails
                 pass
         except mp.ProcessExitedException as e:
-            how = f"was killed by {signal.Signals(-e.exit_code).name}" if e.exit_code < 0 else f"exited with code {e.exit_code}"
+            how = (f"was killed by {signal.Signals(-e.exit_code).name}" if e.exit_code < 0
+                   else f"exited with code {e.exit_code}")
             raise DistributedError(f"DDP rank {e.error_index} {how}; the other ranks were stopped") from None
         except mp.ProcessRaisedException as e:
-            raise DistributedError(f"DDP rank {e.error_index} failed: {_one_line(str(e))}; the other ranks were stopped") from None
+            raise DistributedError(f"DDP rank {e.error_index} failed: {_one_line(str(e))}; "
+                                   "the other ranks were stopped") from None
         results = []
         for n, cfg in enumerate(cfgs):
             ranks = []
