@@ -9,7 +9,7 @@ batch-64 step approaches it, and comparing an FP32 row with the TF32 peak is mea
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -65,7 +65,7 @@ def torch_probe(gemms: list[tuple[int, int, int]], reps: int, kind: str) -> Call
     outs = [torch.empty(a.shape[0], b.shape[1], device=device) for a, b in mats]
 
     def once():
-        for (a, b), c in zip(mats, outs):
+        for (a, b), c in zip(mats, outs, strict=True):
             torch.mm(a, b, out=c)
 
     if kind != "cuda":

@@ -142,7 +142,7 @@ def charts(out: dict, stem: Path) -> list[str]:
     y = list(range(len(rows)))
     colors = [COLORS[r["framework"]] for r in rows]
     med = [r["epoch"]["median"] for r in rows]
-    err = [[m - r["epoch"]["min"] for m, r in zip(med, rows)], [r["epoch"]["max"] - m for m, r in zip(med, rows)]]
+    err = [[m - r["epoch"]["min"] for m, r in zip(med, rows, strict=True)], [r["epoch"]["max"] - m for m, r in zip(med, rows, strict=True)]]
     ax_t.barh(y, med, xerr=err, color=colors, capsize=3, ecolor="black")
     for i, r in enumerate(rows):
         ax_t.text(r["epoch"]["max"], i, f"  {r['epoch']['median']:.2f} s", va="center", fontsize=8)
@@ -152,10 +152,10 @@ def charts(out: dict, stem: Path) -> list[str]:
     ax_t.invert_yaxis()
 
     share = [100 * r["of_limit"]["median"] for r in rows]
-    s_err = [[s - 100 * r["of_limit"]["min"] for s, r in zip(share, rows)],
-             [100 * r["of_limit"]["max"] - s for s, r in zip(share, rows)]]
+    s_err = [[s - 100 * r["of_limit"]["min"] for s, r in zip(share, rows, strict=True)],
+             [100 * r["of_limit"]["max"] - s for s, r in zip(share, rows, strict=True)]]
     bars = ax_l.barh(y, share, xerr=s_err, color=colors, capsize=3, ecolor="black")
-    for bar, r in zip(bars, rows):
+    for bar, r in zip(bars, rows, strict=True):
         if r["of_limit"]["over_limit"] or r["of_limit"]["noisy"]:
             bar.set_hatch("//")
             bar.set_alpha(0.5)
@@ -193,7 +193,7 @@ def charts(out: dict, stem: Path) -> list[str]:
                     continue
                 xs = [p[0] for p in pts]
                 ms = [p[1]["median"] for p in pts]
-                ax.errorbar(xs, ms, yerr=[[m - p[1]["min"] for m, p in zip(ms, pts)], [p[1]["max"] - m for m, p in zip(ms, pts)]],
+                ax.errorbar(xs, ms, yerr=[[m - p[1]["min"] for m, p in zip(ms, pts, strict=True)], [p[1]["max"] - m for m, p in zip(ms, pts, strict=True)]],
                             fmt="-o" if kind == "cpu" else "--s", color=COLORS[fw], capsize=3, label=f"{name} ({kind})")
                 ax.set_xticks(xs, [str(x) for x in xs])
             ax.set_xscale("log", base=2)
@@ -278,7 +278,7 @@ def rewrite_readme(readme: Path, results: Path = RESULTS) -> list[str]:
             continue
         rel = path.relative_to(readme.resolve().parent) if path.is_relative_to(readme.resolve().parent) else path
         block = section(json.loads(path.read_text()), kind, str(rel))
-        text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: f"{begin}\n{block}\n{end}", text, flags=re.S)
+        text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _, begin=begin, block=block, end=end: f"{begin}\n{block}\n{end}", text, flags=re.S)
         done.append(kind)
     readme.write_text(text)
     return done

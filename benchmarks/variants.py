@@ -7,8 +7,8 @@ before it returns, so a clock read after it measures finished work.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import jax
 import numpy as np

@@ -283,7 +283,9 @@ def torch_to_flax(state_dict: Mapping[str, object]) -> dict:
         if not m:
             raise WeightsError(f"unknown state_dict key {k!r} (expected linear_relu_stack.<i>.weight|bias)")
         found.setdefault(int(m.group(1)), {})[m.group(2)] = tuple(np.shape(v))
-    torch_key = lambda i, part: f"linear_relu_stack.{i}.{part}"
+    def torch_key(i, part):
+        return f"linear_relu_stack.{i}.{part}"
+
     for i, parts in found.items():
         for part in ("weight", "bias"):
             if part not in parts:
@@ -307,7 +309,9 @@ def flax_to_torch_numpy(params: Mapping[str, Mapping[str, object]]) -> OrderedDi
             if part not in layer:
                 raise WeightsError(f"missing params entry {name}/{part}")
         found[int(m.group(1))] = {"kernel": np.shape(layer["kernel"]), "bias": tuple(np.shape(layer["bias"]))}
-    flax_key = lambda i, part: f"linear_relu_stack_{i}/{'kernel' if part == 'weight' else 'bias'}"
+    def flax_key(i, part):
+        return f"linear_relu_stack_{i}/{'kernel' if part == 'weight' else 'bias'}"
+
     for i, p in found.items():
         if len(p["kernel"]) != 2:
             raise WeightsError(f"{flax_key(i, 'weight')} has shape {tuple(p['kernel'])}, expected a matrix")

@@ -44,7 +44,7 @@ def number_lines(rows: list[tuple], labels: list[str]) -> list[str]:
     width = max(len(label) for label in labels) + 1
     lines = []
     for what, *values in rows:
-        lines += [what.replace("`", "")] + [f"  {label + ':':{width}} {plain(v)}" for label, v in zip(labels, values)]
+        lines += [what.replace("`", "")] + [f"  {label + ':':{width}} {plain(v)}" for label, v in zip(labels, values, strict=True)]
     return lines
 
 

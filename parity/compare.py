@@ -11,8 +11,8 @@ numbers, and an inf or NaN there means a run diverged, not that two runs agree.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 

@@ -140,7 +140,7 @@ def run_forms(cfg: DistConfig, runs: list[Run]) -> dict[str, dict[str, dict]]:
         try:
             ddp_runs = [r for r in runs if "ddp" in r.forms]
             if ddp_runs:
-                for run, res in zip(ddp_runs, tdist.run_many([_side_config(tdist.Config, cfg, r) for r in ddp_runs])):
+                for run, res in zip(ddp_runs, tdist.run_many([_side_config(tdist.Config, cfg, r) for r in ddp_runs]), strict=True):
                     res["rank_epochs"] = res["epochs"]  # [rank][epoch]
                     res["epochs"] = res["epochs"][0]  # rank 0's copy
                     results[run.name]["ddp"] = res
@@ -159,7 +159,7 @@ def run_forms(cfg: DistConfig, runs: list[Run]) -> dict[str, dict[str, dict]]:
                 if proc.poll() is None:
                     proc.kill()
     for run in runs:
-        for form, res in results[run.name].items():
+        for res in results[run.name].values():
             metrics = [H.torch_evaluate(H.torch_model(sd, getattr(torch, run.dtype)), test, cfg.batch_size) for sd in res["epochs"]]
             res["test"] = metrics
     return results
@@ -318,7 +318,7 @@ def plot(r32: dict, cmp: dict, path: Path, title: str) -> Path:
     import matplotlib.pyplot as plt
 
     fig, (ax, ax2) = plt.subplots(2, 1, figsize=(10, 8), sharex=True)
-    for form, style in zip(FORMS, ("-", "--", ":", "-.")):
+    for form, style in zip(FORMS, ("-", "--", ":", "-."), strict=True):
         losses = r32[form]["losses"]
         ax.plot(np.arange(1, len(losses) + 1), losses, lw=0.8, ls=style, label=LABELS[form])
     ax.set_ylabel("training loss")

@@ -20,9 +20,9 @@ from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, SequentialSampler, TensorDataset
 
 from common.data import to_float
+from jax_impl import model as jmodel
 from jax_impl import train as jtrain
 from jax_impl.data import load_fashion_mnist
-from jax_impl import model as jmodel
 from reference_torch import train as ttrain
 from reference_torch.model import NeuralNetwork
 

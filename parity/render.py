@@ -98,7 +98,7 @@ def _code(source: str) -> str:
     # one block per line, its wrapped remainder indented 4 columns past the line's own indent (a hanging
     # indent), so a long line wrapped on a narrow column still reads as one line of Python
     return "".join(f'<span class="ln" style="--i:{len(r) - len(r.lstrip(" "))}">{h or " "}</span>'
-                   for h, r in zip(lines, raw))
+                   for h, r in zip(lines, raw, strict=True))
 
 
 def _css() -> str:
@@ -242,7 +242,7 @@ def render_notebooks(built: list[Built]) -> dict:
         cells += [new_code_cell(f"%%run_in {module}\n{_preamble(module)}") for _, module in b.sides]
         for name, sources in b.pairs:
             cells.append(new_markdown_cell(f"### `{name}`"))
-            for (label, module), src in zip(b.sides, sources):
+            for (label, module), src in zip(b.sides, sources, strict=True):
                 cells.append(new_code_cell(_in_module(module, name, src)) if src
                              else new_markdown_cell(f"**{label}**: {NO_COUNTERPART}"))
         cells.append(new_markdown_cell(f"## {numbers_title(len(b.sides))}"))

@@ -163,7 +163,7 @@ def test_checkpointing_same_gradients_fewer_saved_tensors():
     ws, h = checkpoint_inputs()
     t, j = tf.checkpointed(ws, h), jf.checkpointed(ws, h)
     for side in (t, j):
-        for a, b in zip(side["checkpoint"]["grads"], side["plain"]["grads"]):
+        for a, b in zip(side["checkpoint"]["grads"], side["plain"]["grads"], strict=True):
             np.testing.assert_array_equal(a, b)  # recomputation is the same arithmetic
         # Measured saving: the plain run keeps every segment's inner activations, checkpointing only
         # each segment's input; four (1024, 256) float32 segments, so at least 8 such tensors (8 MiB) fewer.
@@ -171,7 +171,7 @@ def test_checkpointing_same_gradients_fewer_saved_tensors():
         assert side["plain"]["saved_bytes"] - side["checkpoint"]["saved_bytes"] >= 8 * 1024 * 256 * 4
     assert t["checkpoint"]["saved_bytes"] == j["checkpoint"]["saved_bytes"]  # the same residuals, both sides
     assert j["plain"]["compiled_temp_bytes"] > 0 and j["checkpoint"]["compiled_temp_bytes"] > 0
-    for a, b in zip(t["plain"]["grads"], j["plain"]["grads"]):
+    for a, b in zip(t["plain"]["grads"], j["plain"]["grads"], strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-4)  # |g| up to ~34, summed over 1,024 rows
 
 

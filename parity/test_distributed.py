@@ -100,7 +100,7 @@ def test_each_replica_sees_a_different_shard_of_every_batch(sized):
         shards = runs["f32"][form]["shards"]
         assert PD.shard_problems(shards, samples, 64) == [], form
         assert [len(s) for s in (shards[0][-1], shards[1][-1])] == [16, 16]  # the last batch of 32, split
-        assert all(set(a.tolist()).isdisjoint(b.tolist()) and len(a) and len(b) for a, b in zip(*shards))
+        assert all(set(a.tolist()).isdisjoint(b.tolist()) and len(a) and len(b) for a, b in zip(*shards, strict=True))
 
 
 def test_initial_weights_identical_across_ranks(sized, init_sd):

@@ -76,7 +76,7 @@ def kink_rows(state_dict, x) -> dict[str, np.ndarray]:
     gradient row by 6.7e-5 in torch, not in JAX). Those rows are excluded, and counted.
     """
     rows = {}
-    for layer, z in zip((0, 2), H.relu_preactivations(state_dict, x)):
+    for layer, z in zip((0, 2), H.relu_preactivations(state_dict, x), strict=True):
         near = np.flatnonzero((np.abs(z) < KINK).any(axis=0))
         rows[f"linear_relu_stack.{layer}.weight"] = near
         rows[f"linear_relu_stack.{layer}.bias"] = near

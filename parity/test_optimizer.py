@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from parity import harness as H
-
 from parity.tolerances import F64_ATOL, SAME_SIZE
 
 STEPS = 200

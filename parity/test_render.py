@@ -148,7 +148,7 @@ def test_notebook_runs_and_prints_the_guides_numbers(chapter, data_dir):
     labels = [label for label, _ in chapter.sides]
     expected = parse_numbers("\n".join(number_lines(chapter.numbers(data_dir), labels)))
     assert [row[0] for row in printed] == [row[0] for row in expected]
-    for got, want in zip(printed, expected):
+    for got, want in zip(printed, expected, strict=True):
         assert got == want, f"{want[0]}: the notebook printed {got[1]}, the guide has {want[1]}"
 
 

@@ -18,8 +18,8 @@ def main(argv=None) -> int:
         p.error("--model cnn: --checkpoint-dir, --resume, --load and --limit-train are for the MLP only (not built yet for the CNN)")
     # torch is imported only once the flags are valid: a bad flag is refused in a second, not after
     # torch's import (tests/test_cli_validation.py runs every bad flag as a subprocess).
-    from .checkpoint import CheckpointError
     from . import cnn_train
+    from .checkpoint import CheckpointError
     from .train import Config, DeviceError, run
 
     config = Config(**vars(args))

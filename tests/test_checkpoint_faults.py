@@ -63,10 +63,10 @@ def test_sigkill_during_write_keeps_previous_and_next_write_cleans_up(tmp_path, 
         child.send_signal(signal.SIGKILL)
         child.wait()
     assert child.returncode == -signal.SIGKILL
-    assert all(np.array_equal(a, b) for a, b in zip(load(), before))  # the previous checkpoint, whole
+    assert all(np.array_equal(a, b) for a, b in zip(load(), before, strict=True))  # the previous checkpoint, whole
     assert len([p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]) == 1  # the dead writer's leftover
     load, after = side(path, 1)  # the next successful write
-    assert all(np.array_equal(a, b) for a, b in zip(load(), after))
+    assert all(np.array_equal(a, b) for a, b in zip(load(), after, strict=True))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.ckpt"]
 
 

@@ -130,7 +130,9 @@ def _assert_refused_or_exact(load, path, original):
     except CheckpointError as e:
         assert str(path) in str(e), str(e)
         return
-    key = lambda vs: sorted((v.shape, v.tobytes()) for v in vs)
+    def key(vs):
+        return sorted((v.shape, v.tobytes()) for v in vs)
+
     assert key(values) == key(original), "a corrupt file loaded other values"
 
 

@@ -68,7 +68,7 @@ def test_scan_epoch_equals_python_loop_including_partial_batch():
     assert scan_losses.shape == (22,)
     # The scan body and the standalone step are the same XLA computation per batch.
     np.testing.assert_array_equal(scan_losses, np.asarray(loop_losses, np.float32))
-    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(scan_state.params), jax.tree_util.tree_leaves(state.params)):
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(scan_state.params), jax.tree_util.tree_leaves(state.params), strict=True):
         np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
 
 
@@ -115,7 +115,7 @@ def test_checkpoint_round_trip_bit_exact(tmp_path):
     path = tmp_path / "m.msgpack"
     checkpoint.save(params, path)
     loaded = checkpoint.load(path, init_params(jax.random.PRNGKey(0)))
-    for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(loaded)):
+    for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(loaded), strict=True):
         assert np.array_equal(a, b) and np.asarray(b).dtype == np.float32
     assert not list(tmp_path.glob(".*tmp"))
 

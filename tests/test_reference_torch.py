@@ -55,7 +55,7 @@ def test_one_epoch_real_data(data_dir, tmp_path):
     m = ONE_EPOCH.match(proc.stdout)
     assert m, proc.stdout
     lines = proc.stdout.splitlines()
-    assert [int(re.search(r"\[ *(\d+)/", l).group(1)) for l in lines if l.startswith("loss:")] == [
+    assert [int(re.search(r"\[ *(\d+)/", line).group(1)) for line in lines if line.startswith("loss:")] == [
         64 + 6400 * i for i in range(10)]
     assert 45.0 <= float(m["acc"]) <= 60.0, m["acc"]  # the tutorial: 45-60 % after one epoch
     assert 2.0 < float(m["loss"]) < 2.3
