@@ -9,6 +9,7 @@ batch-64 step approaches it, and comparing an FP32 row with the TF32 peak is mea
 """
 from __future__ import annotations
 
+import platform
 from collections.abc import Callable
 
 import jax
@@ -36,7 +37,6 @@ def cpu_model() -> str:
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    import platform  # only where /proc/cpuinfo is absent (not Linux)
 
     return platform.processor() or platform.machine()
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from common.convert import state_dict_to_variables, variables_to_state_dict
 from jax_impl.cnn import CNN as FlaxCNN
+from jax_impl.train import make_optimizer
 from reference_torch.cnn import CNN as TorchCNN
 
 from . import harness as H
@@ -55,8 +56,6 @@ def _torch_train(sd, train: H.Split, test: H.Split, cfg, dtype, masks: _Masks):
 
 
 def _jax_train(sd, train: H.Split, test: H.Split, cfg, dtype, masks: _Masks):
-    from jax_impl.train import make_optimizer
-
     module = FlaxCNN()
     variables = _cast(state_dict_to_variables(sd), dtype)
     params, others = variables["params"], {"batch_stats": variables["batch_stats"]}

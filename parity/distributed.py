@@ -24,9 +24,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
 
-from common.shards import epoch_shards
+from common.cli import DeviceError, positive_int, run_guarded
+from common.data import DataError
+from common.shards import ShardError, epoch_shards
+from jax_impl.distributed import Config as JConfig
 from reference_torch import distributed as tdist
+from reference_torch import train as ttrain
+from reference_torch.basics import distributed as tb
+from reference_torch.model import NeuralNetwork
 
 from . import harness as H
 from . import tolerances as T
@@ -80,8 +89,6 @@ def _side_config(cls, cfg: DistConfig, run: Run, **extra):
 def _start_jax(cfg: DistConfig, runs: list[tuple[int, Run]], init_sd, tmp: Path, dtype: str) -> subprocess.Popen:
     """The JAX forms of ``runs`` in one process of their own: N host devices and x64 must be set
     before JAX starts, and must not leak into this process."""
-    from jax_impl.distributed import Config as JConfig
-
     work = tmp / f"jax_{dtype}"
     work.mkdir()
     np.savez(work / "init.npz", **{f"{layer}/{k}": v for layer, d in H.torch_to_flax(init_sd).items() for k, v in d.items()})
@@ -167,10 +174,6 @@ def run_forms(cfg: DistConfig, runs: list[Run]) -> dict[str, dict[str, dict]]:
 
 def _one_device(init_sd, train: H.Split, cfg: DistConfig, dtype: str, samples: int) -> dict:
     """The reference: ``reference_torch.train.train_epoch`` on one device, in file order."""
-    from torch import nn
-
-    from reference_torch import train as ttrain
-
     n = samples or len(train.x)
     model = H.torch_model(init_sd, getattr(torch, dtype))
     optimizer = ttrain.make_optimizer(model, cfg.lr)
@@ -312,10 +315,10 @@ def run(cfg: DistConfig) -> dict:
 
 def plot(r32: dict, cmp: dict, path: Path, title: str) -> Path:
     """The four loss curves, and every pair's per-step gap with its derived tolerance (log axis)."""
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 -- matplotlib only for the plot, its Agg backend chosen before pyplot loads
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 -- as matplotlib above
 
     fig, (ax, ax2) = plt.subplots(2, 1, figsize=(10, 8), sharex=True)
     for form, style in zip(FORMS, ("-", "--", ":", "-."), strict=True):
@@ -345,11 +348,6 @@ def _samples(text: str) -> int:
 
 
 def main(argv=None) -> int:
-
-    from common.cli import DeviceError, positive_int, run_guarded
-    from common.data import DataError
-    from common.shards import ShardError
-
     p = argparse.ArgumentParser(prog="python -m parity.distributed", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--devices", type=positive_int, default=2, help="replicas: DDP processes and JAX devices")
@@ -405,11 +403,6 @@ np.savez(out, auto=auto, explicit=explicit, **{{f"{{k}}/{{n}}": np.asarray(v) fo
 
 def _basics_ddp(rank: int, port: int, data_dir: str, out: str) -> None:
     """Spawned rank of the guide's DDP run: ``reference_torch.basics.distributed`` as written."""
-    import torch.distributed as dist
-
-    from reference_torch.basics import distributed as tb
-    from reference_torch.model import NeuralNetwork
-
     torch.set_num_threads(1)
     tb.setup(rank, 2, port)
     try:
@@ -428,8 +421,6 @@ def _basics_ddp(rank: int, port: int, data_dir: str, out: str) -> None:
 def basics_numbers(data_dir: str = "data") -> list[tuple[str, object, object]]:
     """(what, torch, JAX) rows for the study guide: the basics functions run over 2 replicas (2 gloo
     processes; 2 host devices in a JAX process of its own) against one device."""
-    import torch.multiprocessing as mp
-
     train, _ = H.real_data(data_dir)
     sd = H.init_state_dict(0)
     prefix = H.Split(train.x[:BASICS_SAMPLES], train.y[:BASICS_SAMPLES])

@@ -1,6 +1,8 @@
 """Every chapter of the tutorial, torch half next to JAX half: same inputs, same numbers."""
 import pickle
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
@@ -12,6 +14,8 @@ from jax_impl.basics import layers as jl
 from jax_impl.basics import save_load as js
 from jax_impl.basics import tensors as jt
 from jax_impl.basics import transforms as jtr
+from jax_impl.data import load_fashion_mnist
+from jax_impl.model import init_params
 from parity import harness as H
 from parity.tolerances import LAYERS
 from reference_torch.basics import datasets as td
@@ -19,6 +23,8 @@ from reference_torch.basics import layers as tl
 from reference_torch.basics import save_load as ts
 from reference_torch.basics import tensors as tt
 from reference_torch.basics import transforms as ttr
+from reference_torch.data import get_datasets
+from reference_torch.model import NeuralNetwork
 
 
 def np_(x):
@@ -44,7 +50,6 @@ def test_tensor_creation():
 
 def test_tensor_attributes_and_ops():
     x = np.arange(16, dtype=np.float32).reshape(4, 4)
-    import jax.numpy as jnp
 
     assert tt.attributes(torch.from_numpy(x)) == jt.attributes(jnp.asarray(x)) == {"shape": (4, 4), "dtype": "float32", "device": "cpu"}
     t_in, j_in = torch.tensor(x), jnp.asarray(x)
@@ -62,8 +67,6 @@ def test_tensor_attributes_and_ops():
 
 
 def test_in_place_versus_at_and_the_numpy_bridge():
-    import jax.numpy as jnp
-
     t = tt.in_place_add(torch.ones(2, 2))
     j = jt.in_place_add(jnp.ones((2, 2)))
     np.testing.assert_array_equal(np_(t["result"]), np_(j["result"]))
@@ -79,9 +82,6 @@ def test_in_place_versus_at_and_the_numpy_bridge():
 # --- datasets and transforms -----------------------------------------------------------------------
 
 def test_dataset_access_by_index(data_dir):
-    from jax_impl.data import load_fashion_mnist
-    from reference_torch.data import get_datasets
-
     _, test_data = get_datasets(data_dir, download=False)
     images, labels = load_fashion_mnist(data_dir, train=False)
     for i in (0, 1, 9999):
@@ -92,8 +92,6 @@ def test_dataset_access_by_index(data_dir):
 
 
 def test_custom_image_dataset_same_folder(data_dir, tmp_path):
-    from jax_impl.data import load_fashion_mnist
-
     images, labels = load_fashion_mnist(data_dir, train=False)
     annotations, img_dir = write_image_folder(images[:20], labels[:20], tmp_path)
     t = td.CustomImageDataset(annotations, img_dir, target_transform=ttr.one_hot)
@@ -117,16 +115,12 @@ def test_shuffled_loaders():
         assert not np.array_equal(orders[0], orders[1])  # a new order each epoch
         assert all(np.array_equal(a, b) for a, b in zip(orders, side.shuffled_orders(n, 64, seed=0, epochs=2), strict=True))
         assert not np.array_equal(orders[0], side.shuffled_orders(n, 64, seed=1, epochs=1)[0])
-    import jax
 
     batches = list(jd.batch_iterator(np.arange(n), np.arange(n), 64, jax.random.PRNGKey(0)))
     assert [len(b[0]) for b in batches] == [64, 64, 2]
 
 
 def test_sample_grids(data_dir, tmp_path):
-    from jax_impl.data import load_fashion_mnist
-    from reference_torch.data import get_datasets
-
     training_data, _ = get_datasets(data_dir, download=False)
     images, labels = load_fashion_mnist(data_dir, train=True)
     ti = td.sample_grid(training_data, tmp_path / "t.png")
@@ -138,8 +132,6 @@ def test_sample_grids(data_dir, tmp_path):
 
 
 def test_transforms(data_dir):
-    from jax_impl.data import load_fashion_mnist
-
     images, _ = load_fashion_mnist(data_dir, train=False)
     for image in images[:200]:
         t, j = ttr.to_tensor(image), jtr.to_tensor(image)
@@ -169,11 +161,6 @@ def test_layers_walk_through():
 
 
 def test_named_parameters_map_one_to_one():
-    import jax
-
-    from jax_impl.model import init_params
-    from reference_torch.model import NeuralNetwork
-
     t = tl.named_parameters(NeuralNetwork())
     j = dict(jl.named_parameters(init_params(jax.random.PRNGKey(0))))
     assert len(t) == len(j) == 6
@@ -186,8 +173,6 @@ def test_named_parameters_map_one_to_one():
 # --- save and load ---------------------------------------------------------------------------------
 
 def test_whole_model_pickle_needs_weights_only_false(tmp_path):
-    from reference_torch.model import NeuralNetwork
-
     torch.manual_seed(0)
     model = NeuralNetwork()
     path = tmp_path / "whole.pth"
@@ -230,11 +215,6 @@ def test_safetensors_across_frameworks(first_epoch, real, tmp_path):
 
 
 def test_msgpack_and_state_dict_round_trips(tmp_path):
-    import jax
-
-    from jax_impl.model import init_params
-    from reference_torch.model import NeuralNetwork
-
     params = init_params(jax.random.PRNGKey(0))
     js.save_weights(params, tmp_path / "p.msgpack")
     back = js.load_weights(tmp_path / "p.msgpack", params)
@@ -248,8 +228,6 @@ def test_msgpack_and_state_dict_round_trips(tmp_path):
 def test_jax_copy_from_numpy_is_independent_once_ready():
     """What JAX documents: ``jnp.array(n, copy=True)`` copies (``jnp.asarray``'s ``copy=None`` promises
     nothing); the copy is asynchronous, so the test waits for it before mutating ``n``."""
-    import jax.numpy as jnp
-
     n = np.ones(1 << 16, np.float32)
     j = jnp.array(n, copy=True).block_until_ready()
     assert j.unsafe_buffer_pointer() != n.ctypes.data
@@ -259,10 +237,6 @@ def test_jax_copy_from_numpy_is_independent_once_ready():
 
 
 def test_jax_whole_model_and_untrusted_file(tmp_path):
-    import jax
-
-    from jax_impl.model import init_params
-
     params = init_params(jax.random.PRNGKey(0), (32,))
     js.save_whole_model(params, tmp_path / "whole.msgpack")
     model, back = js.load_whole_model(tmp_path / "whole.msgpack")

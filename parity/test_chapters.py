@@ -14,9 +14,13 @@ import jax
 import numpy as np
 import pytest
 import torch
+from flax import nnx
+from torch import nn
 
 import jax_impl.basics
 import reference_torch.basics
+from jax_impl import nnx_model
+from jax_impl import train as jtrain
 from jax_impl.basics import functional as jf
 from jax_impl.basics import jit as jj
 from jax_impl.basics import optimization as jo
@@ -33,12 +37,13 @@ from parity.study import (
     real_batch,
 )
 from parity.weights import flax_to_torch_numpy, torch_to_flax
-from reference_torch.basics import autograd
+from reference_torch.basics import autograd, quickstart
 from reference_torch.basics import functional as tf
 from reference_torch.basics import jit as tj
 from reference_torch.basics import optimization as to
 from reference_torch.basics import prng as tp
 from reference_torch.basics import pytrees as tt
+from reference_torch.model import NeuralNetwork
 
 CHAPTER_MODULES = sorted(m.name for m in pkgutil.iter_modules(reference_torch.basics.__path__))
 
@@ -206,8 +211,6 @@ def test_prng_properties():
 
 
 def test_pytrees_order_and_norms():
-    from reference_torch.model import NeuralNetwork
-
     torch.manual_seed(0)
     model = NeuralNetwork()
     params = torch_to_flax(model.state_dict())
@@ -227,10 +230,6 @@ def test_pytrees_order_and_norms():
 
 
 def test_torch_linear_init_is_what_nn_linear_draws():
-    from torch import nn
-
-    from reference_torch.basics import quickstart
-
     torch.manual_seed(0)
     fresh = nn.Linear(784, 512)
     torch.manual_seed(0)
@@ -245,12 +244,6 @@ def test_torch_linear_init_is_what_nn_linear_draws():
 
 def test_quickstart_step_three_ways(init_sd, data_dir):
     """One train_step of torch, Flax Linen and Flax NNX from the same weights on one real batch."""
-    from flax import nnx
-
-    from jax_impl import nnx_model
-    from jax_impl import train as jtrain
-    from reference_torch.basics import quickstart
-
     x, y = real_batch(data_dir, 64)
     model = H.torch_model(init_sd)
     t_loss = quickstart.train_step(model, torch.optim.SGD(model.parameters(), lr=1e-3),

@@ -17,6 +17,7 @@ import textwrap
 
 import numpy as np
 import pytest
+import torch
 
 from parity import distributed as PD
 from parity import tolerances as T
@@ -239,8 +240,6 @@ def test_a_failed_rank_stops_the_others(fault, timeout, message, data_dir, tmp_p
 @pytest.mark.gpu
 def test_gpu_forms_agree(data_dir):
     """On CUDA: NCCL DDP and JAX over the GPUs (at most 2), float64-derived tolerances, 100 steps."""
-    import torch
-
     cfg = PD.DistConfig(devices=min(2, torch.cuda.device_count()), device="cuda", data_dir=data_dir,
                         samples=100 * 64, verbose=False)
     res = PD.run_forms(cfg, [PD.Run("f32"), PD.Run("f64", dtype="float64")])

@@ -4,9 +4,12 @@ Tolerances and their calibrated sources: ``parity/tolerances.py``.
 """
 import numpy as np
 import pytest
+import torch
 
+from jax_impl.model import NeuralNetwork as FlaxNeuralNetwork
 from parity import harness as H
 from parity import tolerances as T
+from parity.checker import check_port
 from parity.compare import assert_trees_close, compare_activations, flax_activations, torch_activations
 
 ACT_RTOL, ACT_ATOL = T.ACTIVATIONS.rtol, T.ACTIVATIONS.atol
@@ -36,7 +39,6 @@ def batch(request, real):
 
 def test_activations_every_layer(batch, init_sd):
     name, (x, _) = batch
-    import torch
 
     model = H.torch_model(init_sd)
     diffs, first = compare_activations(torch_activations(model, torch.from_numpy(x)),
@@ -49,9 +51,6 @@ def test_activations_every_layer(batch, init_sd):
 def test_port_checker_passes_the_mlp(real, init_sd):
     """The same comparison through the port checker (tolerances derived from float64 runs of both sides):
     every layer in eval and train mode, every gradient, two SGD steps."""
-    from jax_impl.model import NeuralNetwork as FlaxNeuralNetwork
-    from parity.checker import check_port
-
     train = real[0]
     report = check_port(H.torch_model(init_sd), FlaxNeuralNetwork(), {"params": H.torch_to_flax(init_sd)}, (train.x[:64], train.y[:64]),
                         steps=2, lr=1e-3, more_batches=[(train.x[64:128], train.y[64:128])])

@@ -17,6 +17,7 @@ import torch
 from jax_impl import checkpoint as jcheckpoint
 from jax_impl import train as jtrain
 from jax_impl.model import init_params
+from parity import conftest, test_float64, test_forward_backward, test_training
 from parity import harness as H
 from parity import side_by_side as S
 from parity import tolerances as T
@@ -356,8 +357,6 @@ def test_gpu_tolerances_pinned_to_the_h100_measurements():
 
 
 def test_the_tests_and_the_cli_share_each_tolerance():
-    from parity import conftest, test_float64, test_forward_backward, test_training
-
     assert conftest.loss_atol is T.loss_atol
     assert (test_training.STEP_RTOL, test_training.STEP_ATOL) == (T.ONE_STEP.rtol, T.ONE_STEP.atol)
     assert (test_training.EPOCH_RTOL, test_training.EPOCH_ATOL) == (T.ONE_EPOCH.rtol, T.ONE_EPOCH.atol)

@@ -18,9 +18,9 @@ def main(argv=None) -> int:
         p.error("--model cnn: --checkpoint-dir, --resume, --load and --limit-train are for the MLP only (not built yet for the CNN)")
     # torch is imported only once the flags are valid: a bad flag is refused in a second, not after
     # torch's import (tests/test_cli_validation.py runs every bad flag as a subprocess).
-    from . import cnn_train
-    from .checkpoint import CheckpointError
-    from .train import Config, DeviceError, run
+    from . import cnn_train  # noqa: PLC0415 -- torch loads only once the flags are valid (see the comment above)
+    from .checkpoint import CheckpointError  # noqa: PLC0415 -- as above
+    from .train import Config, DeviceError, run  # noqa: PLC0415 -- as above
 
     config = Config(**vars(args))
     train_fn = cnn_train.run if config.model == "cnn" else run

@@ -7,12 +7,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
 
 from jax_impl import checkpoint, train
 from jax_impl.checkpoint import CheckpointError
 from jax_impl.data import device_dataset, load_fashion_mnist
 from jax_impl.model import NeuralNetwork, count_params, init_params
 from parity.compare import uniform_init_violations
+from parity.weights import torch_to_flax
+from reference_torch.model import NeuralNetwork as TorchNeuralNetwork
 from tests.helpers import REPO, run_module, write_tiny_dataset
 from tests.test_reference_torch import ONE_EPOCH
 
@@ -37,13 +40,8 @@ def test_init_matches_torch_distribution():
 def test_init_check_accepts_torch_init():
     """The statistical check passes torch's own nn.Linear init (it rejects Flax's default:
     parity/test_negative_controls.py)."""
-    import torch
-
-    from parity.weights import torch_to_flax
-    from reference_torch.model import NeuralNetwork
-
     torch.manual_seed(0)
-    assert uniform_init_violations(torch_to_flax(NeuralNetwork().state_dict())) == []
+    assert uniform_init_violations(torch_to_flax(TorchNeuralNetwork().state_dict())) == []
 
 
 def small_data(n=21 * 64 + 32, seed=0):

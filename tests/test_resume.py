@@ -16,6 +16,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from flax import serialization
 
 from common.checkpoint import flatten
@@ -56,8 +57,6 @@ def _args(side: str, data_dir: str, save, checkpoint_dir=None) -> list[str]:
 def _weights(side: str, path) -> dict[str, bytes]:
     """name -> raw bytes of every saved tensor (torch's zip also holds a random serialization id)."""
     if side == "reference_torch":
-        import torch
-
         return {k: v.numpy().tobytes() for k, v in torch.load(path, weights_only=True).items()}
     return {k: np.asarray(v).tobytes() for k, v in flatten(serialization.msgpack_restore(path.read_bytes())["params"]).items()}
 
