@@ -144,7 +144,8 @@ def state_dict_to_variables(state_dict: Mapping[str, object], kinds: Mapping[str
             out = {"embedding": w}
         else:  # batchnorm / layernorm: affine weight and bias are Flax's scale and bias
             optional = _BN_BUFFERS if kind == "batchnorm" else ()
-            _expect(module, leaves, ("weight", "bias") + (("running_mean", "running_var") if kind == "batchnorm" else ()), optional)
+            _expect(module, leaves, ("weight", "bias") + (("running_mean", "running_var") if kind == "batchnorm" else ()),
+                    optional)
             out = {"scale": w}
             if kind == "batchnorm":
                 _set(stats, path, {_FLAX_BUFFER[b]: leaves[b] for b in _BN_BUFFERS if b in leaves}, "batch_stats")

@@ -134,7 +134,8 @@ def torch_activations(model, x) -> dict[str, np.ndarray]:
 def flax_activations(params, hidden: Sequence[int], x) -> dict[str, np.ndarray]:
     """The same layers of ``NeuralNetwork(hidden)``: Dense outputs from ``capture_intermediates``, flatten and
     relu outputs sown by the model, plus ``logits``."""
-    logits, state = NeuralNetwork(tuple(hidden)).apply({"params": params}, x, capture_intermediates=True, mutable=["intermediates"])
+    logits, state = NeuralNetwork(tuple(hidden)).apply({"params": params}, x, capture_intermediates=True,
+                                                       mutable=["intermediates"])
     inter = state["intermediates"]
     acts: dict[str, np.ndarray] = {}
     for name, value in inter.items():

@@ -130,8 +130,10 @@ def _tensors(data_dir):
     tb, jb = t_tensors.numpy_bridge(), j_tensors.numpy_bridge()
     return [
         ("`from_data()`", t_tensors.from_data(), j_tensors.from_data()),
-        ("`matmul_three_ways(x)[0]`", t_tensors.matmul_three_ways(torch.tensor(x))[0], j_tensors.matmul_three_ways(jnp.asarray(x))[0]),
-        ("`indexing(x)['after_set']`", t_tensors.indexing(torch.tensor(x))["after_set"], j_tensors.indexing(jnp.asarray(x))["after_set"]),
+        ("`matmul_three_ways(x)[0]`", t_tensors.matmul_three_ways(torch.tensor(x))[0],
+         j_tensors.matmul_three_ways(jnp.asarray(x))[0]),
+        ("`indexing(x)['after_set']`", t_tensors.indexing(torch.tensor(x))["after_set"],
+         j_tensors.indexing(jnp.asarray(x))["after_set"]),
         ("`in_place_add(x)`: input afterwards", ti["input_after"], ji["input_after"]),
         ("`in_place_add(x)`: result is the input", ti["same_object"], ji["same_object"]),
         ("`numpy_bridge()`: numpy after adding to the tensor", tb["numpy_after_tensor_add"], jb["numpy_after_tensor_add"]),
@@ -147,8 +149,10 @@ def _datasets(data_dir):
     return [
         ("`sample(test, 0)`: class", tn, jn),
         ("`sample(test, 0)`: mean pixel", float(ti.mean()), float(ji.mean())),
-        ("`shuffled_orders(10, 4, seed=0)` epoch 1", t_datasets.shuffled_orders(10, 4, 0, 2)[0], j_datasets.shuffled_orders(10, 4, 0, 2)[0]),
-        ("`shuffled_orders(10, 4, seed=0)` epoch 2", t_datasets.shuffled_orders(10, 4, 0, 2)[1], j_datasets.shuffled_orders(10, 4, 0, 2)[1]),
+        ("`shuffled_orders(10, 4, seed=0)` epoch 1", t_datasets.shuffled_orders(10, 4, 0, 2)[0],
+         j_datasets.shuffled_orders(10, 4, 0, 2)[0]),
+        ("`shuffled_orders(10, 4, seed=0)` epoch 2", t_datasets.shuffled_orders(10, 4, 0, 2)[1],
+         j_datasets.shuffled_orders(10, 4, 0, 2)[1]),
     ]
 
 
@@ -157,7 +161,8 @@ def _transforms(data_dir):
     ti, ji = t_transforms.to_tensor(images[0]), j_transforms.to_tensor(images[0])
     return [
         ("`to_tensor(test image 0)`: shape", tuple(ti.shape), tuple(ji.shape)),
-        ("`to_tensor(test image 0)`: bit-identical", bool(np.array_equal(ti.numpy().view(np.uint32), np.asarray(ji).view(np.uint32))), True),
+        ("`to_tensor(test image 0)`: bit-identical",
+         bool(np.array_equal(ti.numpy().view(np.uint32), np.asarray(ji).view(np.uint32))), True),
         ("`one_hot(3)`", t_transforms.one_hot(3), j_transforms.one_hot(3)),
     ]
 
@@ -165,14 +170,16 @@ def _transforms(data_dir):
 def _layers(data_dir):
     images = t_layers.minibatch(0)
     layers = t_layers.make_layers(0)
-    params = {n: {"kernel": layer.weight.detach().numpy().T, "bias": layer.bias.detach().numpy()} for n, layer in layers.items()}
+    params = {n: {"kernel": layer.weight.detach().numpy().T,
+                  "bias": layer.bias.detach().numpy()} for n, layer in layers.items()}
     tw, jw = t_layers.walk_through(images, layers), j_layers.walk_through(images, params)
     return [
         ("`walk_through`: flat shape", tw["flat"].shape, jw["flat"].shape),
         ("`walk_through`: hidden1[0, :4]", tw["hidden1"][0, :4], jw["hidden1"][0, :4]),
         ("`walk_through`: probabilities[0]", tw["probabilities"][0], jw["probabilities"][0]),
         ("`walk_through`: predicted", tw["predicted"], jw["predicted"]),
-        ("`named_parameters(model)`", t_layers.named_parameters(NeuralNetwork()), j_layers.named_parameters(init_params(jax.random.PRNGKey(0)))),
+        ("`named_parameters(model)`", t_layers.named_parameters(NeuralNetwork()),
+         j_layers.named_parameters(init_params(jax.random.PRNGKey(0)))),
     ]
 
 
@@ -267,7 +274,8 @@ def per_sample_as_torch(grads: dict) -> dict:
 def checkpoint_inputs() -> tuple[list[np.ndarray], np.ndarray]:
     """Eight (256, 256) weights and a (1024, 256) input for the checkpointing comparison."""
     rng = np.random.default_rng(0)
-    return [rng.normal(0, 0.05, (256, 256)).astype(np.float32) for _ in range(8)], rng.normal(size=(1024, 256)).astype(np.float32)
+    weights = [rng.normal(0, 0.05, (256, 256)).astype(np.float32) for _ in range(8)]
+    return weights, rng.normal(size=(1024, 256)).astype(np.float32)
 
 
 def _optimization(data_dir):
@@ -279,7 +287,8 @@ def _optimization(data_dir):
         ("`sgd_steps` (momentum 0.9, 20 real batches): first and last loss", (ts_["losses"][0], ts_["losses"][-1]),
          (js_["losses"][0], js_["losses"][-1])),
         ("the same: every step's loss", "(reference)", agree(js_["losses"], ts_["losses"], 1e-5, 1e-6)),
-        ("parameters after 20 steps", "(reference)", agree(dict(flax_to_torch_numpy(js_["params"])), ts_["params"], 1e-4, 1e-6)),
+        ("parameters after 20 steps", "(reference)",
+         agree(dict(flax_to_torch_numpy(js_["params"])), ts_["params"], 1e-4, 1e-6)),
         ("momentum buffers (torch `momentum_buffer`, optax `trace`)", "(reference)",
          agree(dict(flax_to_torch_numpy(js_["momentum"])), ts_["momentum"], 1e-4, 1e-6)),
         ("`forgotten_zero_grad`: last bias grad after batch 2, [:3]", tz["after_second"][:3], jz["after_second"][:3]),
@@ -318,10 +327,12 @@ def _functional(data_dir):
         ("`checkpointed`: gradients, plain vs checkpointed", agree(tk["checkpoint"]["grads"], tk["plain"]["grads"], 0, 0),
          agree(jk["checkpoint"]["grads"], jk["plain"]["grads"], 0, 0)),
         # gradients up to ~34, each a sum over 1,024 rows: float32 rounding is ~1e-6 of that scale
-        ("`checkpointed`: gradients, torch vs JAX", "(reference)", agree(jk["plain"]["grads"], tk["plain"]["grads"], 1e-5, 1e-4)),
+        ("`checkpointed`: gradients, torch vs JAX", "(reference)",
+         agree(jk["plain"]["grads"], tk["plain"]["grads"], 1e-5, 1e-4)),
         ("tensors saved for backward, plain (count, bytes)", (tk["plain"]["saved"], tk["plain"]["saved_bytes"]),
          (jk["plain"]["saved"], jk["plain"]["saved_bytes"])),
-        ("tensors saved for backward, checkpointed (count, bytes)", (tk["checkpoint"]["saved"], tk["checkpoint"]["saved_bytes"]),
+        ("tensors saved for backward, checkpointed (count, bytes)",
+         (tk["checkpoint"]["saved"], tk["checkpoint"]["saved_bytes"]),
          (jk["checkpoint"]["saved"], jk["checkpoint"]["saved_bytes"])),
         ("compiled gradient's temporary buffers, plain / checkpointed (bytes)", "(no compiled program in eager torch)",
          (jk["plain"]["compiled_temp_bytes"], jk["checkpoint"]["compiled_temp_bytes"])),
@@ -348,7 +359,8 @@ def _jit(data_dir):
         ("the same under a compiler (`jit(grad(f))`)", tc["compiled"], jc["compiled"]),
         ("`tracing_counts([3, 3, 4, 3])`: Python body runs", t_jit.tracing_counts(shapes)["python_runs"],
          j_jit.tracing_counts(shapes)["python_runs"]),
-        ("`static_argument(n = 1, 2, 2, 3)`: results", t_jit.static_argument(ns)["results"], j_jit.static_argument(ns)["results"]),
+        ("`static_argument(n = 1, 2, 2, 3)`: results", t_jit.static_argument(ns)["results"],
+         j_jit.static_argument(ns)["results"]),
         ("the same: Python body runs", t_jit.static_argument(ns)["python_runs"], j_jit.static_argument(ns)["python_runs"]),
         ("`donation()`: the result reuses the input's buffer", td["same_buffer"], jd["same_buffer"]),
         ("`donation()`: the input is usable afterwards", td["input_usable"], jd["input_usable"]),
@@ -358,10 +370,13 @@ def _jit(data_dir):
 
 def _prng(data_dir):
     return [
-        ("`same_call_twice()`: the two draws are equal", t_prng.same_call_twice()["equal"], j_prng.same_call_twice()["equal"]),
-        ("`same_call_twice()`: first draw (different generators)", t_prng.same_call_twice()["first"], j_prng.same_call_twice()["first"]),
+        ("`same_call_twice()`: the two draws are equal", t_prng.same_call_twice()["equal"],
+         j_prng.same_call_twice()["equal"]),
+        ("`same_call_twice()`: first draw (different generators)", t_prng.same_call_twice()["first"],
+         j_prng.same_call_twice()["first"]),
         ("`reseed_repeats()`", t_prng.reseed_repeats(), j_prng.reseed_repeats()),
-        ("`independent_streams()`: all distinct", t_prng.independent_streams()["all_distinct"], j_prng.independent_streams()["all_distinct"]),
+        ("`independent_streams()`: all distinct", t_prng.independent_streams()["all_distinct"],
+         j_prng.independent_streams()["all_distinct"]),
         ("`replay_step(step=5)`: step 5 drawn directly equals step 5 in order",
          t_prng.replay_step()["direct_equals_in_order"], j_prng.replay_step()["direct_equals_in_order"]),
     ]
@@ -372,7 +387,8 @@ def _pytrees(data_dir):
     model = NeuralNetwork()
     params = torch_to_flax(model.state_dict())
     return [
-        ("`parameter_order`", [(k,) for k in t_pytrees.parameter_order(model)][:2], [(k,) for k in j_pytrees.parameter_order(params)][:2]),
+        ("`parameter_order`", [(k,) for k in t_pytrees.parameter_order(model)][:2],
+         [(k,) for k in j_pytrees.parameter_order(params)][:2]),
         ("`flatten_to_vector`: length", t_pytrees.flatten_to_vector(model).shape, j_pytrees.flatten_to_vector(params).shape),
         ("`flatten_to_vector`: first 3 (weight row 0 vs layer-0 bias)", t_pytrees.flatten_to_vector(model)[:3],
          j_pytrees.flatten_to_vector(params)[:3]),
@@ -412,10 +428,12 @@ def jax_get(tree):
 
 CHAPTERS = [
     Chapter("Tensors", "tensors", ["from_data", "from_numpy", "like", "from_shape", "attributes", "indexing", "concatenate",
-                                   "matmul_three_ways", "multiply_three_ways", "single_element", "in_place_add", "numpy_bridge"],
+                                   "matmul_three_ways", "multiply_three_ways", "single_element", "in_place_add",
+                                   "numpy_bridge"],
             _tensors, [
                 "**Mutable vs immutable.** `x[:, 1] = 0` and `x.add_(5)` change the tensor; JAX arrays never change: "
-                "`x.at[:, 1].set(0)` and `x.at[...].add(5)` return new arrays (inside `jit`, XLA reuses the buffer when it can).",
+                "`x.at[:, 1].set(0)` and `x.at[...].add(5)` return new arrays (inside `jit`, XLA reuses the buffer "
+                "when it can).",
                 "**Memory shared with numpy.** `t.numpy()` and `torch.from_numpy(n)` alias the same CPU memory, by "
                 "contract. JAX promises no such thing either way: `jnp.asarray(n)` defaults to `copy=None`, which its "
                 "docstring defines as \"only copy when necessary\", and `jax.device_put(n)` on the CPU aliases a 64-byte-"
@@ -428,7 +446,8 @@ CHAPTERS = [
                 "**Default integer width.** torch infers int64; JAX uses int32 unless `jax_enable_x64` is set.",
                 "**Random numbers.** `torch.rand` draws from a hidden global generator; JAX needs an explicit key.",
             ]),
-    Chapter("Datasets & DataLoaders", "datasets", ["sample", "CustomImageDataset", "shuffled_orders", "sample_grid"], _datasets, [
+    Chapter("Datasets & DataLoaders", "datasets", ["sample", "CustomImageDataset", "shuffled_orders", "sample_grid"],
+            _datasets, [
         "**Stateful vs explicit PRNG.** `DataLoader(shuffle=True)` advances a generator's hidden state each epoch; "
         "the JAX iterator takes a key, and the caller splits one subkey per epoch, so any epoch can be replayed alone.",
         "**Objects vs arrays.** A torch `Dataset` is indexed one sample at a time and `DataLoader` collates; in JAX the "
@@ -441,7 +460,8 @@ CHAPTERS = [
         "arrays, and the results are bit-identical (`parity/test_data.py` checks all 70,000 images).",
         "`scatter_` writes into a zero tensor in place; `jax.nn.one_hot` is a pure function.",
     ]),
-    Chapter("Build the neural network", "layers", ["minibatch", "make_layers", "walk_through", "named_parameters"], _layers, [
+    Chapter("Build the neural network", "layers", ["minibatch", "make_layers", "walk_through", "named_parameters"],
+            _layers, [
         "**`.numpy()` and the graph.** The layers' outputs require grad (their weights do), so torch's `walk_through` "
         "calls `.detach().numpy()`; plain `.numpy()` raises a RuntimeError. JAX arrays carry no graph: `np.asarray` "
         "always works.",
@@ -458,7 +478,8 @@ CHAPTERS = [
         "call and the `zero_grad()` in every training step); `jax.grad`/`jax.vjp` return fresh values, and accumulating "
         "is an explicit `+`.",
         "**What is differentiated.** torch tracks tensors with `requires_grad`; JAX differentiates the arguments named "
-        "by `argnums`. `torch.no_grad()`/`detach()` correspond to computing outside the function or `jax.lax.stop_gradient`.",
+        "by `argnums`. `torch.no_grad()`/`detach()` correspond to computing outside the function or "
+        "`jax.lax.stop_gradient`.",
         "**Eager vs tracing.** torch records the graph as operations run. `jax.grad` also runs the Python function, "
         "on *every* call, with tracers that carry the concrete values: a Python `if x > 0` works under `jax.grad` "
         "(measured: 3 calls, 3 traces; see the jit chapter). Only `jax.jit` traces with *abstract* values (shape and "
@@ -559,7 +580,8 @@ CHAPTERS = [
         "applies a function to every leaf of any nesting and returns the same structure. `ravel_pytree` is "
         "`parameters_to_vector` plus the inverse function; `optax.global_norm` is the norm `clip_grad_norm_` uses.",
     ]),
-    Chapter("The model and its train step, three ways", "quickstart", ["NeuralNetwork", "torch_linear_init", "loss_fn", "train_step"],
+    Chapter("The model and its train step, three ways", "quickstart",
+            ["NeuralNetwork", "torch_linear_init", "loss_fn", "train_step"],
             _quickstart, [
         "**torch**: a module object owns its parameters; the step mutates model and optimizer in place.",
         "**Flax NNX** (`jax_impl/nnx_model.py`): also a Python object owning its parameters (`nnx.Param`), updated in "
@@ -652,8 +674,8 @@ def build(data_dir: str = "data") -> list[Built]:
         for what, *values in numbers:
             if len(values) != len(mods):
                 raise ValueError(f"{chapter.title}: row {what!r} has {len(values)} values for {len(mods)} sides")
-        built.append(Built(chapter, [(label, mod.__name__) for (label, _), mod in zip(chapter.sides, mods, strict=True)], pairs,
-                           numbers))
+        sides = [(label, mod.__name__) for (label, _), mod in zip(chapter.sides, mods, strict=True)]
+        built.append(Built(chapter, sides, pairs, numbers))
     return built
 
 
@@ -706,7 +728,8 @@ def main(argv=None) -> int:
     built = build(args.data_dir)
     text = generate(args.data_dir, built)
     if args.check:
-        stale = ([str(GUIDE.relative_to(REPO))] if not GUIDE.exists() or GUIDE.read_text() != text else []) + render.stale(built)
+        guide_stale = not GUIDE.exists() or GUIDE.read_text() != text
+        stale = ([str(GUIDE.relative_to(REPO))] if guide_stale else []) + render.stale(built)
         print("\n".join(f"out of date: {s}" for s in stale) + "\nrun python -m parity.study" if stale else "all current")
         return 1 if stale else 0
     out = Path(args.out)

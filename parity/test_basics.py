@@ -51,7 +51,8 @@ def test_tensor_creation():
 def test_tensor_attributes_and_ops():
     x = np.arange(16, dtype=np.float32).reshape(4, 4)
 
-    assert tt.attributes(torch.from_numpy(x)) == jt.attributes(jnp.asarray(x)) == {"shape": (4, 4), "dtype": "float32", "device": "cpu"}
+    assert tt.attributes(torch.from_numpy(x)) == jt.attributes(jnp.asarray(x)) == {"shape": (4, 4), "dtype": "float32",
+                                                                                   "device": "cpu"}
     t_in, j_in = torch.tensor(x), jnp.asarray(x)
     t, j = tt.indexing(t_in), jt.indexing(j_in)
     for key in ("first_row", "first_column", "last_column", "after_set"):
@@ -218,10 +219,12 @@ def test_msgpack_and_state_dict_round_trips(tmp_path):
     params = init_params(jax.random.PRNGKey(0))
     js.save_weights(params, tmp_path / "p.msgpack")
     back = js.load_weights(tmp_path / "p.msgpack", params)
-    assert all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(back), strict=True))
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(back),
+                                                    strict=True))
     model = NeuralNetwork()
     ts.save_weights(model, tmp_path / "m.pth")
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), ts.load_weights(tmp_path / "m.pth").state_dict().values(), strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                 ts.load_weights(tmp_path / "m.pth").state_dict().values(), strict=True))
     assert CLASSES[9] == "Ankle boot"
 
 
@@ -242,7 +245,8 @@ def test_jax_whole_model_and_untrusted_file(tmp_path):
     model, back = js.load_whole_model(tmp_path / "whole.msgpack")
     assert model.hidden == (32,)
     x = np.random.default_rng(0).random((4, 784), dtype=np.float32)
-    np.testing.assert_array_equal(np.asarray(model.apply({"params": back}, x)), np.asarray(model.apply({"params": params}, x)))
+    np.testing.assert_array_equal(np.asarray(model.apply({"params": back}, x)),
+                                  np.asarray(model.apply({"params": params}, x)))
     path, marker = tmp_path / "evil.pth", tmp_path / "pwned"
     js.write_crafted_pickle(path, marker)
     with pytest.raises(Exception) as info:

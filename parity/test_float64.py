@@ -34,7 +34,8 @@ def test_float32_gap_bounded_by_each_sides_error(float64_runs, first_epoch):
     jp = H.params_as_torch_numpy(first_epoch["jax_state"].params)
     rows = {
         "per-step loss": (np.abs(t32 - f_losses).max(), np.abs(j32 - f_losses).max(), np.abs(t32 - j32).max()),
-        "params": tuple(max(np.abs(a[k] - b[k]).max() for k in f_params) for a, b in ((tp, f_params), (jp, f_params), (tp, jp))),
+        "params": tuple(max(np.abs(a[k] - b[k]).max() for k in f_params) for a, b in ((tp, f_params), (jp, f_params),
+                                                                                      (tp, jp))),
     }
     for what, (err_t, err_j, gap) in rows.items():
         print(f"{what}: torch32 vs f64 {err_t:.3e}, jax32 vs f64 {err_j:.3e}, torch32 vs jax32 {gap:.3e}")

@@ -52,11 +52,13 @@ def test_port_checker_passes_the_mlp(real, init_sd):
     """The same comparison through the port checker (tolerances derived from float64 runs of both sides):
     every layer in eval and train mode, every gradient, two SGD steps."""
     train = real[0]
-    report = check_port(H.torch_model(init_sd), FlaxNeuralNetwork(), {"params": H.torch_to_flax(init_sd)}, (train.x[:64], train.y[:64]),
+    report = check_port(H.torch_model(init_sd), FlaxNeuralNetwork(), {"params": H.torch_to_flax(init_sd)},
+                        (train.x[:64], train.y[:64]),
                         steps=2, lr=1e-3, more_batches=[(train.x[64:128], train.y[64:128])])
     print(report)
     assert report.ok, str(report)
-    assert {c.name for c in report.checks if c.phase == "forward (eval)"} >= {"flatten", "linear_relu_stack.0", "linear_relu_stack.3"}
+    assert {c.name for c in report.checks if c.phase == "forward (eval)"} >= {"flatten", "linear_relu_stack.0",
+                                                                              "linear_relu_stack.3"}
 
 
 def test_logits_and_loss(batch, init_sd):

@@ -205,7 +205,8 @@ def test_uniform_init_flags_each_kind_of_wrong_draw():
         problems = uniform_init_violations({"l": layer})
         assert any(p.startswith(expected) for p in problems), (what, problems)
     # The last layer is checked too.
-    params = {"l0": _uniform_layer(rng, 784, 512), "l1": {"kernel": _uniform_layer(rng, 512, 10)["kernel"], "bias": np.zeros(10)}}
+    params = {"l0": _uniform_layer(rng, 784, 512),
+              "l1": {"kernel": _uniform_layer(rng, 512, 10)["kernel"], "bias": np.zeros(10)}}
     assert "l1/bias: all 10 values equal 0" in uniform_init_violations(params)
 
 

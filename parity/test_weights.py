@@ -69,4 +69,5 @@ def test_errors_name_the_key():
     with pytest.raises(WeightsError, match="missing params entry linear_relu_stack_0/bias"):
         flax_to_torch({**params, "linear_relu_stack_0": {"kernel": params["linear_relu_stack_0"]["kernel"]}})
     with pytest.raises(WeightsError, match="linear_relu_stack_2/bias has shape"):
-        flax_to_torch({**params, "linear_relu_stack_2": {"kernel": params["linear_relu_stack_2"]["kernel"], "bias": np.zeros(3)}})
+        flax_to_torch({**params,
+                       "linear_relu_stack_2": {"kernel": params["linear_relu_stack_2"]["kernel"], "bias": np.zeros(3)}})

@@ -66,7 +66,8 @@ def test_scan_epoch_equals_python_loop_including_partial_batch():
     assert scan_losses.shape == (22,)
     # The scan body and the standalone step are the same XLA computation per batch.
     np.testing.assert_array_equal(scan_losses, np.asarray(loop_losses, np.float32))
-    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(scan_state.params), jax.tree_util.tree_leaves(state.params), strict=True):
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(scan_state.params), jax.tree_util.tree_leaves(state.params),
+                            strict=True):
         np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
 
 
@@ -88,7 +89,8 @@ def test_partial_batch_is_trained_on():
     images, labels = small_data()
     params = init_params(jax.random.PRNGKey(0))
     full, _ = train.train_epoch(train.create_train_state(params, 1e-2), device_dataset(images, labels), 64, log=None)
-    cut, _ = train.train_epoch(train.create_train_state(params, 1e-2), device_dataset(images[:-32], labels[:-32]), 64, log=None)
+    cut, _ = train.train_epoch(train.create_train_state(params, 1e-2), device_dataset(images[:-32], labels[:-32]), 64,
+                               log=None)
     assert not np.array_equal(full.params["linear_relu_stack_4"]["bias"], cut.params["linear_relu_stack_4"]["bias"])
 
 
@@ -121,7 +123,8 @@ def test_checkpoint_round_trip_bit_exact(tmp_path):
 def test_checkpoint_mismatch_names_first_parameter(tmp_path):
     path = tmp_path / "m.msgpack"
     checkpoint.save(init_params(jax.random.PRNGKey(0), hidden=(256, 512)), path)
-    with pytest.raises(CheckpointError, match=r"linear_relu_stack_0/kernel has shape \(784, 256\) but the model expects \(784, 512\)"):
+    with pytest.raises(CheckpointError,
+                       match=r"linear_relu_stack_0/kernel has shape \(784, 256\) but the model expects \(784, 512\)"):
         checkpoint.load(path, init_params(jax.random.PRNGKey(0)))
     path.write_bytes(b"\x01\x02garbage")
     with pytest.raises(CheckpointError, match="not a readable Flax msgpack checkpoint|not a parameter tree"):

@@ -76,10 +76,12 @@ def test_checkpoint_round_trip_identical_logits(tmp_path):
 def test_checkpoint_from_other_widths_is_named(tmp_path):
     path = tmp_path / "wide.pth"
     checkpoint.save(NeuralNetwork(hidden=(256, 512)), path)
-    with pytest.raises(CheckpointError, match=r"linear_relu_stack.0.weight has shape \(256, 784\) but the model expects \(512, 784\)"):
+    with pytest.raises(CheckpointError,
+                       match=r"linear_relu_stack.0.weight has shape \(256, 784\) but the model expects \(512, 784\)"):
         checkpoint.load(path, NeuralNetwork())
     checkpoint.save(NeuralNetwork(hidden=(512, 512, 512)), path)
-    with pytest.raises(CheckpointError, match=r"linear_relu_stack.4.weight has shape \(512, 512\) but the model expects \(10, 512\)"):
+    with pytest.raises(CheckpointError,
+                       match=r"linear_relu_stack.4.weight has shape \(512, 512\) but the model expects \(10, 512\)"):
         checkpoint.load(path, NeuralNetwork())
 
 
