@@ -73,8 +73,8 @@ def kink_rows(state_dict, x) -> dict[str, np.ndarray]:
     """Per weight/bias leaf, the output rows fed by a ReLU input within KINK of 0 for some sample.
 
     At a ReLU kink the gradient is discontinuous: float32 rounding can put one side on each side
-    of it (seen on the first test batch: unit 148 of layer 0 at 4.3e-9 flips that unit's whole
-    gradient row by 6.7e-5 in torch, not in JAX). Those rows are excluded, and counted.
+    of it, and then that unit's whole gradient row differs between torch and JAX (the first test batch
+    has such a unit; the test prints the rows). Those rows are excluded, and counted.
     """
     rows = {}
     for layer, z in zip((0, 2), H.relu_preactivations(state_dict, x), strict=True):
