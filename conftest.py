@@ -11,7 +11,7 @@ from tests.helpers import real_data_dir  # noqa: E402
 
 def _cuda_reason() -> str | None:
     try:
-        import torch  # noqa: PLC0415 -- a bare checkout without torch still collects, and the GPU tests skip saying so
+        import torch  # noqa: PLC0415 -- absent torch: GPU tests skip, saying so
     except ImportError:
         return "torch is not installed"
     if not torch.cuda.is_available():

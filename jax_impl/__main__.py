@@ -17,7 +17,7 @@ def main(argv=None) -> int:
                 "(not built yet for the CNN)")
     # JAX is imported only once the flags are valid: a bad flag is refused in a second, not after
     # JAX's import (tests/test_cli_validation.py runs every bad flag as a subprocess).
-    from . import cnn_train  # noqa: PLC0415 -- JAX loads only once the flags are valid (see the comment above)
+    from . import cnn_train  # noqa: PLC0415 -- JAX after the flags (above)
     from .checkpoint import CheckpointError  # noqa: PLC0415 -- as above
     from .train import Config, DeviceError, run  # noqa: PLC0415 -- as above
 

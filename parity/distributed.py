@@ -328,7 +328,7 @@ def run(cfg: DistConfig) -> dict:
 
 def plot(r32: dict, cmp: dict, path: Path, title: str) -> Path:
     """The four loss curves, and every pair's per-step gap with its derived tolerance (log axis)."""
-    import matplotlib  # noqa: PLC0415 -- matplotlib only for the plot, its Agg backend chosen before pyplot loads
+    import matplotlib  # noqa: PLC0415 -- plot only; Agg set before pyplot loads
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415 -- as matplotlib above

@@ -88,7 +88,7 @@ def blocks(text: str, images: Path) -> str:
 
 def _code(source: str) -> str:
     """Highlighted Python source (pygments' classes; the page's CSS holds the colours)."""
-    from pygments import highlight  # noqa: PLC0415 -- pygments is in the dev extra (study's main says so when it is missing)
+    from pygments import highlight  # noqa: PLC0415 -- pygments: dev extra
     from pygments.formatters import HtmlFormatter  # noqa: PLC0415 -- as pygments above
     from pygments.lexers import PythonLexer  # noqa: PLC0415 -- as pygments above
 
@@ -293,7 +293,7 @@ def cell_sources(nb) -> list[tuple[str, str]]:
 
 def execute(nb, cwd: Path = NOTEBOOKS, timeout: int = 600):
     """Run every cell of ``nb`` (in place) in a kernel of this interpreter; raises on the first failing cell."""
-    from jupyter_client import KernelManager  # noqa: PLC0415 -- the notebook runner is in the dev extra, needed only to execute notebooks
+    from jupyter_client import KernelManager  # noqa: PLC0415 -- dev extra, only to run notebooks
     from jupyter_client.kernelspec import KernelSpecManager  # noqa: PLC0415 -- as above
     from nbclient import NotebookClient  # noqa: PLC0415 -- as above
 

@@ -721,7 +721,7 @@ def main(argv=None) -> int:
                    help="write nothing: exit 1 if the committed guide, page or notebooks (cell sources) are out of date")
     args = p.parse_args(argv)
     try:  # the HTML page and the notebooks need the dev extra (pip install -e '.[dev]')
-        from parity import render  # noqa: PLC0415 -- render imports this module (a cycle), and needs the dev extra
+        from parity import render  # noqa: PLC0415 -- render imports this module (a cycle)
     except ImportError as e:
         print(f"error: {e.name} is missing: pip install -e '.[dev]'", file=sys.stderr)
         return 2

@@ -12,6 +12,6 @@ __all__ = ["WeightsError", "flax_to_torch", "flax_to_torch_numpy", "hidden_of", 
 
 def flax_to_torch(params: Mapping[str, Mapping[str, object]]) -> OrderedDict:
     """A torch state_dict (CPU tensors) holding exactly the params' values, kernels transposed."""
-    import torch  # noqa: PLC0415 -- parity.oracle (a JAX-only float64 subprocess) imports this module and must not pay for torch
+    import torch  # noqa: PLC0415 -- parity.oracle's JAX-only process imports this module
 
     return OrderedDict((k, torch.from_numpy(v)) for k, v in flax_to_torch_numpy(params).items())

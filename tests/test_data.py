@@ -289,7 +289,7 @@ def test_prepare_stops_at_a_corrupt_copy(tmp_path):
 
 def test_download_failure_removes_what_it_wrote(tmp_path, monkeypatch):
     pytest.importorskip("torchvision")
-    from torchvision import datasets  # noqa: PLC0415 -- after the importorskip above: the test skips where torchvision is absent
+    from torchvision import datasets  # noqa: PLC0415 -- after the importorskip
 
     def half_download(root, train, download):
         raw = cdata.raw_dir(root)
