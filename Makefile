@@ -34,7 +34,9 @@ browser:
 	    || echo "could not install chromium: parity/test_render.py's browser test will skip"; \
 	else echo "chromium is missing and this is not root with apt-get: parity/test_render.py's browser test will skip"; fi
 
+# ruff first (pyproject.toml [tool.ruff]; it is in the dev extra): a lint error fails in seconds, before the suite.
 test: $(STAMP) data browser
+	$(PY) -m ruff check .
 	$(PY) -m pytest
 
 quickstart-torch: $(STAMP) data

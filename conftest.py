@@ -11,12 +11,12 @@ from tests.helpers import real_data_dir  # noqa: E402
 
 def _cuda_reason() -> str | None:
     try:
-        import torch
+        import torch  # noqa: PLC0415 -- absent torch: GPU tests skip, saying so
     except ImportError:
         return "torch is not installed"
     if not torch.cuda.is_available():
         return "CUDA is not available on this machine (torch.cuda.is_available() is False)"
-    import jax
+    import jax  # noqa: PLC0415 -- only when GPU tests were collected and torch sees CUDA
 
     try:
         jax.devices("gpu")

@@ -54,7 +54,8 @@ def measure(devices: int, device: str = "cpu", epochs: int = 2, data_dir: str = 
         last = res["epoch_s"][-1]
         rows.append({"form": label, "replicas": replicas, "warmup_s": res["epoch_s"][0], "epoch_s": last,
                      "samples_per_s": n / last, "speedup_vs_1_device": reference[framework] / last,
-                     "max_step_loss_gap_vs_torch_1_device": float(np.max(np.abs(res["losses"] - many["one_device"]["losses"])))})
+                     "max_step_loss_gap_vs_torch_1_device":
+                         float(np.max(np.abs(res["losses"] - many["one_device"]["losses"])))})
     return {"devices": devices, "device": device, "epochs": epochs, "samples": n, "rows": rows,
             "jax_devices": many["jax_sharded"]["devices"],
             "cpu": platform.processor() or platform.machine(), "cores": len(os.sched_getaffinity(0)),

@@ -9,7 +9,8 @@ batch-64 step approaches it, and comparing an FP32 row with the TF32 peak is mea
 """
 from __future__ import annotations
 
-from typing import Callable
+import platform
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -36,7 +37,6 @@ def cpu_model() -> str:
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    import platform  # only where /proc/cpuinfo is absent (not Linux)
 
     return platform.processor() or platform.machine()
 
@@ -65,7 +65,7 @@ def torch_probe(gemms: list[tuple[int, int, int]], reps: int, kind: str) -> Call
     outs = [torch.empty(a.shape[0], b.shape[1], device=device) for a, b in mats]
 
     def once():
-        for (a, b), c in zip(mats, outs):
+        for (a, b), c in zip(mats, outs, strict=True):
             torch.mm(a, b, out=c)
 
     if kind != "cuda":

@@ -32,7 +32,8 @@ def fmt_ratio(r: dict, digits: int = 2) -> str:
 
 def fmt_share(r: dict) -> str:
     """A share of the limit: median (min–max; IQR), flagged where it is noisy or above 100%."""
-    text = f"{100 * r['median']:.0f}% ({100 * r['min']:.0f}–{100 * r['max']:.0f}%; IQR {100 * r['q1']:.0f}–{100 * r['q3']:.0f}%)"
+    text = (f"{100 * r['median']:.0f}% ({100 * r['min']:.0f}–{100 * r['max']:.0f}%; "
+            f"IQR {100 * r['q1']:.0f}–{100 * r['q3']:.0f}%)")
     if r.get("over_limit"):
         return f"{text} **noisy: above the limit**"
     return f"{text} **noisy**" if r["noisy"] else text
@@ -60,7 +61,8 @@ def machine_line(meta: dict, kind: str) -> str:
 def variant_table(dev: dict) -> list[str]:
     """One row per variant: epoch time with its spread, the user's 5-epoch wait, paired ratios."""
     lines = ["| variant | precision | torch threads | epoch s, median (min–max) | 5 epochs as a user waits s "
-             "| 5 steady epochs s | samples/s | share of the limit, median (min–max; IQR) | × tutorial | × tutorial at 1 thread |",
+             "| 5 steady epochs s | samples/s | share of the limit, median (min–max; IQR) "
+             "| × tutorial | × tutorial at 1 thread |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in dev["variants"]:
         lines.append(
@@ -101,8 +103,9 @@ def markdown(out: dict) -> str:
         lines += limit_lines(dev)
         for row in dev["thread_study"]:
             e = row["epoch_equivalent_s"]
+            chosen = "  <- chosen" if row["threads"] == dev["torch_threads"] else ""
             lines.append(f"torch-eager with {row['threads']} thread(s): {fmt_spread_s(e)} s/epoch "
-                         f"(first {row['probe_steps']} steps, scaled){'  <- chosen' if row['threads'] == dev['torch_threads'] else ''}")
+                         f"(first {row['probe_steps']} steps, scaled){chosen}")
         if dev["sweeps"]:
             lines += ["", f"sweep ({kind}): samples/s, median (min–max)",
                       "| variant | batch | hidden | samples/s | GFLOP/s |", "|---|---|---|---|---|"]
@@ -142,7 +145,8 @@ def charts(out: dict, stem: Path) -> list[str]:
     y = list(range(len(rows)))
     colors = [COLORS[r["framework"]] for r in rows]
     med = [r["epoch"]["median"] for r in rows]
-    err = [[m - r["epoch"]["min"] for m, r in zip(med, rows)], [r["epoch"]["max"] - m for m, r in zip(med, rows)]]
+    err = [[m - r["epoch"]["min"] for m, r in zip(med, rows, strict=True)],
+           [r["epoch"]["max"] - m for m, r in zip(med, rows, strict=True)]]
     ax_t.barh(y, med, xerr=err, color=colors, capsize=3, ecolor="black")
     for i, r in enumerate(rows):
         ax_t.text(r["epoch"]["max"], i, f"  {r['epoch']['median']:.2f} s", va="center", fontsize=8)
@@ -152,10 +156,10 @@ def charts(out: dict, stem: Path) -> list[str]:
     ax_t.invert_yaxis()
 
     share = [100 * r["of_limit"]["median"] for r in rows]
-    s_err = [[s - 100 * r["of_limit"]["min"] for s, r in zip(share, rows)],
-             [100 * r["of_limit"]["max"] - s for s, r in zip(share, rows)]]
+    s_err = [[s - 100 * r["of_limit"]["min"] for s, r in zip(share, rows, strict=True)],
+             [100 * r["of_limit"]["max"] - s for s, r in zip(share, rows, strict=True)]]
     bars = ax_l.barh(y, share, xerr=s_err, color=colors, capsize=3, ecolor="black")
-    for bar, r in zip(bars, rows):
+    for bar, r in zip(bars, rows, strict=True):
         if r["of_limit"]["over_limit"] or r["of_limit"]["noisy"]:
             bar.set_hatch("//")
             bar.set_alpha(0.5)
@@ -193,11 +197,14 @@ def charts(out: dict, stem: Path) -> list[str]:
                     continue
                 xs = [p[0] for p in pts]
                 ms = [p[1]["median"] for p in pts]
-                ax.errorbar(xs, ms, yerr=[[m - p[1]["min"] for m, p in zip(ms, pts)], [p[1]["max"] - m for m, p in zip(ms, pts)]],
+                ax.errorbar(xs, ms,
+                            yerr=[[m - p[1]["min"] for m, p in zip(ms, pts, strict=True)],
+                                  [p[1]["max"] - m for m, p in zip(ms, pts, strict=True)]],
                             fmt="-o" if kind == "cpu" else "--s", color=COLORS[fw], capsize=3, label=f"{name} ({kind})")
                 ax.set_xticks(xs, [str(x) for x in xs])
             ax.set_xscale("log", base=2)
-            ax.set_xticks(sorted({r[xkey] for r in sweeps if keep(r)}), [str(x) for x in sorted({r[xkey] for r in sweeps if keep(r)})])
+            ax.set_xticks(sorted({r[xkey] for r in sweeps if keep(r)}),
+                          [str(x) for x in sorted({r[xkey] for r in sweeps if keep(r)})])
             ax.minorticks_off()
             ax.set_ylim(bottom=0)
             ax.set_xlabel(xlabel)
@@ -278,7 +285,8 @@ def rewrite_readme(readme: Path, results: Path = RESULTS) -> list[str]:
             continue
         rel = path.relative_to(readme.resolve().parent) if path.is_relative_to(readme.resolve().parent) else path
         block = section(json.loads(path.read_text()), kind, str(rel))
-        text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: f"{begin}\n{block}\n{end}", text, flags=re.S)
+        new = f"{begin}\n{block}\n{end}"  # a function, not a template: the block's backslashes stay as written
+        text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _, new=new: new, text, flags=re.S)
         done.append(kind)
     readme.write_text(text)
     return done

@@ -11,8 +11,8 @@ so the tests check it with a fake clock.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -113,9 +113,9 @@ def paired_ratio(num: Sequence[float], den: Sequence[float]) -> list[float]:
     """``num[r] / den[r]`` for every round r: both measured in the same round."""
     if len(num) != len(den):
         raise ValueError(f"paired ratio of {len(num)} and {len(den)} rounds")
-    return [a / b for a, b in zip(num, den)]
+    return [a / b for a, b in zip(num, den, strict=True)]
 
 
 def per_round_max(rate_lists: Sequence[Sequence[float]]) -> list[float]:
     """The best rate in each round over several probes (the limit is the best any of them reaches)."""
-    return [max(rs) for rs in zip(*rate_lists)]
+    return [max(rs) for rs in zip(*rate_lists, strict=True)]

@@ -7,8 +7,8 @@ before it returns, so a clock read after it measures finished work.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import jax
 import numpy as np
@@ -258,7 +258,8 @@ def jax_jit(w: Workload, kind: str) -> Epoch:
 
 @variant("jax-scan", "jax-scan (one compiled epoch)")
 def jax_scan(w: Workload, kind: str) -> Epoch:
-    """The JAX side's ``train_epoch`` (``jax_impl.train``, ``jax_impl.cnn_train``): the whole epoch one compiled ``lax.scan``."""
+    """The JAX side's ``train_epoch`` (``jax_impl.train``, ``jax_impl.cnn_train``): the whole epoch one compiled
+    ``lax.scan``."""
     device, state = _jax_state(w, kind)
     data = (jax.device_put(w.x, device), jax.device_put(w.y, device))
     box = [state]

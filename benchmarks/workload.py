@@ -48,7 +48,7 @@ def mlp_step_gemms(batch: int, hidden: tuple[int, ...] = (512, 512)) -> list[tup
     """(m, k, n) of every matrix product in one training step of the MLP: forward, weight
     gradients, and input gradients of every layer but the first (no gradient w.r.t. the images)."""
     dims = [784, *hidden, 10]
-    pairs = list(zip(dims[:-1], dims[1:]))
+    pairs = list(zip(dims[:-1], dims[1:], strict=True))
     fwd = [(batch, a, b) for a, b in pairs]
     wgrad = [(b, batch, a) for a, b in pairs]
     igrad = [(batch, b, a) for a, b in pairs[1:]]

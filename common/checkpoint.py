@@ -270,7 +270,8 @@ def add_checkpoint_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-dir", default="", help="write a resumable checkpoint here after every epoch ('' for none)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --checkpoint-dir")
     p.add_argument("--load", default="", help="evaluate and predict with this saved model instead of training")
-    p.add_argument("--limit-train", type=non_negative_int, default=0, help="train on the first N training images only (0: all)")
+    p.add_argument("--limit-train", type=non_negative_int, default=0,
+                   help="train on the first N training images only (0: all)")
 
 
 def check_limit(limit_train: int, size: int) -> None:

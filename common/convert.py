@@ -144,7 +144,8 @@ def state_dict_to_variables(state_dict: Mapping[str, object], kinds: Mapping[str
             out = {"embedding": w}
         else:  # batchnorm / layernorm: affine weight and bias are Flax's scale and bias
             optional = _BN_BUFFERS if kind == "batchnorm" else ()
-            _expect(module, leaves, ("weight", "bias") + (("running_mean", "running_var") if kind == "batchnorm" else ()), optional)
+            _expect(module, leaves, ("weight", "bias") + (("running_mean", "running_var") if kind == "batchnorm" else ()),
+                    optional)
             out = {"scale": w}
             if kind == "batchnorm":
                 _set(stats, path, {_FLAX_BUFFER[b]: leaves[b] for b in _BN_BUFFERS if b in leaves}, "batch_stats")
@@ -283,7 +284,9 @@ def torch_to_flax(state_dict: Mapping[str, object]) -> dict:
         if not m:
             raise WeightsError(f"unknown state_dict key {k!r} (expected linear_relu_stack.<i>.weight|bias)")
         found.setdefault(int(m.group(1)), {})[m.group(2)] = tuple(np.shape(v))
-    torch_key = lambda i, part: f"linear_relu_stack.{i}.{part}"
+    def torch_key(i, part):
+        return f"linear_relu_stack.{i}.{part}"
+
     for i, parts in found.items():
         for part in ("weight", "bias"):
             if part not in parts:
@@ -307,7 +310,9 @@ def flax_to_torch_numpy(params: Mapping[str, Mapping[str, object]]) -> OrderedDi
             if part not in layer:
                 raise WeightsError(f"missing params entry {name}/{part}")
         found[int(m.group(1))] = {"kernel": np.shape(layer["kernel"]), "bias": tuple(np.shape(layer["bias"]))}
-    flax_key = lambda i, part: f"linear_relu_stack_{i}/{'kernel' if part == 'weight' else 'bias'}"
+    def flax_key(i, part):
+        return f"linear_relu_stack_{i}/{'kernel' if part == 'weight' else 'bias'}"
+
     for i, p in found.items():
         if len(p["kernel"]) != 2:
             raise WeightsError(f"{flax_key(i, 'weight')} has shape {tuple(p['kernel'])}, expected a matrix")

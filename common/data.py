@@ -24,6 +24,7 @@ Rules that keep a user's data theirs:
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import gzip
 import hashlib
@@ -331,7 +332,7 @@ def download_torchvision(data_dir: Path, log: Log = print, timeout: float = DOWN
     try:
         # Imported here, not at the top: common is numpy-only (jax_impl imports it and never torch);
         # only the torch side and the data step download.
-        from torchvision import datasets
+        from torchvision import datasets  # noqa: PLC0415 -- see the comment above
     except ImportError as e:
         raise DataMissing(f"torchvision's download: torchvision is not importable ({e})") from None
     raw = raw_dir(data_dir)
@@ -407,8 +408,6 @@ def prepare(data_dir: str | os.PathLike = "data", debian_dir: str | os.PathLike 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m common.data --data-dir data``: put the validated plain IDX files in place,
     getting them if needed (the data step of ``make run`` and ``make test``)."""
-    import argparse  # only the command line needs it
-
     p = argparse.ArgumentParser(prog="python -m common.data", description=main.__doc__,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data-dir", default="data", help="folder that gets FashionMNIST/raw/")

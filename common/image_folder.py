@@ -17,7 +17,7 @@ def write_image_folder(images: np.ndarray, labels: np.ndarray, folder: str | Pat
     annotations = folder / "annotations.csv"
     with open(annotations, "w", newline="") as f:
         writer = csv.writer(f)
-        for i, (image, label) in enumerate(zip(images, labels)):
+        for i, (image, label) in enumerate(zip(images, labels, strict=True)):
             name = f"img_{i}.png"
             Image.fromarray(np.asarray(image, np.uint8), mode="L").save(img_dir / name)
             writer.writerow([name, int(label)])

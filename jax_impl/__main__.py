@@ -8,16 +8,18 @@ from common.report import NonFiniteLossError
 
 
 def main(argv=None) -> int:
-    p = base_parser("python -m jax_impl", "The quickstart in functional JAX (Flax Linen + optax).", "model.msgpack", JAX_DEVICES)
+    p = base_parser("python -m jax_impl", "The quickstart in functional JAX (Flax Linen + optax).", "model.msgpack",
+                    JAX_DEVICES)
     add_checkpoint_flags(p)
     args = p.parse_args(argv)
     if args.model == "cnn" and (args.checkpoint_dir or args.resume or args.load or args.limit_train):
-        p.error("--model cnn: --checkpoint-dir, --resume, --load and --limit-train are for the MLP only (not built yet for the CNN)")
+        p.error("--model cnn: --checkpoint-dir, --resume, --load and --limit-train are for the MLP only "
+                "(not built yet for the CNN)")
     # JAX is imported only once the flags are valid: a bad flag is refused in a second, not after
     # JAX's import (tests/test_cli_validation.py runs every bad flag as a subprocess).
-    from .checkpoint import CheckpointError
-    from . import cnn_train
-    from .train import Config, DeviceError, run
+    from . import cnn_train  # noqa: PLC0415 -- JAX after the flags (above)
+    from .checkpoint import CheckpointError  # noqa: PLC0415 -- as above
+    from .train import Config, DeviceError, run  # noqa: PLC0415 -- as above
 
     config = Config(**vars(args))
     train_fn = cnn_train.run if config.model == "cnn" else run

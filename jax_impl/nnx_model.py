@@ -64,7 +64,8 @@ def params_of(model: NeuralNetwork) -> dict:
     return nnx.state(model, nnx.Param).to_pure_dict()
 
 
-def create_optimizer(model: NeuralNetwork, lr: float = 1e-3, momentum: float = 0.0, weight_decay: float = 0.0) -> nnx.Optimizer:
+def create_optimizer(model: NeuralNetwork, lr: float = 1e-3, momentum: float = 0.0,
+                     weight_decay: float = 0.0) -> nnx.Optimizer:
     """``nnx.Optimizer`` over the model's ``nnx.Param`` leaves with the same optax chain as Linen's
     ``create_train_state`` (``jax_impl.train.make_optimizer``: torch's SGD semantics)."""
     return nnx.Optimizer(model, make_optimizer(lr, momentum, weight_decay), wrt=nnx.Param)

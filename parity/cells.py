@@ -25,8 +25,8 @@ def run_in(line: str, cell: str) -> None:
     # so an annotation naming a class defined later in the file means what it means there
     if module.__dict__.get("annotations") is __future__.annotations:
         flags |= __future__.annotations.compiler_flag
-    exec(compile(cell, f"<{module.__name__} cell>", "exec", flags, dont_inherit=True),  # noqa: S102 (running the cell is the point)
-         module.__dict__)
+    # running the cell is the point (hence the noqa for exec)
+    exec(compile(cell, f"<{module.__name__} cell>", "exec", flags, dont_inherit=True), module.__dict__)  # noqa: S102
 
 
 def load_ipython_extension(ipython) -> None:
@@ -44,7 +44,8 @@ def number_lines(rows: list[tuple], labels: list[str]) -> list[str]:
     width = max(len(label) for label in labels) + 1
     lines = []
     for what, *values in rows:
-        lines += [what.replace("`", "")] + [f"  {label + ':':{width}} {plain(v)}" for label, v in zip(labels, values)]
+        lines += [what.replace("`", "")]
+        lines += [f"  {label + ':':{width}} {plain(v)}" for label, v in zip(labels, values, strict=True)]
     return lines
 
 

@@ -281,7 +281,8 @@ def _intermediates(tree) -> dict[str, np.ndarray]:
 
 def _cast(tree, dtype):
     return jax.tree_util.tree_map(
-        lambda a: jnp.asarray(np.asarray(a), dtype) if np.issubdtype(np.asarray(a).dtype, np.floating) else jnp.asarray(a), tree)
+        lambda a: jnp.asarray(np.asarray(a), dtype) if np.issubdtype(np.asarray(a).dtype, np.floating) else jnp.asarray(a),
+        tree)
 
 
 def _flax_runs(module, variables, batches, steps, lr, dtype, masks: _Masks):
@@ -294,7 +295,8 @@ def _flax_runs(module, variables, batches, steps, lr, dtype, masks: _Masks):
     out["eval"], out["eval_logits"] = _intermediates(cols.get("intermediates", {})), np.asarray(logits, np.float64)
     logits, cols = forward(variables, x, _flax_masks(masks, 0, shapes), train=True)
     out["train"] = _intermediates(cols.get("intermediates", {}))
-    out["train_vars"] = {"params": variables["params"], **({"batch_stats": cols["batch_stats"]} if "batch_stats" in cols else {})}
+    out["train_vars"] = {"params": variables["params"],
+                         **({"batch_stats": cols["batch_stats"]} if "batch_stats" in cols else {})}
     tx = optax.sgd(lr)
 
     def loss_fn(params, others, bx, by, step_masks):
@@ -334,7 +336,8 @@ def _check(phase: str, name: str, t32, t64, j32, j64) -> Check:
     t32, t64, j32, j64 = (np.asarray(a, np.float64) for a in (t32, t64, j32, j64))
     mapped = [_to_flax_layout(t, j32) for t in (t32, t64)]
     if mapped[0][0] is None or j64.shape != j32.shape:
-        return Check(phase, name, float("inf"), 0.0, float("nan"), float("nan"), float("nan"), note=mapped[0][1] or "shapes differ")
+        return Check(phase, name, float("inf"), 0.0, float("nan"), float("nan"), float("nan"),
+                     note=mapped[0][1] or "shapes differ")
     t32, t64 = mapped[0][0], mapped[1][0]
 
     def mx(a):

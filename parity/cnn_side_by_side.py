@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from common.convert import state_dict_to_variables, variables_to_state_dict
 from jax_impl.cnn import CNN as FlaxCNN
+from jax_impl.train import make_optimizer
 from reference_torch.cnn import CNN as TorchCNN
 
 from . import harness as H
@@ -49,14 +50,13 @@ def _torch_train(sd, train: H.Split, test: H.Split, cfg, dtype, masks: _Masks):
         model.eval()
         with torch.no_grad():
             logits = model(torch.as_tensor(test.x, dtype=dtype))
-            evals.append(((logits.argmax(1).numpy() == test.y).mean(), F.cross_entropy(logits, torch.as_tensor(test.y).long()).item()))
+            evals.append(((logits.argmax(1).numpy() == test.y).mean(),
+                          F.cross_entropy(logits, torch.as_tensor(test.y).long()).item()))
     state = {k: _numpy64(v) for k, v in model.state_dict().items()}
     return np.array(losses), state, evals, secs
 
 
 def _jax_train(sd, train: H.Split, test: H.Split, cfg, dtype, masks: _Masks):
-    from jax_impl.train import make_optimizer
-
     module = FlaxCNN()
     variables = _cast(state_dict_to_variables(sd), dtype)
     params, others = variables["params"], {"batch_stats": variables["batch_stats"]}
@@ -90,7 +90,8 @@ def _jax_train(sd, train: H.Split, test: H.Split, cfg, dtype, masks: _Masks):
         logits = np.asarray(module.apply({"params": params, **others}, jnp.asarray(test.x, dtype), train=False), np.float64)
         ce = float(optax.softmax_cross_entropy_with_integer_labels(jnp.asarray(logits), jnp.asarray(test.y)).mean())
         evals.append(((logits.argmax(1) == test.y).mean(), ce))
-    state = {k: np.asarray(v, np.float64) for k, v in variables_to_state_dict(jax.device_get({"params": params, **others})).items()}
+    final = variables_to_state_dict(jax.device_get({"params": params, **others}))
+    state = {k: np.asarray(v, np.float64) for k, v in final.items()}
     return np.array(losses), state, evals, secs
 
 
@@ -110,7 +111,8 @@ def run(cfg) -> dict:
     bad_steps = [c for c in per_step if not c.ok]
     bad_params = [c for c in params if not c.ok]
     steps_per_epoch = -(-len(train.x) // cfg.batch_size)
-    print("| epoch | torch acc | jax acc | torch test loss | jax test loss | max step-loss gap | its tol | torch s | jax s |")
+    print("| epoch | torch acc | jax acc | torch test loss | jax test loss | max step-loss gap | its tol "
+          "| torch s | jax s |")
     print("|------:|----------:|--------:|----------------:|--------------:|------------------:|--------:|--------:|------:|")
     for e in range(cfg.epochs):
         mine = per_step[e * steps_per_epoch:(e + 1) * steps_per_epoch]

@@ -11,10 +11,13 @@ numbers, and an inf or NaN there means a run diverged, not that two runs agree.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
+import torch
+
+from jax_impl.model import NeuralNetwork
 
 
 @dataclass(frozen=True)
@@ -113,8 +116,6 @@ def assert_trees_close(actual, expected, rtol: float, atol: float, what: str = "
 def torch_activations(model, x) -> dict[str, np.ndarray]:
     """Output of ``flatten`` and of every module in ``linear_relu_stack`` (forward hooks), named as
     the Flax side names them (``linear_relu_stack_<i>``), plus ``logits``."""
-    import torch  # here, not at the top: the tree comparisons above need neither framework
-
     acts: dict[str, np.ndarray] = {}
     handles = [model.flatten.register_forward_hook(lambda m, i, o: acts.__setitem__("flatten", o.detach().cpu().numpy()))]
     for idx, module in enumerate(model.linear_relu_stack):
@@ -133,9 +134,8 @@ def torch_activations(model, x) -> dict[str, np.ndarray]:
 def flax_activations(params, hidden: Sequence[int], x) -> dict[str, np.ndarray]:
     """The same layers of ``NeuralNetwork(hidden)``: Dense outputs from ``capture_intermediates``, flatten and
     relu outputs sown by the model, plus ``logits``."""
-    from jax_impl.model import NeuralNetwork  # here, not at the top: as torch in torch_activations
-
-    logits, state = NeuralNetwork(tuple(hidden)).apply({"params": params}, x, capture_intermediates=True, mutable=["intermediates"])
+    logits, state = NeuralNetwork(tuple(hidden)).apply({"params": params}, x, capture_intermediates=True,
+                                                       mutable=["intermediates"])
     inter = state["intermediates"]
     acts: dict[str, np.ndarray] = {}
     for name, value in inter.items():

@@ -24,9 +24,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
 
-from common.shards import epoch_shards
+from common.cli import DeviceError, positive_int, run_guarded
+from common.data import DataError
+from common.shards import ShardError, epoch_shards
+from jax_impl.distributed import Config as JConfig
 from reference_torch import distributed as tdist
+from reference_torch import train as ttrain
+from reference_torch.basics import distributed as tb
+from reference_torch.model import NeuralNetwork
 
 from . import harness as H
 from . import tolerances as T
@@ -40,7 +49,7 @@ PAIRS = (("ddp", "jax_sharded"), ("ddp", "one_device"), ("jax_sharded", "one_dev
 # running max): rounding differences between two float32 runs are of the size of each one's error.
 MULTIPLE = 4.0
 TEST_IMAGES = 10_000  # the real test split every form is evaluated on
-# float64 forms must agree to this: far above float64 rounding over an epoch (measured: ~1e-15)
+# float64 forms must agree to this: far above float64 rounding over an epoch (the run reports the gap)
 # and far below any float32 effect or bug (>= 1e-7), so every difference in the math shows here.
 F64_AGREE = 1e-12
 
@@ -80,8 +89,6 @@ def _side_config(cls, cfg: DistConfig, run: Run, **extra):
 def _start_jax(cfg: DistConfig, runs: list[tuple[int, Run]], init_sd, tmp: Path, dtype: str) -> subprocess.Popen:
     """The JAX forms of ``runs`` in one process of their own: N host devices and x64 must be set
     before JAX starts, and must not leak into this process."""
-    from jax_impl.distributed import Config as JConfig
-
     work = tmp / f"jax_{dtype}"
     work.mkdir()
     np.savez(work / "init.npz", **{f"{layer}/{k}": v for layer, d in H.torch_to_flax(init_sd).items() for k, v in d.items()})
@@ -114,10 +121,13 @@ def _read_jax(proc: subprocess.Popen, work: Path, timeout_s: float) -> list[dict
         meta = json.loads((work / f"run{n}.json").read_text())
         with np.load(work / f"run{n}.npz") as f:
             flat = {k: f[k] for k in f.files}
-        epochs = [H.flax_to_torch_numpy({layer: {"kernel": flat[f"epoch{e}/{layer}/kernel"], "bias": flat[f"epoch{e}/{layer}/bias"]}
-                                          for layer in sorted({k.split("/")[1] for k in flat if k.startswith(f"epoch{e}/")})})
-                  for e in range(meta["config"]["epochs"])]
-        shards = [np.split(flat[f"shard{d}"], np.cumsum(flat[f"shard{d}_count"])[:-1]) for d in range(meta["config"]["devices"])]
+        epochs = []
+        for e in range(meta["config"]["epochs"]):
+            layers = sorted({k.split("/")[1] for k in flat if k.startswith(f"epoch{e}/")})
+            epochs.append(H.flax_to_torch_numpy({layer: {"kernel": flat[f"epoch{e}/{layer}/kernel"],
+                                                         "bias": flat[f"epoch{e}/{layer}/bias"]} for layer in layers}))
+        shards = [np.split(flat[f"shard{d}"], np.cumsum(flat[f"shard{d}_count"])[:-1])
+                  for d in range(meta["config"]["devices"])]
         out.append({"losses": flat["losses"], "epochs": epochs, "shards": shards, **meta})
         n += 1
     return out
@@ -134,13 +144,15 @@ def run_forms(cfg: DistConfig, runs: list[Run]) -> dict[str, dict[str, dict]]:
     results: dict[str, dict[str, dict]] = {run.name: {} for run in runs}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        jax_runs = {dtype: [(i, r) for i, r in enumerate(runs) if r.dtype == dtype and any(f.startswith("jax_") for f in r.forms)]
+        jax_runs = {dtype: [(i, r) for i, r in enumerate(runs)
+                            if r.dtype == dtype and any(f.startswith("jax_") for f in r.forms)]
                     for dtype in ("float32", "float64")}
         procs = {dtype: _start_jax(cfg, rs, init_sd, tmp, dtype) for dtype, rs in jax_runs.items() if rs}
         try:
             ddp_runs = [r for r in runs if "ddp" in r.forms]
             if ddp_runs:
-                for run, res in zip(ddp_runs, tdist.run_many([_side_config(tdist.Config, cfg, r) for r in ddp_runs])):
+                for run, res in zip(ddp_runs, tdist.run_many([_side_config(tdist.Config, cfg, r) for r in ddp_runs]),
+                                    strict=True):
                     res["rank_epochs"] = res["epochs"]  # [rank][epoch]
                     res["epochs"] = res["epochs"][0]  # rank 0's copy
                     results[run.name]["ddp"] = res
@@ -159,18 +171,15 @@ def run_forms(cfg: DistConfig, runs: list[Run]) -> dict[str, dict[str, dict]]:
                 if proc.poll() is None:
                     proc.kill()
     for run in runs:
-        for form, res in results[run.name].items():
-            metrics = [H.torch_evaluate(H.torch_model(sd, getattr(torch, run.dtype)), test, cfg.batch_size) for sd in res["epochs"]]
+        for res in results[run.name].values():
+            metrics = [H.torch_evaluate(H.torch_model(sd, getattr(torch, run.dtype)), test, cfg.batch_size)
+                       for sd in res["epochs"]]
             res["test"] = metrics
     return results
 
 
 def _one_device(init_sd, train: H.Split, cfg: DistConfig, dtype: str, samples: int) -> dict:
     """The reference: ``reference_torch.train.train_epoch`` on one device, in file order."""
-    from torch import nn
-
-    from reference_torch import train as ttrain
-
     n = samples or len(train.x)
     model = H.torch_model(init_sd, getattr(torch, dtype))
     optimizer = ttrain.make_optimizer(model, cfg.lr)
@@ -196,7 +205,8 @@ def derived_param_atol(r32: dict, r64: dict, a: str, b: str, multiple: float = M
     """Final-weights tolerance of a pair: ``multiple`` x the larger of the two forms' own max
     |float32 - float64| over every parameter after the last epoch."""
     def err(form):
-        return max(float(np.max(np.abs(r32[form]["epochs"][-1][k] - r64[form]["epochs"][-1][k]))) for k in r64[form]["epochs"][-1])
+        last32, last64 = r32[form]["epochs"][-1], r64[form]["epochs"][-1]
+        return max(float(np.max(np.abs(last32[k] - last64[k]))) for k in last64)
     return multiple * max(err(a), err(b))
 
 
@@ -231,7 +241,8 @@ def compare(results: dict[str, dict[str, dict]], f32: str = "float32", f64: str 
         if a not in r32 or b not in r32:
             continue
         gap = np.abs(r32[a]["losses"] - r32[b]["losses"])
-        tol = derived_tolerance(err[a], err[b], r64["one_device"]["losses"] if "one_device" in r64 else r64[a]["losses"], multiple)
+        tol = derived_tolerance(err[a], err[b], r64["one_device"]["losses"] if "one_device" in r64 else r64[a]["losses"],
+                                multiple)
         gap64 = np.abs(r64[a]["losses"] - r64[b]["losses"])
         name = f"{LABELS[a]} vs {LABELS[b]}"
         beyond = np.flatnonzero(~(gap <= tol))  # NaN fails
@@ -271,7 +282,8 @@ def run(cfg: DistConfig) -> dict:
     out(f"data-parallel parity: {cfg.devices} replicas on {cfg.device} (DDP {'gloo' if cfg.device == 'cpu' else 'nccl'}, "
         f"JAX devices {r32['jax_sharded']['devices']}), {steps} steps per epoch at global batch {cfg.batch_size}; "
         f"tolerance = {MULTIPLE:g} x each pair's float32-vs-float64 error")
-    header = ("| epoch | " + " | ".join(f"{LABELS[f]} acc" for f in FORMS) + " | " + " | ".join(f"{LABELS[f]} Avg loss" for f in FORMS)
+    header = ("| epoch | " + " | ".join(f"{LABELS[f]} acc" for f in FORMS)
+              + " | " + " | ".join(f"{LABELS[f]} Avg loss" for f in FORMS)
               + " | " + " | ".join(f"max step diff {LABELS[a]}-{LABELS[b]}" for a, b in PAIRS[:4]) + " |")
     out(header)
     out("|" + "|".join("-" * len(c) for c in header.split("|")[1:-1]) + "|")
@@ -280,20 +292,24 @@ def run(cfg: DistConfig) -> dict:
         sl = slice(e * steps, (e + 1) * steps)
         row = {"epoch": e + 1, **{f"{f}_accuracy": r32[f]["test"][e][0] for f in FORMS},
                **{f"{f}_avg_loss": r32[f]["test"][e][1] for f in FORMS},
-               **{f"max_step_diff_{a}_vs_{b}": float(np.max(np.abs(r32[a]["losses"][sl] - r32[b]["losses"][sl]))) for a, b in PAIRS}}
+               **{f"max_step_diff_{a}_vs_{b}": float(np.max(np.abs(r32[a]["losses"][sl] - r32[b]["losses"][sl])))
+                  for a, b in PAIRS}}
         rows.append(row)
         out(f"| {e + 1:>5} | " + " | ".join(f"{100 * row[f + '_accuracy']:>{len(LABELS[f]) + 3}.1f}%" for f in FORMS)
             + " | " + " | ".join(f"{row[f + '_avg_loss']:>{len(LABELS[f]) + 9}.6f}" for f in FORMS)
-            + " | " + " | ".join(f"{row[f'max_step_diff_{a}_vs_{b}']:>{len(LABELS[a]) + len(LABELS[b]) + 15}.3e}" for a, b in PAIRS[:4]) + " |")
+            + " | " + " | ".join(f"{row[f'max_step_diff_{a}_vs_{b}']:>{len(LABELS[a]) + len(LABELS[b]) + 15}.3e}"
+                                 for a, b in PAIRS[:4]) + " |")
     for name, p in cmp["pairs"].items():
-        out(f"{name}: max per-step loss gap float32 {p['max_gap_f32']:.3e} (tolerance {p['min_tol']:.1e}..{p['max_tol']:.1e}, "
+        out(f"{name}: max per-step loss gap float32 {p['max_gap_f32']:.3e} "
+            f"(tolerance {p['min_tol']:.1e}..{p['max_tol']:.1e}, "
             f"worst gap/tol {p['worst_ratio']:.2f}), float64 {p['max_gap_f64']:.1e}")
     out("float32 vs float64 (the tolerances' source): " + ", ".join(f"{k} {v:.3e}" for k, v in cmp["f32_vs_f64"].items()))
     report = {
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
         "platform": cfg.device, "cpu": platform.processor() or platform.machine(),
         "versions": {"torch": torch.__version__, "python": sys.version.split()[0], "numpy": np.__version__},
-        "jax_devices": r32["jax_sharded"]["devices"], "collectives": {f: r32[f]["collectives"] for f in ("jax_sharded", "jax_shard_map")},
+        "jax_devices": r32["jax_sharded"]["devices"],
+              "collectives": {f: r32[f]["collectives"] for f in ("jax_sharded", "jax_shard_map")},
         "tolerance": {"multiple": MULTIPLE, "f64_agree": F64_AGREE, "f32_vs_f64": cmp["f32_vs_f64"]},
         "epochs": rows,
         "pairs": {k: {kk: vv for kk, vv in v.items() if kk not in ("gap", "tol")} for k, v in cmp["pairs"].items()},
@@ -312,13 +328,13 @@ def run(cfg: DistConfig) -> dict:
 
 def plot(r32: dict, cmp: dict, path: Path, title: str) -> Path:
     """The four loss curves, and every pair's per-step gap with its derived tolerance (log axis)."""
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 -- plot only; Agg set before pyplot loads
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 -- as matplotlib above
 
     fig, (ax, ax2) = plt.subplots(2, 1, figsize=(10, 8), sharex=True)
-    for form, style in zip(FORMS, ("-", "--", ":", "-.")):
+    for form, style in zip(FORMS, ("-", "--", ":", "-."), strict=True):
         losses = r32[form]["losses"]
         ax.plot(np.arange(1, len(losses) + 1), losses, lw=0.8, ls=style, label=LABELS[form])
     ax.set_ylabel("training loss")
@@ -345,11 +361,6 @@ def _samples(text: str) -> int:
 
 
 def main(argv=None) -> int:
-
-    from common.cli import DeviceError, positive_int, run_guarded
-    from common.data import DataError
-    from common.shards import ShardError
-
     p = argparse.ArgumentParser(prog="python -m parity.distributed", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--devices", type=positive_int, default=2, help="replicas: DDP processes and JAX devices")
@@ -399,17 +410,13 @@ state = TrainState.create(apply_fn=NeuralNetwork((512, 512)).apply, params=jb.re
 x, y = load_train(data_dir, {samples})
 s1, auto = jb.train_epoch(state, x, y, mesh)
 s2, explicit = jb.train_epoch(state, x, y, mesh, step=jb.train_step_shard_map(mesh))
-np.savez(out, auto=auto, explicit=explicit, **{{f"{{k}}/{{n}}": np.asarray(v) for k, p in s1.params.items() for n, v in p.items()}})
+np.savez(out, auto=auto, explicit=explicit,
+         **{{f"{{k}}/{{n}}": np.asarray(v) for k, p in s1.params.items() for n, v in p.items()}})
 """
 
 
 def _basics_ddp(rank: int, port: int, data_dir: str, out: str) -> None:
     """Spawned rank of the guide's DDP run: ``reference_torch.basics.distributed`` as written."""
-    import torch.distributed as dist
-
-    from reference_torch.basics import distributed as tb
-    from reference_torch.model import NeuralNetwork
-
     torch.set_num_threads(1)
     tb.setup(rank, 2, port)
     try:
@@ -428,8 +435,6 @@ def _basics_ddp(rank: int, port: int, data_dir: str, out: str) -> None:
 def basics_numbers(data_dir: str = "data") -> list[tuple[str, object, object]]:
     """(what, torch, JAX) rows for the study guide: the basics functions run over 2 replicas (2 gloo
     processes; 2 host devices in a JAX process of its own) against one device."""
-    import torch.multiprocessing as mp
-
     train, _ = H.real_data(data_dir)
     sd = H.init_state_dict(0)
     prefix = H.Split(train.x[:BASICS_SAMPLES], train.y[:BASICS_SAMPLES])
@@ -437,14 +442,16 @@ def basics_numbers(data_dir: str = "data") -> list[tuple[str, object, object]]:
     with tempfile.TemporaryDirectory() as tmp:
         mp.start_processes(_basics_ddp, args=(tdist.free_port(), data_dir, f"{tmp}/ddp.npz"), nprocs=2, start_method="spawn")
         np.savez(f"{tmp}/init.npz", **{f"{layer}/{k}": v for layer, d in H.torch_to_flax(sd).items() for k, v in d.items()})
-        env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2", PYTHONPATH=str(REPO))
+        env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2",
+                   PYTHONPATH=str(REPO))
         subprocess.run([sys.executable, "-c", BASICS_JAX.format(samples=BASICS_SAMPLES), data_dir, f"{tmp}/init.npz",
                         f"{tmp}/jax.npz"], env=env, cwd=REPO, check=True, capture_output=True)
         with np.load(f"{tmp}/ddp.npz") as f:
             ddp = {k: f[k] for k in f.files}
         with np.load(f"{tmp}/jax.npz") as f:
             jx = {k: f[k] for k in f.files}
-    jax_sd = H.flax_to_torch_numpy(H.torch_to_flax(sd) | {layer: {"kernel": jx[f"{layer}/kernel"], "bias": jx[f"{layer}/bias"]}
+    jax_sd = H.flax_to_torch_numpy(H.torch_to_flax(sd) | {layer: {"kernel": jx[f"{layer}/kernel"],
+                                                                  "bias": jx[f"{layer}/bias"]}
                                                           for layer in H.torch_to_flax(sd)})
     one = H.state_dict_numpy(one_model)
 
@@ -454,7 +461,8 @@ def basics_numbers(data_dir: str = "data") -> list[tuple[str, object, object]]:
     return [
         ("per-step loss over 2 replicas, 5 steps (last global batch 33 = 17 + 16)", ddp["losses"], jx["auto"]),
         ("one device's per-step loss (`reference_torch.train`)", one_losses, one_losses),
-        ("loss agrees with one device to 1e-5 at every step", close(ddp["losses"], one_losses), close(jx["auto"], one_losses)),
+        ("loss agrees with one device to 1e-5 at every step", close(ddp["losses"], one_losses),
+         close(jx["auto"], one_losses)),
         ("`train_step_shard_map` (explicit `pmean`): loss agrees with one device", None, close(jx["explicit"], one_losses)),
         ("weights after 5 steps agree with one device to 1e-5", close(np.concatenate([ddp[k].ravel() for k in one]),
                                                                         np.concatenate([one[k].ravel() for k in one])),

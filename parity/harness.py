@@ -20,9 +20,9 @@ from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, SequentialSampler, TensorDataset
 
 from common.data import to_float
+from jax_impl import model as jmodel
 from jax_impl import train as jtrain
 from jax_impl.data import load_fashion_mnist
-from jax_impl import model as jmodel
 from reference_torch import train as ttrain
 from reference_torch.model import NeuralNetwork
 
@@ -157,7 +157,8 @@ def jax_x64_train(state_dict, steps: int, batch_size: int = 64, lr: float = 1e-3
         env = dict(os.environ, JAX_PLATFORMS="cpu")
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode != 0:
-            raise RuntimeError(f"parity.oracle failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr else proc.returncode}")
+            why = proc.stderr.strip().splitlines()[-1] if proc.stderr else proc.returncode
+            raise RuntimeError(f"parity.oracle failed: {why}")
         with np.load(out) as f:
             losses = f["losses"]
             params = {k: f[k] for k in f.files if k != "losses"}
@@ -194,7 +195,8 @@ def relu_preactivations(state_dict, x: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-def torch_loss_and_grads(state_dict, x: np.ndarray, y: np.ndarray, dtype=torch.float32, device="cpu", loss_scale: float = 1.0):
+def torch_loss_and_grads(state_dict, x: np.ndarray, y: np.ndarray, dtype=torch.float32, device="cpu",
+                         loss_scale: float = 1.0):
     """(logits, loss, {torch key: gradient}) from ``loss.backward()`` on one batch."""
     model = torch_model(state_dict, dtype, device)
     xt = torch.as_tensor(x).to(device, dtype)

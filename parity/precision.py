@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import contextlib
 
+import jax
+import torch
+
 MODES = ("strict", "default")
 
 
 @contextlib.contextmanager
 def precision(mode: str):
     """Set both libraries to ``mode`` for the block, restoring the previous settings after."""
-    import jax
-    import torch
-
     if mode not in MODES:
         raise ValueError(f"precision mode {mode!r}: use one of {MODES}")
     old_torch = torch.get_float32_matmul_precision()
@@ -35,9 +35,6 @@ def precision(mode: str):
 
 def describe(mode: str, platform: str) -> str:
     """One line naming what each library does for float32 matmuls in ``mode`` on ``platform``."""
-    import jax
-    import torch
-
     jax_part = ("jax_default_matmul_precision=highest" if mode == "strict"
                 else f"jax default precision ({'TF32 on tensor cores' if platform == 'gpu' else 'float32'})")
     return (f"precision mode {mode}: torch float32_matmul_precision=highest (torch {torch.__version__}), "

@@ -88,9 +88,9 @@ def blocks(text: str, images: Path) -> str:
 
 def _code(source: str) -> str:
     """Highlighted Python source (pygments' classes; the page's CSS holds the colours)."""
-    from pygments import highlight
-    from pygments.formatters import HtmlFormatter
-    from pygments.lexers import PythonLexer
+    from pygments import highlight  # noqa: PLC0415 -- pygments: dev extra
+    from pygments.formatters import HtmlFormatter  # noqa: PLC0415 -- as pygments above
+    from pygments.lexers import PythonLexer  # noqa: PLC0415 -- as pygments above
 
     lines = highlight(source, PythonLexer(), HtmlFormatter(nowrap=True)).rstrip("\n").split("\n")
     raw = source.split("\n")
@@ -98,11 +98,11 @@ def _code(source: str) -> str:
     # one block per line, its wrapped remainder indented 4 columns past the line's own indent (a hanging
     # indent), so a long line wrapped on a narrow column still reads as one line of Python
     return "".join(f'<span class="ln" style="--i:{len(r) - len(r.lstrip(" "))}">{h or " "}</span>'
-                   for h, r in zip(lines, raw))
+                   for h, r in zip(lines, raw, strict=True))
 
 
 def _css() -> str:
-    from pygments.formatters import HtmlFormatter
+    from pygments.formatters import HtmlFormatter  # noqa: PLC0415 -- as pygments above
 
     return _CSS + HtmlFormatter(style="default").get_style_defs(".code")
 
@@ -220,8 +220,8 @@ def _relink(markdown: str) -> str:
 
 def render_notebooks(built: list[Built]) -> dict:
     """One unexecuted notebook per chapter, keyed by file name (``<module>.ipynb``)."""
-    import nbformat
-    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+    import nbformat  # noqa: PLC0415 -- nbformat is in the dev extra
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook  # noqa: PLC0415 -- as nbformat above
 
     books = {}
     for b in built:
@@ -242,7 +242,7 @@ def render_notebooks(built: list[Built]) -> dict:
         cells += [new_code_cell(f"%%run_in {module}\n{_preamble(module)}") for _, module in b.sides]
         for name, sources in b.pairs:
             cells.append(new_markdown_cell(f"### `{name}`"))
-            for (label, module), src in zip(b.sides, sources):
+            for (label, module), src in zip(b.sides, sources, strict=True):
                 cells.append(new_code_cell(_in_module(module, name, src)) if src
                              else new_markdown_cell(f"**{label}**: {NO_COUNTERPART}"))
         cells.append(new_markdown_cell(f"## {numbers_title(len(b.sides))}"))
@@ -293,9 +293,9 @@ def cell_sources(nb) -> list[tuple[str, str]]:
 
 def execute(nb, cwd: Path = NOTEBOOKS, timeout: int = 600):
     """Run every cell of ``nb`` (in place) in a kernel of this interpreter; raises on the first failing cell."""
-    from jupyter_client import KernelManager
-    from jupyter_client.kernelspec import KernelSpecManager
-    from nbclient import NotebookClient
+    from jupyter_client import KernelManager  # noqa: PLC0415 -- dev extra, only to run notebooks
+    from jupyter_client.kernelspec import KernelSpecManager  # noqa: PLC0415 -- as above
+    from nbclient import NotebookClient  # noqa: PLC0415 -- as above
 
     with tempfile.TemporaryDirectory() as tmp:
         # a kernelspec pointing at sys.executable: the notebook runs with this venv's packages, whatever
@@ -323,7 +323,7 @@ def write_all(built: list[Built], page: Path = HTML_PAGE, notebooks: Path = NOTE
 
     Returns the paths written; notebooks of chapters that no longer exist are removed.
     """
-    import nbformat
+    import nbformat  # noqa: PLC0415 -- nbformat is in the dev extra
 
     page.write_text(render_html(built, page.parent))
     written = [page]
@@ -342,7 +342,7 @@ def write_all(built: list[Built], page: Path = HTML_PAGE, notebooks: Path = NOTE
 
 def stale(built: list[Built]) -> list[str]:
     """The committed renderings that differ from what ``built`` renders to (empty: all current)."""
-    import nbformat
+    import nbformat  # noqa: PLC0415 -- nbformat is in the dev extra
 
     out = []
     if not HTML_PAGE.exists() or HTML_PAGE.read_text() != render_html(built):

@@ -94,7 +94,8 @@ def cnn_case(real):
 def without_counters(variables):
     """Flax's nn.BatchNorm has no num_batches_tracked: drop it (it would be an unknown variable)."""
     return {"params": variables["params"],
-            "batch_stats": {k: {n: a for n, a in v.items() if n != "num_batches_tracked"} for k, v in variables["batch_stats"].items()}}
+            "batch_stats": {k: {n: a for n, a in v.items() if n != "num_batches_tracked"}
+                            for k, v in variables["batch_stats"].items()}}
 
 
 def run(cnn_case, bug="", variables=None, steps=0):
@@ -108,7 +109,8 @@ def test_cnn_passes_every_check(cnn_case, real):
     """The real port, jax_impl.cnn.CNN: forward both modes, BatchNorm statistics, gradients, 3 steps with dropout masks."""
     model, v, batch = cnn_case
     train = real[0]
-    report = check_port(model, jcnn.CNN(), v, batch, steps=3, more_batches=[(train.x[BATCH:2 * BATCH], train.y[BATCH:2 * BATCH])])
+    report = check_port(model, jcnn.CNN(), v, batch, steps=3,
+                        more_batches=[(train.x[BATCH:2 * BATCH], train.y[BATCH:2 * BATCH])])
     print(report)
     assert report.ok, str(report)
     names = {c.name for c in report.checks}
@@ -202,7 +204,8 @@ class FlaxBare(nn.Module):
 
 def test_no_comparable_layer_fails():
     x = np.ones((4, 8), np.float32)
-    report = check_port(TorchBare(), FlaxBare(), {"params": {"w": np.zeros((8, 10), np.float32)}}, (x, np.zeros(4, int)), steps=0)
+    report = check_port(TorchBare(), FlaxBare(), {"params": {"w": np.zeros((8, 10), np.float32)}}, (x, np.zeros(4, int)),
+                        steps=0)
     assert not report.ok
     assert any("no layer could be compared" in p for p in report.problems), str(report)
 

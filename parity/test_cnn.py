@@ -79,11 +79,13 @@ def test_conversion_errors_name_the_key(edit, message):
 def test_reverse_conversion_errors_name_the_entry():
     torch.manual_seed(0)
     v = state_dict_to_variables(TorchCNN().state_dict())
-    bad = {"params": {**v["params"], "fc1": {"kernel": v["params"]["fc1"]["kernel"], "bias": np.zeros(3)}}, "batch_stats": v["batch_stats"]}
+    bad = {"params": {**v["params"], "fc1": {"kernel": v["params"]["fc1"]["kernel"], "bias": np.zeros(3)}},
+           "batch_stats": v["batch_stats"]}
     with pytest.raises(ConversionError, match="params entry fc1/bias has shape"):
         variables_to_state_dict(bad)
     with pytest.raises(ConversionError, match="batch_stats entry ghost has no params"):
-        variables_to_state_dict({**v, "batch_stats": {**v["batch_stats"], "ghost": {"mean": np.zeros(2), "var": np.ones(2)}}})
+        variables_to_state_dict({**v,
+                                 "batch_stats": {**v["batch_stats"], "ghost": {"mean": np.zeros(2), "var": np.ones(2)}}})
     with pytest.raises(ConversionError, match="unknown variables collection 'cache'"):
         variables_to_state_dict({**v, "cache": {}})
 

@@ -4,9 +4,12 @@ Tolerances and their calibrated sources: ``parity/tolerances.py``.
 """
 import numpy as np
 import pytest
+import torch
 
+from jax_impl.model import NeuralNetwork as FlaxNeuralNetwork
 from parity import harness as H
 from parity import tolerances as T
+from parity.checker import check_port
 from parity.compare import assert_trees_close, compare_activations, flax_activations, torch_activations
 
 ACT_RTOL, ACT_ATOL = T.ACTIVATIONS.rtol, T.ACTIVATIONS.atol
@@ -36,7 +39,6 @@ def batch(request, real):
 
 def test_activations_every_layer(batch, init_sd):
     name, (x, _) = batch
-    import torch
 
     model = H.torch_model(init_sd)
     diffs, first = compare_activations(torch_activations(model, torch.from_numpy(x)),
@@ -49,15 +51,14 @@ def test_activations_every_layer(batch, init_sd):
 def test_port_checker_passes_the_mlp(real, init_sd):
     """The same comparison through the port checker (tolerances derived from float64 runs of both sides):
     every layer in eval and train mode, every gradient, two SGD steps."""
-    from jax_impl.model import NeuralNetwork as FlaxNeuralNetwork
-    from parity.checker import check_port
-
     train = real[0]
-    report = check_port(H.torch_model(init_sd), FlaxNeuralNetwork(), {"params": H.torch_to_flax(init_sd)}, (train.x[:64], train.y[:64]),
+    report = check_port(H.torch_model(init_sd), FlaxNeuralNetwork(), {"params": H.torch_to_flax(init_sd)},
+                        (train.x[:64], train.y[:64]),
                         steps=2, lr=1e-3, more_batches=[(train.x[64:128], train.y[64:128])])
     print(report)
     assert report.ok, str(report)
-    assert {c.name for c in report.checks if c.phase == "forward (eval)"} >= {"flatten", "linear_relu_stack.0", "linear_relu_stack.3"}
+    assert {c.name for c in report.checks if c.phase == "forward (eval)"} >= {"flatten", "linear_relu_stack.0",
+                                                                              "linear_relu_stack.3"}
 
 
 def test_logits_and_loss(batch, init_sd):
@@ -72,11 +73,11 @@ def kink_rows(state_dict, x) -> dict[str, np.ndarray]:
     """Per weight/bias leaf, the output rows fed by a ReLU input within KINK of 0 for some sample.
 
     At a ReLU kink the gradient is discontinuous: float32 rounding can put one side on each side
-    of it (seen on the first test batch: unit 148 of layer 0 at 4.3e-9 flips that unit's whole
-    gradient row by 6.7e-5 in torch, not in JAX). Those rows are excluded, and counted.
+    of it, and then that unit's whole gradient row differs between torch and JAX (the first test batch
+    has such a unit; the test prints the rows). Those rows are excluded, and counted.
     """
     rows = {}
-    for layer, z in zip((0, 2), H.relu_preactivations(state_dict, x)):
+    for layer, z in zip((0, 2), H.relu_preactivations(state_dict, x), strict=True):
         near = np.flatnonzero((np.abs(z) < KINK).any(axis=0))
         rows[f"linear_relu_stack.{layer}.weight"] = near
         rows[f"linear_relu_stack.{layer}.bias"] = near

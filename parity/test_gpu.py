@@ -4,6 +4,7 @@ Tolerances (``parity/tolerances.py``, GPU): calibrated on an H100 in both modes 
 float32 on both sides; default: JAX may use TF32), each bound within ``GPU_MARGIN`` of what that
 run measured (``parity/test_referee.py`` pins them).
 """
+import jax
 import numpy as np
 import pytest
 
@@ -24,8 +25,6 @@ def mode(request):
 
 
 def _jax_gpu():
-    import jax
-
     return jax.devices("gpu")[0]
 
 

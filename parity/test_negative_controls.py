@@ -1,5 +1,6 @@
 """Negative controls: inject the bugs a port typically has and show the suite's comparisons catch
 each one, with the same functions and tolerances the positive tests use."""
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,7 +10,7 @@ from common.convert import flax_path
 from jax_impl.model import NeuralNetwork as FlaxNeuralNetwork
 from parity import harness as H
 from parity.checker import check_port
-from parity.compare import uniform_init_violations
+from parity.compare import assert_trees_close, uniform_init_violations
 from parity.tolerances import loss_atol
 
 from .test_forward_backward import GRAD_ATOL, GRAD_RTOL, LOSS_RTOL
@@ -52,7 +53,6 @@ def test_loss_divided_by_10(real, init_sd):
     _, j_loss, j_grads = H.jax_loss_and_grads(H.torch_to_flax(init_sd), x, y)
     with pytest.raises(AssertionError):
         np.testing.assert_allclose(j_loss, t_loss, rtol=LOSS_RTOL, atol=0)
-    from parity.compare import assert_trees_close
 
     with pytest.raises(AssertionError, match="leaf linear_relu_stack.0.weight differs"):
         assert_trees_close(j_grads, t_grads, rtol=GRAD_RTOL, atol=GRAD_ATOL, what="gradients")
@@ -65,8 +65,6 @@ def test_loss_divided_by_10(real, init_sd):
 
 
 def test_flax_default_init(init_sd):
-    import flax.linen as nn
-
     class FlaxDefaultMLP(nn.Module):  # the port's bug: Dense with Flax's lecun_normal + zero bias
         @nn.compact
         def __call__(self, x):

@@ -17,6 +17,7 @@ import torch
 from jax_impl import checkpoint as jcheckpoint
 from jax_impl import train as jtrain
 from jax_impl.model import init_params
+from parity import conftest, test_float64, test_forward_backward, test_training
 from parity import harness as H
 from parity import side_by_side as S
 from parity import tolerances as T
@@ -204,7 +205,8 @@ def test_uniform_init_flags_each_kind_of_wrong_draw():
         problems = uniform_init_violations({"l": layer})
         assert any(p.startswith(expected) for p in problems), (what, problems)
     # The last layer is checked too.
-    params = {"l0": _uniform_layer(rng, 784, 512), "l1": {"kernel": _uniform_layer(rng, 512, 10)["kernel"], "bias": np.zeros(10)}}
+    params = {"l0": _uniform_layer(rng, 784, 512),
+              "l1": {"kernel": _uniform_layer(rng, 512, 10)["kernel"], "bias": np.zeros(10)}}
     assert "l1/bias: all 10 values equal 0" in uniform_init_violations(params)
 
 
@@ -356,8 +358,6 @@ def test_gpu_tolerances_pinned_to_the_h100_measurements():
 
 
 def test_the_tests_and_the_cli_share_each_tolerance():
-    from parity import conftest, test_float64, test_forward_backward, test_training
-
     assert conftest.loss_atol is T.loss_atol
     assert (test_training.STEP_RTOL, test_training.STEP_ATOL) == (T.ONE_STEP.rtol, T.ONE_STEP.atol)
     assert (test_training.EPOCH_RTOL, test_training.EPOCH_ATOL) == (T.ONE_EPOCH.rtol, T.ONE_EPOCH.atol)

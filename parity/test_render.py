@@ -39,15 +39,18 @@ window.addEventListener("load", () => {
     }
     const b = sides.map(box);
     b.forEach((x, i) => {
-      if (i && !(b[i - 1].right <= x.left)) problems.push(`${p.id}: side ${i - 1} ends at x=${b[i - 1].right}, side ${i} starts at x=${x.left}`);
+      if (i && !(b[i - 1].right <= x.left))
+        problems.push(`${p.id}: side ${i - 1} ends at x=${b[i - 1].right}, side ${i} starts at x=${x.left}`);
       if (Math.abs(x.top - b[0].top) > 1) problems.push(`${p.id}: tops differ (side 0 y=${b[0].top}, side ${i} y=${x.top})`);
-      if (x.width < 300 || Math.abs(x.width - b[0].width) > 1) problems.push(`${p.id}: column widths ${b.map(y => y.width)}`);
+      if (x.width < 300 || Math.abs(x.width - b[0].width) > 1)
+        problems.push(`${p.id}: column widths ${b.map(y => y.width)}`);
       const pre = sides[i].querySelector("pre.code");
       if (pre && !pre.textContent.includes(p.id)) problems.push(`${p.id}: side ${i}'s block does not show ${p.id}`);
     });
     const bottom = Math.max(...b.map(x => x.bottom));
     const whats = [...p.querySelectorAll(":scope > .what")], nums = [...p.querySelectorAll(":scope > .num")];
-    if (nums.length !== whats.length * sides.length) problems.push(`${p.id}: ${nums.length} values for ${whats.length} numbers`);
+    if (nums.length !== whats.length * sides.length)
+      problems.push(`${p.id}: ${nums.length} values for ${whats.length} numbers`);
     for (let r = 0; r < whats.length; r++) {
       const row = nums.slice(r * sides.length, (r + 1) * sides.length).map(box);
       row.forEach((x, i) => {
@@ -148,7 +151,7 @@ def test_notebook_runs_and_prints_the_guides_numbers(chapter, data_dir):
     labels = [label for label, _ in chapter.sides]
     expected = parse_numbers("\n".join(number_lines(chapter.numbers(data_dir), labels)))
     assert [row[0] for row in printed] == [row[0] for row in expected]
-    for got, want in zip(printed, expected):
+    for got, want in zip(printed, expected, strict=True):
         assert got == want, f"{want[0]}: the notebook printed {got[1]}, the guide has {want[1]}"
 
 

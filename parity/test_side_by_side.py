@@ -14,7 +14,7 @@ def test_one_epoch_report_and_plot(data_dir, tmp_path, capsys):
     report = json.loads((tmp_path / "parity_cpu_default.json").read_text())
     assert report["ok"] and report["failures"] == []
     row = report["epochs"][0]
-    # 0.4948 vs 0.4947: one test image is a near-tie (top-2 margin 1.7e-6, see test_training.py)
+    # up to two test images apart: a near-tie (top-2 logits closer than the logits' gap) may flip (test_training.py)
     assert abs(row["torch_accuracy"] - row["jax_accuracy"]) <= 2e-4
     assert 0 < report["max_step_loss_diff"] < 1e-5 and 0 < report["max_param_diff"] < 1e-5
     assert {"torch", "jax", "python", "numpy"} <= set(report["versions"])

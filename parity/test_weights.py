@@ -1,4 +1,5 @@
 """Weight conversion: lossless both ways, strict about keys and shapes, and never a silent transpose bug."""
+import jax
 import numpy as np
 import pytest
 import torch
@@ -23,8 +24,6 @@ def test_round_trip_torch_flax_torch(hidden):
 
 @pytest.mark.parametrize("hidden", HIDDENS)
 def test_round_trip_flax_torch_flax(hidden):
-    import jax
-
     params = init_params(jax.random.PRNGKey(1), hidden)
     back = torch_to_flax(flax_to_torch(params))
     assert set(back) == set(params)
@@ -70,4 +69,5 @@ def test_errors_name_the_key():
     with pytest.raises(WeightsError, match="missing params entry linear_relu_stack_0/bias"):
         flax_to_torch({**params, "linear_relu_stack_0": {"kernel": params["linear_relu_stack_0"]["kernel"]}})
     with pytest.raises(WeightsError, match="linear_relu_stack_2/bias has shape"):
-        flax_to_torch({**params, "linear_relu_stack_2": {"kernel": params["linear_relu_stack_2"]["kernel"], "bias": np.zeros(3)}})
+        flax_to_torch({**params,
+                       "linear_relu_stack_2": {"kernel": params["linear_relu_stack_2"]["kernel"], "bias": np.zeros(3)}})

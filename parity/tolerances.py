@@ -45,7 +45,7 @@ LOGITS = Tolerance(1e-5, 1e-6, "logits, real and random batch", ("logits (real b
 # ulp, so the bound is set in ulps, not from the measurement: rtol 1e-6 ~ 8 EPS32.
 LOSS_RTOL = Tolerance(1e-6, 0.0, "formula: 8 float32 ulps (EPS32) relative, the batch loss")
 # Gradients away from ReLU kinks: calibrated on the random batch, where no ReLU input happens to
-# flip; on the real batch one does (unit 148: 6.7e-5, see README) and the test masks such rows.
+# flip; on the real batch one may, and the test masks such rows (and prints them: test_forward_backward.py).
 # rtol was 1e-5 until the pins showed it 44x above the band at the gradients' scale.
 GRADS = Tolerance(1e-6, 1e-7, "gradients of every parameter, random batch", ("grads (random batch)",), 15.0)
 # |float64 ReLU input| below KINK may round to the other side of 0 in float32. Formula: the worst-case
@@ -78,7 +78,7 @@ ACCURACY_IMAGES = 5
 ACCURACY_MEASURED = 1  # images classified differently after epoch 1 (python -m parity --epochs 1)
 
 # --- float64 oracle (test_float64.py, test_optimizer.py) ---------------------------------------
-# Formula: float64 runs agree to ~1e3 float64 ulps (measured ~1e-15 on losses); 1e-12 is still
+# Formula: float64 runs agree to ~1e3 float64 ulps (test_float64.py prints the gap); 1e-12 is still
 # 1e6 below float32's band, so a side that fell back to float32 anywhere fails.
 F64_ATOL = 1e-12
 # Each side's float32 error against float64 is the same size: a side in TF32 or bf16 would be

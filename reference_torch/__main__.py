@@ -9,18 +9,20 @@ from common.report import NonFiniteLossError
 
 def main(argv=None) -> int:
     p = base_parser("python -m reference_torch", "The PyTorch quickstart on FashionMNIST.", "model.pth", TORCH_DEVICES)
-    p.add_argument("--threads", type=non_negative_int, default=0, help="torch intra-op threads (0: torch's default, one per core)")
+    p.add_argument("--threads", type=non_negative_int, default=0,
+                   help="torch intra-op threads (0: torch's default, one per core)")
     p.add_argument("--no-download", dest="download", action="store_false",
                    help="never try torchvision's download (by default it is tried when the data is missing)")
     add_checkpoint_flags(p)
     args = p.parse_args(argv)
     if args.model == "cnn" and (args.checkpoint_dir or args.resume or args.load or args.limit_train):
-        p.error("--model cnn: --checkpoint-dir, --resume, --load and --limit-train are for the MLP only (not built yet for the CNN)")
+        p.error("--model cnn: --checkpoint-dir, --resume, --load and --limit-train are for the MLP only "
+                "(not built yet for the CNN)")
     # torch is imported only once the flags are valid: a bad flag is refused in a second, not after
     # torch's import (tests/test_cli_validation.py runs every bad flag as a subprocess).
-    from .checkpoint import CheckpointError
-    from . import cnn_train
-    from .train import Config, DeviceError, run
+    from . import cnn_train  # noqa: PLC0415 -- torch after the flags (above)
+    from .checkpoint import CheckpointError  # noqa: PLC0415 -- as above
+    from .train import Config, DeviceError, run  # noqa: PLC0415 -- as above
 
     config = Config(**vars(args))
     train_fn = cnn_train.run if config.model == "cnn" else run

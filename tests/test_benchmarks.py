@@ -3,6 +3,7 @@ on a fake clock, the FLOP count, bad flags, the README rewrite, and a ``--quick`
 import json
 
 import pytest
+import torch
 
 from benchmarks import report, schedule
 from benchmarks import run as bench_run
@@ -142,8 +143,6 @@ def test_help_shows_defaults_and_sweep_reads_right(capsys):
 
 
 def test_cuda_absent_is_one_line_exit_2():
-    import torch
-
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     proc = run_module("benchmarks.run", "--device", "cuda")

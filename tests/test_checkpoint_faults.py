@@ -45,7 +45,8 @@ def _torch_side(path, seed):
 def _jax_side(path, seed):
     params = init_params(jax.random.PRNGKey(seed), HIDDEN)
     jck.save(params, path)
-    return lambda: [np.asarray(v) for v in jax.tree_util.tree_leaves(jck.load(path, init_params(jax.random.PRNGKey(9), HIDDEN)))], \
+    template = init_params(jax.random.PRNGKey(9), HIDDEN)
+    return lambda: [np.asarray(v) for v in jax.tree_util.tree_leaves(jck.load(path, template))], \
         [np.asarray(v) for v in jax.tree_util.tree_leaves(params)]
 
 
@@ -63,10 +64,10 @@ def test_sigkill_during_write_keeps_previous_and_next_write_cleans_up(tmp_path, 
         child.send_signal(signal.SIGKILL)
         child.wait()
     assert child.returncode == -signal.SIGKILL
-    assert all(np.array_equal(a, b) for a, b in zip(load(), before))  # the previous checkpoint, whole
+    assert all(np.array_equal(a, b) for a, b in zip(load(), before, strict=True))  # the previous checkpoint, whole
     assert len([p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]) == 1  # the dead writer's leftover
     load, after = side(path, 1)  # the next successful write
-    assert all(np.array_equal(a, b) for a, b in zip(load(), after))
+    assert all(np.array_equal(a, b) for a, b in zip(load(), after, strict=True))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.ckpt"]
 
 
@@ -167,7 +168,8 @@ def test_last_update_making_weights_nan_fails_and_saves_nothing(module, suffix, 
     decay 1e38 made ~1e36, overflows float32 to inf."""
     write_tiny_dataset(tmp_path, n_train=64, n_test=16)
     save = tmp_path / f"m{suffix}"
-    proc = run_module(module, "--epochs", "1", "--lr", "1e3", "--weight-decay", "1e38", "--data-dir", str(tmp_path), "--save", str(save),
+    proc = run_module(module, "--epochs", "1", "--lr", "1e3", "--weight-decay", "1e38", "--data-dir", str(tmp_path),
+                      "--save", str(save),
                       "--checkpoint-dir", str(tmp_path / "ck"), env={"QSP_DEBIAN_DIR": str(tmp_path / "none")})
     assert proc.returncode == 2, proc.stderr
     assert "parameters became NaN or inf at epoch 1" in proc.stderr and proc.stderr.strip().count("\n") == 0
@@ -183,7 +185,8 @@ def test_load_other_widths_is_one_error_line(module, save, tmp_path):
     path = tmp_path / "wide.ckpt"
     save(path)
     write_tiny_dataset(tmp_path, n_train=64, n_test=16)
-    proc = run_module(module, "--load", str(path), "--data-dir", str(tmp_path), env={"QSP_DEBIAN_DIR": str(tmp_path / "none")})
+    proc = run_module(module, "--load", str(path), "--data-dir", str(tmp_path),
+                      env={"QSP_DEBIAN_DIR": str(tmp_path / "none")})
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "other hidden widths" in proc.stderr and str(path) in proc.stderr
     proc = run_module(module, "--load", str(path), "--hidden", "256,512", "--data-dir", str(tmp_path),

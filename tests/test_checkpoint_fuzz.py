@@ -130,7 +130,9 @@ def _assert_refused_or_exact(load, path, original):
     except CheckpointError as e:
         assert str(path) in str(e), str(e)
         return
-    key = lambda vs: sorted((v.shape, v.tobytes()) for v in vs)
+    def key(vs):
+        return sorted((v.shape, v.tobytes()) for v in vs)
+
     assert key(values) == key(original), "a corrupt file loaded other values"
 
 
@@ -168,7 +170,8 @@ def _write_msgpack(path, flat):
     for k, v in flat.items():
         layer, name = k.split("/") if "/" in k else (k, "x")
         tree.setdefault(layer, {})[name] = v
-    path.write_bytes(serialization.msgpack_serialize({"format": PARAMS_FORMAT, "params": tree, "sha256": digest(flatten(tree))}))
+    path.write_bytes(serialization.msgpack_serialize({"format": PARAMS_FORMAT, "params": tree,
+                                                      "sha256": digest(flatten(tree))}))
 
 
 def _write_safetensors(path, flat):
@@ -178,7 +181,8 @@ def _write_safetensors(path, flat):
 SEMANTIC = {
     "torch .pth weights": (lambda: {k: v.numpy() for k, v in _torch_model().state_dict().items()}, _write_pth,
                            lambda p: tck.load(p, NeuralNetwork(HIDDEN))),
-    "jax .msgpack weights": (lambda: {k: np.asarray(v) for k, v in flatten(init_params(jax.random.PRNGKey(0), HIDDEN)).items()},
+    "jax .msgpack weights": (lambda: {k: np.asarray(v)
+                                      for k, v in flatten(init_params(jax.random.PRNGKey(0), HIDDEN)).items()},
                              _write_msgpack, lambda p: jck.load(p, init_params(jax.random.PRNGKey(1), HIDDEN))),
     "safetensors, torch loader": (lambda: {k: v.numpy() for k, v in _torch_model().state_dict().items()}, _write_safetensors,
                                   ts.load_safetensors),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from concurrent.futures import ThreadPoolExecutor
 
+import jax
 import pytest
 
 from common import cli
@@ -148,8 +149,6 @@ def test_valid_values_pass_the_validators(tmp_path):
 
 def test_seed_range_is_distinct_on_jax():
     """The documented reason for SEED_MAX: JAX keeps 32 bits, so the next seed would repeat seed 0."""
-    import jax
-
     assert (jax.random.PRNGKey(cli.SEED_MAX) != jax.random.PRNGKey(0)).any()
     assert (jax.random.PRNGKey(cli.SEED_MAX + 1) == jax.random.PRNGKey(0)).all()
     with pytest.raises(argparse.ArgumentTypeError):

@@ -98,7 +98,8 @@ def test_materialize_decompresses_and_never_overwrites(tmp_path):
     for gz_path in raw.glob("*.gz"):
         with gzip.open(gz_path) as f:
             assert (raw / gz_path.stem).read_bytes() == f.read()
-    np.testing.assert_array_equal(read_idx(raw / "t10k-labels-idx1-ubyte", 1), read_idx(raw / "t10k-labels-idx1-ubyte.gz", 1))
+    np.testing.assert_array_equal(read_idx(raw / "t10k-labels-idx1-ubyte", 1),
+                                  read_idx(raw / "t10k-labels-idx1-ubyte.gz", 1))
 
 
 @pytest.mark.parametrize("module,extra", [("reference_torch", ["--no-download"]), ("jax_impl", [])])
@@ -288,7 +289,7 @@ def test_prepare_stops_at_a_corrupt_copy(tmp_path):
 
 def test_download_failure_removes_what_it_wrote(tmp_path, monkeypatch):
     pytest.importorskip("torchvision")
-    from torchvision import datasets
+    from torchvision import datasets  # noqa: PLC0415 -- after the importorskip
 
     def half_download(root, train, download):
         raw = cdata.raw_dir(root)
@@ -348,7 +349,8 @@ def test_apt_install_failure_is_named(tmp_path, monkeypatch):
     monkeypatch.setattr(cdata.os, "geteuid", lambda: 0)
     monkeypatch.setattr(cdata.shutil, "which", lambda name: "/usr/bin/apt-get")
     run, calls = _apt_runner([(100, "E: Could not open lock file /var/lib/dpkg/lock-frontend")])
-    with pytest.raises(DataMissing, match=r"apt-get install -y dataset-fashion-mnist: failed \(exit 100: E: Could not open lock"):
+    with pytest.raises(DataMissing,
+                       match=r"apt-get install -y dataset-fashion-mnist: failed \(exit 100: E: Could not open lock"):
         apt_install(tmp_path, log=lambda m: None, run=run)
     assert len(calls) == 1  # no update for an error the package list cannot fix
 

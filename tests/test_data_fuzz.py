@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import common.data as cdata
 from common.data import FILES, DataError, check_split, parse_idx, read_idx, read_split
 from tests.helpers import idx_bytes
 
@@ -184,8 +185,6 @@ def test_split_cross_checks(n_images, n_labels, top_label):
 @pytest.mark.parametrize("as_gz", [True, False])
 def test_oversized_file_is_refused_before_it_fills_memory(tmp_path, monkeypatch, as_gz):
     """A gzip bomb (or a huge wrong file) stops at MAX_IDX_BYTES (shrunk here so the test is cheap)."""
-    import common.data as cdata
-
     monkeypatch.setattr(cdata, "MAX_IDX_BYTES", 10_000)
     raw = idx_bytes(np.zeros((20, 28, 28), np.uint8))  # 15,696 bytes, compresses to a few dozen
     path = tmp_path / ("x.gz" if as_gz else "x")

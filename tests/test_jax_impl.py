@@ -7,12 +7,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
 
 from jax_impl import checkpoint, train
 from jax_impl.checkpoint import CheckpointError
 from jax_impl.data import device_dataset, load_fashion_mnist
 from jax_impl.model import NeuralNetwork, count_params, init_params
 from parity.compare import uniform_init_violations
+from parity.weights import torch_to_flax
+from reference_torch.model import NeuralNetwork as TorchNeuralNetwork
 from tests.helpers import REPO, run_module, write_tiny_dataset
 from tests.test_reference_torch import ONE_EPOCH
 
@@ -37,13 +40,8 @@ def test_init_matches_torch_distribution():
 def test_init_check_accepts_torch_init():
     """The statistical check passes torch's own nn.Linear init (it rejects Flax's default:
     parity/test_negative_controls.py)."""
-    import torch
-
-    from parity.weights import torch_to_flax
-    from reference_torch.model import NeuralNetwork
-
     torch.manual_seed(0)
-    assert uniform_init_violations(torch_to_flax(NeuralNetwork().state_dict())) == []
+    assert uniform_init_violations(torch_to_flax(TorchNeuralNetwork().state_dict())) == []
 
 
 def small_data(n=21 * 64 + 32, seed=0):
@@ -68,7 +66,8 @@ def test_scan_epoch_equals_python_loop_including_partial_batch():
     assert scan_losses.shape == (22,)
     # The scan body and the standalone step are the same XLA computation per batch.
     np.testing.assert_array_equal(scan_losses, np.asarray(loop_losses, np.float32))
-    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(scan_state.params), jax.tree_util.tree_leaves(state.params)):
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(scan_state.params), jax.tree_util.tree_leaves(state.params),
+                            strict=True):
         np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
 
 
@@ -90,7 +89,8 @@ def test_partial_batch_is_trained_on():
     images, labels = small_data()
     params = init_params(jax.random.PRNGKey(0))
     full, _ = train.train_epoch(train.create_train_state(params, 1e-2), device_dataset(images, labels), 64, log=None)
-    cut, _ = train.train_epoch(train.create_train_state(params, 1e-2), device_dataset(images[:-32], labels[:-32]), 64, log=None)
+    cut, _ = train.train_epoch(train.create_train_state(params, 1e-2), device_dataset(images[:-32], labels[:-32]), 64,
+                               log=None)
     assert not np.array_equal(full.params["linear_relu_stack_4"]["bias"], cut.params["linear_relu_stack_4"]["bias"])
 
 
@@ -115,7 +115,7 @@ def test_checkpoint_round_trip_bit_exact(tmp_path):
     path = tmp_path / "m.msgpack"
     checkpoint.save(params, path)
     loaded = checkpoint.load(path, init_params(jax.random.PRNGKey(0)))
-    for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(loaded)):
+    for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(loaded), strict=True):
         assert np.array_equal(a, b) and np.asarray(b).dtype == np.float32
     assert not list(tmp_path.glob(".*tmp"))
 
@@ -123,7 +123,8 @@ def test_checkpoint_round_trip_bit_exact(tmp_path):
 def test_checkpoint_mismatch_names_first_parameter(tmp_path):
     path = tmp_path / "m.msgpack"
     checkpoint.save(init_params(jax.random.PRNGKey(0), hidden=(256, 512)), path)
-    with pytest.raises(CheckpointError, match=r"linear_relu_stack_0/kernel has shape \(784, 256\) but the model expects \(784, 512\)"):
+    with pytest.raises(CheckpointError,
+                       match=r"linear_relu_stack_0/kernel has shape \(784, 256\) but the model expects \(784, 512\)"):
         checkpoint.load(path, init_params(jax.random.PRNGKey(0)))
     path.write_bytes(b"\x01\x02garbage")
     with pytest.raises(CheckpointError, match="not a readable Flax msgpack checkpoint|not a parameter tree"):

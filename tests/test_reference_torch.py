@@ -55,7 +55,7 @@ def test_one_epoch_real_data(data_dir, tmp_path):
     m = ONE_EPOCH.match(proc.stdout)
     assert m, proc.stdout
     lines = proc.stdout.splitlines()
-    assert [int(re.search(r"\[ *(\d+)/", l).group(1)) for l in lines if l.startswith("loss:")] == [
+    assert [int(re.search(r"\[ *(\d+)/", line).group(1)) for line in lines if line.startswith("loss:")] == [
         64 + 6400 * i for i in range(10)]
     assert 45.0 <= float(m["acc"]) <= 60.0, m["acc"]  # the tutorial: 45-60 % after one epoch
     assert 2.0 < float(m["loss"]) < 2.3
@@ -76,10 +76,12 @@ def test_checkpoint_round_trip_identical_logits(tmp_path):
 def test_checkpoint_from_other_widths_is_named(tmp_path):
     path = tmp_path / "wide.pth"
     checkpoint.save(NeuralNetwork(hidden=(256, 512)), path)
-    with pytest.raises(CheckpointError, match=r"linear_relu_stack.0.weight has shape \(256, 784\) but the model expects \(512, 784\)"):
+    with pytest.raises(CheckpointError,
+                       match=r"linear_relu_stack.0.weight has shape \(256, 784\) but the model expects \(512, 784\)"):
         checkpoint.load(path, NeuralNetwork())
     checkpoint.save(NeuralNetwork(hidden=(512, 512, 512)), path)
-    with pytest.raises(CheckpointError, match=r"linear_relu_stack.4.weight has shape \(512, 512\) but the model expects \(10, 512\)"):
+    with pytest.raises(CheckpointError,
+                       match=r"linear_relu_stack.4.weight has shape \(512, 512\) but the model expects \(10, 512\)"):
         checkpoint.load(path, NeuralNetwork())
 
 

@@ -16,6 +16,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from flax import serialization
 
 from common.checkpoint import flatten
@@ -56,10 +57,9 @@ def _args(side: str, data_dir: str, save, checkpoint_dir=None) -> list[str]:
 def _weights(side: str, path) -> dict[str, bytes]:
     """name -> raw bytes of every saved tensor (torch's zip also holds a random serialization id)."""
     if side == "reference_torch":
-        import torch
-
         return {k: v.numpy().tobytes() for k, v in torch.load(path, weights_only=True).items()}
-    return {k: np.asarray(v).tobytes() for k, v in flatten(serialization.msgpack_restore(path.read_bytes())["params"]).items()}
+    params = serialization.msgpack_restore(path.read_bytes())["params"]
+    return {k: np.asarray(v).tobytes() for k, v in flatten(params).items()}
 
 
 def _epoch_section(stdout: str, first: int) -> str:
@@ -80,7 +80,8 @@ def runs(request, data_dir, tmp_path_factory):
         shutil.copy(tmp / f"model{suffix}", tmp / f"{name}{suffix}")
         out[name] = proc.stdout
     ck = tmp / "checkpoints"
-    killed = subprocess.run([sys.executable, "-c", KILL_WRAPPER, side, str(KILL_AT), *_args(side, data_dir, tmp / f"killed{suffix}", ck)],
+    killed = subprocess.run([sys.executable, "-c", KILL_WRAPPER, side, str(KILL_AT),
+                             *_args(side, data_dir, tmp / f"killed{suffix}", ck)],
                             check=False, capture_output=True, text=True, cwd=REPO, timeout=600,
                             env=dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu"))
     out["killed"], out["killed_files"] = killed, sorted(p.name for p in ck.iterdir())

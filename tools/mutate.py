@@ -95,8 +95,10 @@ MUTATIONS = [
              _k("mismatched", CHECKER)),
     Mutation("checker-extra-jax-silent", "parity/checker.py", "            if other not in matched:",
              "            if False:", _k("mismatched", CHECKER)),
-    Mutation("checker-no-running-stats", "parity/checker.py", '            _compare_states(report, phase, t32["train_buffers"]',
-             '            None and _compare_states(report, phase, t32["train_buffers"]', _k("control_names_the_layer", CHECKER)),
+    Mutation("checker-no-running-stats", "parity/checker.py",
+             '            _compare_states(report, phase, t32["train_buffers"]',
+             '            None and _compare_states(report, phase, t32["train_buffers"]',
+             _k("control_names_the_layer", CHECKER)),
     Mutation("checker-only-first-step", "parity/checker.py", '    for s in range(steps):\n        phase = f"step',
              '    for s in range(min(steps, 1)):\n        phase = f"step', _k("passes_every_check", CHECKER)),
     Mutation("checker-no-layout-move", "parity/checker.py", "moved = np.moveaxis(t, 1, -1)", "moved = t",
@@ -176,7 +178,8 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-k", default="", help="run only mutations whose id contains this (default: all)")
     p.add_argument("--list", action="store_true", help="list the mutations and exit (default: off)")
-    p.add_argument("--baseline", action="store_true", help="first run each test subset unmutated; it must pass (default: off)")
+    p.add_argument("--baseline", action="store_true",
+                   help="first run each test subset unmutated; it must pass (default: off)")
     p.add_argument("--timeout", type=int, default=600, help="seconds per test run")
     p.add_argument("--json", default="", help="write the results to this file ('' to skip)")
     p.add_argument("--six-last", action="store_true", help="run issue 18's six survivors last (default: first)")

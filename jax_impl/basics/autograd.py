@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-__all__ = ["detach_grad", "frozen_bias", "jacobian_products", "loss_and_logits", "single_layer", "tracking", "tutorial_inputs"]
+__all__ = ["detach_grad", "frozen_bias", "jacobian_products", "loss_and_logits", "single_layer", "tracking",
+           "tutorial_inputs"]
 
 
 def tutorial_inputs(seed: int = 0) -> dict[str, np.ndarray]:

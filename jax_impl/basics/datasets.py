@@ -6,8 +6,8 @@ is a permutation drawn from an explicit key that the caller splits per epoch.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import jax
 import numpy as np

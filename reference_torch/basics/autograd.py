@@ -8,7 +8,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["detach_grad", "frozen_bias", "jacobian_products", "loss_and_logits", "single_layer", "tracking", "tutorial_inputs"]
+__all__ = ["detach_grad", "frozen_bias", "jacobian_products", "loss_and_logits", "single_layer", "tracking",
+           "tutorial_inputs"]
 
 
 def tutorial_inputs(seed: int = 0) -> dict[str, np.ndarray]:
