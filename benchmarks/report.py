@@ -272,22 +272,32 @@ def legacy_section(data: dict, kind: str, json_path: str) -> str:
     return "\n".join(lines)
 
 
+# (marker name, device kind, JSON file, required): ``<!-- bench:NAME -->`` blocks in the README.
+BLOCKS = (("cpu", "cpu", "bench_cpu.json", True), ("cuda", "cuda", "bench_cuda.json", True),
+          ("cnn:cpu", "cpu", "bench_cnn_cpu.json", False), ("cnn:cuda", "cuda", "bench_cnn_cuda.json", False))
+
+
 def rewrite_readme(readme: Path, results: Path = RESULTS) -> list[str]:
-    """Replace each ``<!-- bench:KIND -->`` block whose JSON exists; returns the kinds rewritten."""
+    """Replace each ``<!-- bench:NAME -->`` block whose JSON exists; returns the names rewritten.
+
+    The MLP's cpu and cuda markers must be there; the CNN's (``bench:cnn:cpu``) are optional.
+    """
     text = readme.read_text()
     done = []
-    for kind in ("cpu", "cuda"):
-        path = results / f"bench_{kind}.json"
-        begin, end = f"<!-- bench:{kind} -->", f"<!-- /bench:{kind} -->"
+    for name, kind, file, required in BLOCKS:
+        path = results / file
+        begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
         if begin not in text or end not in text:
-            raise ValueError(f"{readme}: markers {begin} ... {end} not found")
+            if required:
+                raise ValueError(f"{readme}: markers {begin} ... {end} not found")
+            continue
         if not path.exists():
             continue
         rel = path.relative_to(readme.resolve().parent) if path.is_relative_to(readme.resolve().parent) else path
         block = section(json.loads(path.read_text()), kind, str(rel))
         new = f"{begin}\n{block}\n{end}"  # a function, not a template: the block's backslashes stay as written
         text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _, new=new: new, text, flags=re.S)
-        done.append(kind)
+        done.append(name)
     readme.write_text(text)
     return done
 
