@@ -25,6 +25,12 @@ TORCH_DEVICES = DEVICES + ("mps",)
 JAX_DEVICES = DEVICES + ("gpu",)
 
 
+# float32's largest and smallest normal magnitudes (numpy's finfo values, written out: common/cli.py
+# is imported before numpy by --help).
+FLOAT32_MAX = 3.4028234663852886e38
+FLOAT32_TINY = 1.1754943508222875e-38
+
+
 class DeviceError(Exception):
     """The requested device is not available (both quickstarts, parity and the benchmarks)."""
 
@@ -47,6 +53,8 @@ def _float(text: str) -> float:
         _bad(text, "not a number")
     if not math.isfinite(value):
         _bad(text, "must be finite")
+    if abs(value) > FLOAT32_MAX:  # both sides train in float32: the optimizer would see inf
+        _bad(text, f"must be finite in float32, the precision both sides train in (|x| <= {FLOAT32_MAX:.4g})")
     return value
 
 
@@ -71,6 +79,8 @@ def positive_float(text: str) -> float:
     value = _float(text)
     if value <= 0:
         _bad(text, "must be a finite number > 0")
+    if value < FLOAT32_TINY:  # rounds to 0 in float32 (or to a subnormal): trains nothing
+        _bad(text, f"must be > 0 in float32, the precision both sides train in (>= {FLOAT32_TINY:.4g})")
     return value
 
 

@@ -30,6 +30,10 @@ BAD_FLAGS = [
     (["--lr", "nan"], "finite"),
     (["--lr", "inf"], "finite"),
     (["--lr", "1e400"], "finite"),  # overflows to inf
+    (["--lr", "1e39"], "finite in float32"),  # finite in Python, inf in either side's float32
+    (["--lr", "1e-50"], "> 0 in float32"),  # rounds to 0 in float32: would train nothing
+    (["--momentum", "-1e39"], "finite in float32"),
+    (["--weight-decay", "1e39"], "finite in float32"),
     (["--lr", "1e-400"], "> 0"),  # underflows to 0.0
     (["--lr", "fast"], "not a number"),
     (["--momentum", "-0.9"], "--momentum"),
@@ -153,3 +157,13 @@ def test_seed_range_is_distinct_on_jax():
     assert (jax.random.PRNGKey(cli.SEED_MAX + 1) == jax.random.PRNGKey(0)).all()
     with pytest.raises(argparse.ArgumentTypeError):
         cli.seed(str(cli.SEED_MAX + 1))
+
+
+def test_float32_limits_are_numpys():
+    """common.cli writes float32's limits out (it loads before numpy); they must be numpy's."""
+    import numpy as np  # noqa: PLC0415 -- this module tests the CLIs' refusals, which run before numpy loads
+
+    from common import cli  # noqa: PLC0415
+
+    assert cli.FLOAT32_MAX == float(np.finfo(np.float32).max)
+    assert cli.FLOAT32_TINY == float(np.finfo(np.float32).tiny)
