@@ -10,6 +10,7 @@ import argparse
 from concurrent.futures import ThreadPoolExecutor
 
 import jax
+import numpy as np
 import pytest
 
 from common import cli
@@ -161,9 +162,5 @@ def test_seed_range_is_distinct_on_jax():
 
 def test_float32_limits_are_numpys():
     """common.cli writes float32's limits out (it loads before numpy); they must be numpy's."""
-    import numpy as np  # noqa: PLC0415 -- this module tests the CLIs' refusals, which run before numpy loads
-
-    from common import cli  # noqa: PLC0415
-
     assert cli.FLOAT32_MAX == float(np.finfo(np.float32).max)
     assert cli.FLOAT32_TINY == float(np.finfo(np.float32).tiny)
