@@ -175,9 +175,10 @@ def charts(out: dict, stem: Path) -> list[str]:
     ax_l.set_xlabel("share of the measured matmul limit, % (paired per round)")
     handles = [Patch(color=c, label=fw) for fw, c in COLORS.items() if any(r["framework"] == fw for r in rows)]
     handles.append(Patch(facecolor="white", edgecolor="black", hatch="//", label="noisy (IQR or >100%)"))
-    ax_l.legend(handles=handles, loc="lower right", fontsize=8)
+    # Below both panels: inside either it covers a bar's label whichever corner it takes.
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
     fig.suptitle(_title(out), fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(paths[0], dpi=110)
     plt.close(fig)
 

@@ -210,4 +210,23 @@ def run_guarded(fn: Callable[[], object], errors: Sequence[type[BaseException]],
         message = " ".join(str(e).split()) or type(e).__name__
         print(f"{prog}: error: {message}", file=sys.stderr)
         return 2
+    except Exception as e:  # noqa: BLE001 -- re-raised unless it is an out-of-memory error
+        if not out_of_memory(e):
+            raise
+        first = (" ".join(str(e).split()) or type(e).__name__)[:200]
+        print(f"{prog}: error: out of memory ({first}); try a smaller --hidden or --batch-size", file=sys.stderr)
+        return 2
     return 0
+
+
+# How each library reports a failed allocation: Python/numpy MemoryError; torch's CPU allocator and
+# CUDA (torch.OutOfMemoryError is a RuntimeError); XLA's RESOURCE_EXHAUSTED (JAX, CPU and GPU).
+_OOM_TEXT = ("can't allocate memory", "out of memory", "resource_exhausted", "failed to allocate")
+
+
+def out_of_memory(e: BaseException) -> bool:
+    """Whether ``e`` is a failed allocation, from any of the libraries the CLIs run."""
+    if isinstance(e, MemoryError):
+        return True
+    text = f"{type(e).__name__} {e}".lower()
+    return any(t in text for t in _OOM_TEXT)

@@ -164,3 +164,36 @@ def test_float32_limits_are_numpys():
     """common.cli writes float32's limits out (it loads before numpy); they must be numpy's."""
     assert cli.FLOAT32_MAX == float(np.finfo(np.float32).max)
     assert cli.FLOAT32_TINY == float(np.finfo(np.float32).tiny)
+
+
+@pytest.mark.parametrize("error, oom", [
+    (MemoryError(), True),
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:118] DefaultCPUAllocator: can't allocate memory: you tried "
+                  "to allocate 360000000000 bytes"), True),
+    (RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB"), True),
+    (RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 360000000000 bytes."), True),
+    (RuntimeError("mat1 and mat2 shapes cannot be multiplied"), False),
+    (ValueError("bad"), False),
+])
+def test_out_of_memory_is_one_line_and_exit_2_other_errors_propagate(error, oom, capsys):
+    def fail():
+        raise error
+
+    assert cli.out_of_memory(error) is oom
+    if oom:
+        assert cli.run_guarded(fail, [], "prog") == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("prog: error: out of memory")
+    else:
+        with pytest.raises(type(error)):
+            cli.run_guarded(fail, [], "prog")
+
+
+@pytest.mark.parametrize("module", SIDES)
+def test_widths_too_large_for_memory_end_in_one_line(module, tmp_path):
+    """A model that cannot be allocated (two 300,000-wide layers: 360 GB of float32) is one error line."""
+    proc = run_module(module, "--hidden", "300000,300000", "--epochs", "1", "--save", str(tmp_path / "m"),
+                      timeout=300)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert len(lines) == 1 and "error: out of memory" in lines[0], proc.stderr[-2000:]
