@@ -4,12 +4,14 @@ For every paired ratio both runs report (each comparison between variants, each 
 over the tutorial and its share of the limit), the two medians and their spreads (min–max over the
 rounds) side by side. Two runs *agree* on a ratio when each run's median lies inside the other's
 min–max: the difference between the runs is then no larger than the round-to-round spread within
-either. Exit 0 when they agree on every ratio, 1 otherwise (2 for a bad file).
+either. The weaker reading, that the two min–max ranges overlap, is shown beside it. Exit 0 when
+they agree on every ratio (the strict reading), 1 otherwise (2 for a bad file).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -35,20 +37,34 @@ def agree(a: dict, b: dict) -> bool:
         return False
 
 
+def overlap(a: dict, b: dict) -> bool:
+    """The two min–max ranges share a point (NaN or a missing field: no)."""
+    try:
+        values = (a["min"], a["max"], b["min"], b["max"])
+        # max()/min() with a NaN depend on argument order: refuse NaN first
+        return all(math.isfinite(v) for v in values) and bool(max(a["min"], b["min"]) <= min(a["max"], b["max"]))
+    except (KeyError, TypeError):
+        return False
+
+
 def compare(run_a: dict, run_b: dict) -> list[dict]:
     """One row per ratio present in both runs, in run A's order."""
     ra, rb = ratios(run_a), ratios(run_b)
-    return [{"ratio": k, "a": ra[k], "b": rb[k], "agree": agree(ra[k], rb[k])} for k in ra if k in rb]
+    return [{"ratio": k, "a": ra[k], "b": rb[k], "agree": agree(ra[k], rb[k]), "overlap": overlap(ra[k], rb[k])}
+            for k in ra if k in rb]
 
 
 def table(rows: list[dict], names: tuple[str, str]) -> str:
     def cell(r):
         return f"{r['median']:.3g} ({r['min']:.3g}–{r['max']:.3g})"
 
-    lines = [f"| ratio | {names[0]}: median (min–max) | {names[1]}: median (min–max) | agree |", "|---|---|---|---|"]
-    lines += [f"| {r['ratio']} | {cell(r['a'])} | {cell(r['b'])} | {'yes' if r['agree'] else '**no**'} |" for r in rows]
-    n = sum(r["agree"] for r in rows)
-    lines.append(f"\n{n}/{len(rows)} paired ratios agree (each run's median inside the other's min–max over its rounds)")
+    lines = [f"| ratio | {names[0]}: median (min–max) | {names[1]}: median (min–max) | agree | ranges overlap |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {r['ratio']} | {cell(r['a'])} | {cell(r['b'])} | {'yes' if r['agree'] else '**no**'} "
+              f"| {'yes' if r['overlap'] else '**no**'} |" for r in rows]
+    n, m = sum(r["agree"] for r in rows), sum(r["overlap"] for r in rows)
+    lines.append(f"\n{n}/{len(rows)} paired ratios agree (each run's median inside the other's min–max over its rounds); "
+                 f"{m}/{len(rows)} have overlapping min–max ranges")
     return "\n".join(lines)
 
 

@@ -33,6 +33,17 @@ def test_agree(a, b, ok):
     assert agree.agree(b, a) is ok
 
 
+@pytest.mark.parametrize("a, b, ok", [
+    (spread(1.0, 0.9, 1.1), spread(1.15, 1.05, 1.2), True),  # ranges share 1.05–1.1
+    (spread(1.0, 0.9, 1.1), spread(1.15, 1.1, 1.2), True),  # touching counts
+    (spread(1.0, 0.9, 1.0), spread(1.15, 1.1, 1.2), False),
+    (spread(1.0, math.nan, 1.1), spread(1.0, 0.9, 1.1), False),
+])
+def test_overlap(a, b, ok):
+    assert agree.overlap(a, b) is ok
+    assert agree.overlap(b, a) is ok
+
+
 def test_every_ratio_is_compared_and_the_exit_code_says_it(tmp_path, capsys):
     a = run(spread(2.0, 1.8, 2.2), spread(3.0, 2.9, 3.1), spread(0.5, 0.4, 0.6))
     b = run(spread(2.1, 1.9, 2.3), spread(3.5, 3.4, 3.6), spread(0.5, 0.45, 0.55))
@@ -44,7 +55,8 @@ def test_every_ratio_is_compared_and_the_exit_code_says_it(tmp_path, capsys):
     pa.write_text(json.dumps(a))
     pb.write_text(json.dumps(b))
     assert agree.main([str(pa), str(pb)]) == 1
-    assert "3/4 paired ratios agree" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "3/4 paired ratios agree" in out and "3/4 have overlapping" in out
     assert agree.main([str(pa), str(pa)]) == 0
 
 
