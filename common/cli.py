@@ -215,8 +215,18 @@ def run_guarded(fn: Callable[[], object], errors: Sequence[type[BaseException]],
             raise
         first = (" ".join(str(e).split()) or type(e).__name__)[:200]
         print(f"{prog}: error: out of memory ({first}); try a smaller --hidden or --batch-size", file=sys.stderr)
+        # A failed allocation leaves the runtime broken: JAX's at-exit wait on its effect tokens would
+        # raise the failure again as tracebacks. Nothing is left to save (checkpoints are atomic).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        hard_exit(2)
         return 2
     return 0
+
+
+def hard_exit(code: int) -> None:
+    """``os._exit``: end the process without the at-exit handlers (a test replaces it)."""
+    os._exit(code)
 
 
 # How each library reports a failed allocation: Python/numpy MemoryError; torch's CPU allocator and

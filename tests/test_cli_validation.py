@@ -33,7 +33,7 @@ BAD_FLAGS = [
     (["--lr", "1e400"], "finite"),  # overflows to inf
     (["--lr", "1e39"], "finite in float32"),  # finite in Python, inf in either side's float32
     (["--lr", "1e-50"], "> 0 in float32"),  # rounds to 0 in float32: would train nothing
-    (["--momentum", "-1e39"], "finite in float32"),
+    (["--momentum=-1e39"], "finite in float32"),  # = form: argparse reads "-1e39" alone as a flag
     (["--weight-decay", "1e39"], "finite in float32"),
     (["--lr", "1e-400"], "> 0"),  # underflows to 0.0
     (["--lr", "fast"], "not a number"),
@@ -175,15 +175,18 @@ def test_float32_limits_are_numpys():
     (RuntimeError("mat1 and mat2 shapes cannot be multiplied"), False),
     (ValueError("bad"), False),
 ])
-def test_out_of_memory_is_one_line_and_exit_2_other_errors_propagate(error, oom, capsys):
+def test_out_of_memory_is_one_line_and_exit_2_other_errors_propagate(error, oom, capsys, monkeypatch):
     def fail():
         raise error
 
+    exits = []
+    monkeypatch.setattr(cli, "hard_exit", exits.append)  # the real one ends the process, pytest with it
     assert cli.out_of_memory(error) is oom
     if oom:
         assert cli.run_guarded(fail, [], "prog") == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("prog: error: out of memory")
+        assert exits == [2]
     else:
         with pytest.raises(type(error)):
             cli.run_guarded(fail, [], "prog")
