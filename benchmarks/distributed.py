@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.cli import DeviceError, positive_int, run_guarded
+from common.cli import DeviceError, non_negative_int, positive_int, run_guarded
 from common.data import DataError
 from common.shards import ShardError
 from parity import distributed as PD
@@ -63,20 +63,13 @@ def measure(devices: int, device: str = "cpu", epochs: int = 2, data_dir: str = 
             "note": CPU_NOTE.format(n=devices, cores=len(os.sched_getaffinity(0))) if device == "cpu" else ""}
 
 
-def _samples(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text}: must be 0 (all) or a positive number of images")
-    return value
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.distributed", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--devices", type=positive_int, default=2, help="replicas: DDP processes and JAX devices")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cpu (gloo, host devices) or cuda (NCCL, GPUs)")
     p.add_argument("--epochs", type=positive_int, default=2, help="epochs per form; the first is the warm-up")
-    p.add_argument("--samples", type=_samples, default=0, help="train on the first N images (0: all 60000)")
+    p.add_argument("--samples", type=non_negative_int, default=0, help="train on the first N images (0: all 60000)")
     p.add_argument("--data-dir", default="data", help="folder holding FashionMNIST/raw/")
     p.add_argument("--out-dir", default="benchmarks/results", help="folder for distributed_<device>_<N>.json")
     args = p.parse_args(argv)

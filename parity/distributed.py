@@ -28,7 +28,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from common.cli import DeviceError, positive_int, run_guarded
+from common.cli import DeviceError, non_negative_int, positive_int, run_guarded
 from common.data import DataError
 from common.shards import ShardError, epoch_shards
 from jax_impl.distributed import Config as JConfig
@@ -353,13 +353,6 @@ def plot(r32: dict, cmp: dict, path: Path, title: str) -> Path:
     return path
 
 
-def _samples(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text}: must be 0 (all) or a positive number of images")
-    return value
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m parity.distributed", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -370,7 +363,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of the weight initialisation")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cpu (gloo, host devices) or cuda (NCCL, GPUs)")
     p.add_argument("--data-dir", default="data", help="folder holding FashionMNIST/raw/")
-    p.add_argument("--samples", type=_samples, default=0, help="train on the first N images (0: all 60000)")
+    p.add_argument("--samples", type=non_negative_int, default=0, help="train on the first N images (0: all 60000)")
     p.add_argument("--timeout", type=float, default=60.0, dest="timeout_s",
                    help="seconds a rank waits for a peer in a collective before failing")
     p.add_argument("--out-dir", default="runs", help="folder for the JSON report and the PNG plot")
