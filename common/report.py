@@ -1,6 +1,7 @@
 """The tutorial's printed lines, formatted in one place so both quickstarts print them identically."""
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -43,6 +44,18 @@ def test_line(accuracy: float, avg_loss: float) -> str:
 
 def prediction_line(predicted: str, actual: str) -> str:
     return f'Predicted: "{predicted}", Actual: "{actual}"'
+
+
+def end_epoch(history: dict, epoch: int, accuracy: float, avg_loss: float, losses, out, verbose: bool) -> None:
+    """The end of a training epoch, as every run prints and records it: the tutorial's test line on
+    ``out``, the epoch's training time (``history["epoch_s"][-1]``) on stderr, and the three per-epoch
+    lists of ``history`` extended."""
+    out(test_line(accuracy, avg_loss))
+    if verbose:
+        print(f"[epoch {epoch}: {history['epoch_s'][-1]:.2f} s training]", file=sys.stderr)
+    history["accuracy"].append(accuracy)
+    history["avg_loss"].append(avg_loss)
+    history["losses"].append(losses)
 
 
 def check_finite(losses: Sequence[float], epoch: int) -> None:

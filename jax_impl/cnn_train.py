@@ -9,7 +9,6 @@ the jitted step per batch (``train_epoch``); ``scan_epoch`` is the one-scan form
 """
 from __future__ import annotations
 
-import sys
 import time
 from functools import partial
 from typing import Any
@@ -23,10 +22,10 @@ from flax.traverse_util import flatten_dict
 from common.report import (
     check_finite,
     check_finite_params,
+    end_epoch,
     epoch_header,
     loss_lines,
     prediction_line,
-    test_line,
 )
 
 from . import checkpoint
@@ -154,12 +153,7 @@ def run(config: Config) -> dict:
         check_finite(losses, t + 1)
         check_finite_params(flatten_dict({"params": state.params, "batch_stats": state.batch_stats}, sep="/"), t + 1)
         accuracy, avg_loss = evaluate(state, test_arrays, config.batch_size)
-        out(test_line(accuracy, avg_loss))
-        if config.verbose:
-            print(f"[epoch {t + 1}: {history['epoch_s'][-1]:.2f} s training]", file=sys.stderr)
-        history["accuracy"].append(accuracy)
-        history["avg_loss"].append(avg_loss)
-        history["losses"].append(losses)
+        end_epoch(history, t + 1, accuracy, avg_loss, losses, out, config.verbose)
     out("Done!")
 
     if config.save:

@@ -4,7 +4,6 @@ The loops are pure compiled functions: one ``lax.scan`` per epoch, no Python per
 """
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -27,6 +26,7 @@ from common.report import (
     LOG_EVERY,
     check_finite,
     check_finite_params,
+    end_epoch,
     epoch_header,
     loss_line,
     prediction_line,
@@ -306,12 +306,7 @@ def run(config: Config) -> dict:
             checkpoint.save_resume(resume_path(config.checkpoint_dir, t + 1, checkpoint.SUFFIX), state, rng,
                                    t + 1, asdict(config))
         accuracy, avg_loss = evaluate(state, test_arrays, config.batch_size)
-        out(test_line(accuracy, avg_loss))
-        if config.verbose:
-            print(f"[epoch {t + 1}: {history['epoch_s'][-1]:.2f} s training]", file=sys.stderr)
-        history["accuracy"].append(accuracy)
-        history["avg_loss"].append(avg_loss)
-        history["losses"].append(losses)
+        end_epoch(history, t + 1, accuracy, avg_loss, losses, out, config.verbose)
     if config.load:
         accuracy, avg_loss = evaluate(state, test_arrays, config.batch_size)
         out(test_line(accuracy, avg_loss))

@@ -6,7 +6,6 @@ running statistics and draws Dropout's masks itself); only the model and its che
 """
 from __future__ import annotations
 
-import sys
 import time
 
 import torch
@@ -14,9 +13,9 @@ import torch
 from common.report import (
     check_finite,
     check_finite_params,
+    end_epoch,
     epoch_header,
     prediction_line,
-    test_line,
 )
 
 from . import checkpoint
@@ -65,12 +64,7 @@ def run(config: Config) -> dict:
         check_finite(losses.tolist(), t + 1)
         check_finite_params({k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}, t + 1)
         accuracy, avg_loss = evaluate(test_dataloader, model, loss_fn)
-        out(test_line(accuracy, avg_loss))
-        if config.verbose:
-            print(f"[epoch {t + 1}: {history['epoch_s'][-1]:.2f} s training]", file=sys.stderr)
-        history["accuracy"].append(accuracy)
-        history["avg_loss"].append(avg_loss)
-        history["losses"].append(losses)
+        end_epoch(history, t + 1, accuracy, avg_loss, losses, out, config.verbose)
     out("Done!")
 
     if config.save:

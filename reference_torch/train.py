@@ -1,7 +1,6 @@
 """The tutorial's training and test loops, and the whole quickstart as one importable function."""
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import asdict, dataclass
 
@@ -19,6 +18,7 @@ from common.data import CLASSES
 from common.report import (
     check_finite,
     check_finite_params,
+    end_epoch,
     epoch_header,
     loss_line,
     prediction_line,
@@ -204,12 +204,7 @@ def run(config: Config) -> dict:
             checkpoint.save_resume(resume_path(config.checkpoint_dir, t + 1, checkpoint.SUFFIX), model, optimizer,
                                    t + 1, step, asdict(config))
         accuracy, avg_loss = evaluate(test_dataloader, model, loss_fn)
-        out(test_line(accuracy, avg_loss))
-        if config.verbose:
-            print(f"[epoch {t + 1}: {history['epoch_s'][-1]:.2f} s training]", file=sys.stderr)
-        history["accuracy"].append(accuracy)
-        history["avg_loss"].append(avg_loss)
-        history["losses"].append(losses)
+        end_epoch(history, t + 1, accuracy, avg_loss, losses, out, config.verbose)
     if config.load:
         accuracy, avg_loss = evaluate(test_dataloader, model, loss_fn)
         out(test_line(accuracy, avg_loss))
