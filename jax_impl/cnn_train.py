@@ -10,7 +10,6 @@ the jitted step per batch (``train_epoch``); ``scan_epoch`` is the one-scan form
 from __future__ import annotations
 
 import time
-from functools import partial
 from typing import Any
 
 import jax
@@ -24,17 +23,15 @@ from common.report import (
     check_finite_params,
     end_epoch,
     epoch_header,
-    loss_lines,
     prediction_line,
 )
 
-from . import checkpoint
+from . import checkpoint, loops
 from .cnn import CNN, init_variables
 from .data import device_dataset, load_fashion_mnist
 from .train import (
     Batch,
     Config,
-    _batch,
     check_outputs,
     evaluate,
     loss_fn,
@@ -90,46 +87,17 @@ train_step.__doc__ = """One SGD step: ``(state, (x, y)) -> (state, {"loss": mean
 statistics updated and the step's dropout key ``fold_in(state.key, state.step)``. Pure, jitted."""
 
 
-@partial(jax.jit, static_argnames=("batch_size",), donate_argnums=(0,))
-def _scan_epoch(state: CNNState, x, y, batch_size: int):
-    n = x.shape[0]
-    full = n // batch_size
-    state, metrics = jax.lax.scan(lambda s, i: _train_step(s, _batch(x, y, i, batch_size)), state, jnp.arange(full))
-    losses = metrics["loss"]
-    if n > full * batch_size:  # the DataLoader's last partial batch, as its own step
-        state, tail = _train_step(state, (x[full * batch_size:], y[full * batch_size:]))
-        losses = jnp.concatenate([losses, tail["loss"][None]])
-    return state, losses
+def train_epoch(state: CNNState, data: Batch, batch_size: int = 64, log=print) -> tuple[CNNState, np.ndarray]:
+    """One pass in file order: the jitted ``train_step`` per batch of the device-resident set
+    (``loops.step_epoch``; see ``scan_epoch`` for why not one scan). Returns every step's loss."""
+    return loops.step_epoch(train_step, state, data, batch_size, log)
 
 
 def scan_epoch(state: CNNState, data: Batch, batch_size: int = 64, log=print) -> tuple[CNNState, np.ndarray]:
     """``train_epoch`` as one compiled ``lax.scan`` (``state`` donated): the MLP's form, and the
     faster one on GPU. On XLA:CPU a convolution inside a loop body runs several times slower than
     the same step dispatched alone (jax-ml/jax#12868); ``benchmarks.run --model cnn`` times both."""
-    x, y = data
-    state, losses = _scan_epoch(state, x, y, batch_size)
-    losses = np.asarray(losses)
-    if log is not None:
-        for line in loss_lines(losses, batch_size, x.shape[0]):
-            log(line)
-    return state, losses
-
-
-def train_epoch(state: CNNState, data: Batch, batch_size: int = 64, log=print) -> tuple[CNNState, np.ndarray]:
-    """One pass in file order: the jitted ``train_step`` per batch of the device-resident set, as
-    Flax's ``examples/mnist`` loops (see ``scan_epoch`` for why not one scan). Returns every step's
-    loss (host float32, read once at the end, which also waits for the device)."""
-    x, y = data
-    n = x.shape[0]
-    losses = []
-    for i in range(0, n, batch_size):
-        state, metrics = train_step(state, (x[i:i + batch_size], y[i:i + batch_size]))
-        losses.append(metrics["loss"])
-    losses = np.asarray(jnp.stack(losses)) if losses else np.zeros((0,), np.float32)
-    if log is not None:
-        for line in loss_lines(losses, batch_size, n):
-            log(line)
-    return state, losses
+    return loops.scan_epoch(_train_step, state, data, batch_size, log)
 
 
 def run(config: Config) -> dict:

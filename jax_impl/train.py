@@ -1,12 +1,11 @@
 """The tutorial's training and test loops, and the whole quickstart as one importable function.
 
-The loops are pure compiled functions: one ``lax.scan`` per epoch, no Python per step.
+The loops are pure compiled functions (``loops.py``): one ``lax.scan`` per epoch, no Python per step.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -23,17 +22,15 @@ from common.checkpoint import (
 from common.cli import DeviceError
 from common.data import CLASSES
 from common.report import (
-    LOG_EVERY,
     check_finite,
     check_finite_params,
     end_epoch,
     epoch_header,
-    loss_line,
     prediction_line,
     test_line,
 )
 
-from . import checkpoint
+from . import checkpoint, loops
 from .data import device_dataset, load_fashion_mnist, to_float
 from .model import build_model, init_params
 
@@ -55,7 +52,7 @@ __all__ = [
 ]
 
 TrainState = train_state.TrainState
-Batch = tuple[jax.Array, jax.Array]  # (x float32 (B, 784), y int32 (B,))
+Batch = loops.Batch  # (x float32 (B, 784), y int32 (B,))
 
 
 @dataclass
@@ -146,113 +143,35 @@ train_step = jax.jit(_train_step)
 train_step.__doc__ = """One SGD step: ``(state, (x, y)) -> (state, {"loss": mean CE before the update})``. Pure, jitted."""
 
 
-def _batch(x: jax.Array, y: jax.Array, i, batch_size: int) -> Batch:
-    """Batch ``i`` read in place from the device-resident set: no reshaped copy of the epoch."""
-    return (jax.lax.dynamic_slice_in_dim(x, i * batch_size, batch_size),
-            jax.lax.dynamic_slice_in_dim(y, i * batch_size, batch_size))
-
-
-# Where the compiled epoch's "loss:" lines go. A module-level sink because the host callback is
-# traced once into the compiled epoch; making ``log`` a static argument would compile once per
-# function passed. ``train_epoch`` sets it for the duration of one call.
-_log_sink = [print]
-
-
-def _log_loss(loss, batch, size: int, batch_size: int) -> None:
-    """Host side of the epoch's callback: the tutorial's line for ``batch`` (its real length)."""
-    length = min(batch_size, size - int(batch) * batch_size)
-    _log_sink[0](loss_line(float(loss), (int(batch) + 1) * length, size))
-
-
-def _maybe_log(loss, i, size: int, batch_size: int) -> None:
-    """Every LOG_EVERY batches, print from inside the compiled epoch, as the tutorial's loop does."""
-    jax.lax.cond(i % LOG_EVERY == 0,
-                 lambda: jax.debug.callback(partial(_log_loss, size=size, batch_size=batch_size), loss, i, ordered=True),
-                 lambda: None)
-
-
-@partial(jax.jit, static_argnames=("batch_size", "verbose"), donate_argnums=(0,))
-def _train_epoch(state: TrainState, x: jax.Array, y: jax.Array, batch_size: int, verbose: bool = False):
-    n = x.shape[0]
-    full = n // batch_size
-
-    def body(s, i):
-        s, metrics = _train_step(s, _batch(x, y, i, batch_size))
-        if verbose:
-            _maybe_log(metrics["loss"], i, n, batch_size)
-        return s, metrics["loss"]
-
-    losses = jnp.zeros((0,), jnp.float32)
-    if full:  # a set smaller than one batch has only the partial batch (the scan body could not slice)
-        state, losses = jax.lax.scan(body, state, jnp.arange(full))  # losses: (full,)
-    if n > full * batch_size:  # the DataLoader's last partial batch, as its own (smaller) step
-        state, tail = _train_step(state, (x[full * batch_size:], y[full * batch_size:]))
-        if verbose:
-            _maybe_log(tail["loss"], full, n, batch_size)
-        losses = jnp.concatenate([losses, tail["loss"][None]])
-    return state, losses
-
-
 def train_epoch(state: TrainState, data: Batch, batch_size: int = 64, log=print) -> tuple[TrainState, np.ndarray]:
     """One pass over ``data`` (the tutorial's ``train``), compiled as one scan; returns every step's loss.
 
-    ``state`` is donated. Returns the new state and every step's loss (host float32, one read
-    after the epoch, which also waits for the device). Unless ``log`` is None, the tutorial's
-    "loss:" lines go to ``log`` while the epoch runs, from a host callback every 100 batches.
+    ``state`` is donated. Losses (host float32) are read once at the end (which also waits for
+    the device); the tutorial's "loss:" lines go to ``log`` every 100 batches from a host callback
+    inside the compiled epoch (``loops.scan_epoch``). ``log=None`` keeps it silent.
     """
-    x, y = data
-    _log_sink[0] = log if log is not None else print
-    try:
-        state, losses = _train_epoch(state, x, y, batch_size, log is not None)
-        losses = np.asarray(losses)
-    finally:
-        _log_sink[0] = print
-    return state, losses
-
-
-def _variables(state: TrainState) -> dict:
-    """What ``state.apply_fn`` takes in eval mode: the params, and the CNN's ``batch_stats`` if it has them."""
-    return {"params": state.params, **({"batch_stats": state.batch_stats} if hasattr(state, "batch_stats") else {})}
-
-
-@partial(jax.jit, static_argnames=("batch_size",))
-def _eval_batches(state: TrainState, x: jax.Array, y: jax.Array, batch_size: int):
-    def batch_metrics(xb, yb):
-        pred = state.apply_fn(_variables(state), xb)
-        return loss_fn(pred, yb), jnp.sum(jnp.argmax(pred, axis=1) == yb)
-
-    n = x.shape[0]
-    full = n // batch_size
-    losses, correct = jnp.zeros((0,), jnp.float32), jnp.zeros((), jnp.int32)
-    if full:  # as in _train_epoch: fewer than one batch leaves only the partial one
-        losses, correct = jax.lax.map(lambda i: batch_metrics(*_batch(x, y, i, batch_size)), jnp.arange(full))
-        correct = jnp.sum(correct)
-    if n > full * batch_size:
-        tail_loss, tail_correct = batch_metrics(x[full * batch_size:], y[full * batch_size:])
-        losses = jnp.concatenate([losses, tail_loss[None]])
-        correct = correct + tail_correct
-    return losses, correct
+    return loops.scan_epoch(_train_step, state, data, batch_size, log)
 
 
 def evaluate(state: TrainState, data: Batch, batch_size: int = 64) -> tuple[float, float]:
-    """The tutorial's ``test`` arithmetic: (correct / size, mean of the per-batch mean losses).
-
-    Batch losses are summed on the host in float64, one by one, as the tutorial's
-    ``test_loss += loss.item()`` does.
-    """
-    x, y = data
-    losses, correct = _eval_batches(state, x, y, batch_size)
-    test_loss = 0.0
-    for value in np.asarray(losses):
-        test_loss += float(value)
-    return int(correct) / x.shape[0], test_loss / len(losses)
+    """The tutorial's ``test`` arithmetic: (correct / size, mean of the per-batch mean losses)."""
+    size = data[0].shape[0]
+    losses, correct = loops.eval_batches(loss_fn, state, data, batch_size)  # eval mode, one compiled pass
+    num_batches = len(losses)
+    test_loss = 0
+    for loss in losses:
+        test_loss += float(loss)
+    test_loss /= num_batches
+    correct /= size
+    return correct, test_loss
 
 
 def predict(state: TrainState, test_data: tuple[np.ndarray, np.ndarray], index: int = 0) -> tuple[str, str]:
     """The tutorial's final prediction: (predicted class name, actual class name) of ``test_data[index]``."""
-    images, labels = test_data
-    pred = state.apply_fn(_variables(state), to_float(images[index : index + 1]))
-    return CLASSES[int(jnp.argmax(pred[0]))], CLASSES[int(labels[index])]
+    x, y = test_data[0][index : index + 1], test_data[1][index]
+    x = to_float(x)
+    pred = state.apply_fn(loops.variables(state), x)
+    return CLASSES[int(pred[0].argmax(0))], CLASSES[int(y)]
 
 
 def check_outputs(config: Config) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from jax_impl import checkpoint, train
+from jax_impl import checkpoint, loops, train
 from jax_impl.checkpoint import CheckpointError
 from jax_impl.data import device_dataset, load_fashion_mnist
 from jax_impl.model import NeuralNetwork, count_params, init_params
@@ -77,11 +77,11 @@ def test_epochs_after_the_first_do_not_recompile():
     data = device_dataset(images, labels, cpu)
     # Params placed on a device (committed), as the CLI and the benchmarks place them, and not.
     for params in (init_params(jax.random.PRNGKey(0)), jax.device_put(init_params(jax.random.PRNGKey(0)), cpu)):
-        train._train_epoch.clear_cache()
+        loops._scan_epoch.clear_cache()
         state = train.create_train_state(params, 1e-3)
         for _ in range(3):
             state, _ = train.train_epoch(state, data, 64, log=None)
-        assert train._train_epoch._cache_size() == 1  # one compilation for three epochs
+        assert loops._scan_epoch._cache_size() == 1  # one compilation for three epochs
 
 
 def test_partial_batch_is_trained_on():

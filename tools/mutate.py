@@ -121,7 +121,7 @@ MUTATIONS = [
     # --- the implementations: jax_impl -------------------------------------------------------------
     Mutation("jax-lr-plus-0.1pct", "jax_impl/train.py", "sgd = optax.sgd(lr,", "sgd = optax.sgd(lr * 1.001,",
              ("parity/test_training.py", "-k", "one_sgd_step")),
-    Mutation("jax-drops-last-partial-batch", "jax_impl/train.py", "    if n > full * batch_size:  # the DataLoader",
+    Mutation("jax-drops-last-partial-batch", "jax_impl/loops.py", "    if n > full * batch_size:  # the DataLoader",
              "    if False:  # the DataLoader", _k("short_run")),
     Mutation("jax-loss-mean-over-64", "jax_impl/train.py", "softmax_cross_entropy_with_integer_labels(logits, y).mean()",
              "softmax_cross_entropy_with_integer_labels(logits, y).sum() / 64",
