@@ -29,7 +29,7 @@ from common.cli import DeviceError, non_negative_int, positive_int, run_guarded
 from common.data import DataError
 from common.shards import ShardError
 from parity import distributed as PD
-from reference_torch.distributed import DistributedError
+from reference_torch.launch import DistributedError
 
 CPU_NOTE = ("CPU scaling is meaningless here: the {n} replicas (DDP processes or JAX host devices) share the "
             "machine's {cores} cores, and gloo all-reduces over loopback TCP; run with --device cuda on a "

@@ -25,46 +25,31 @@ import os
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
-from functools import partial
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from common.cli import DeviceError
 from common.data import find_files, read_split, to_float
-from common.shards import check_divisible, epoch_shards
+from common.shards import check_divisible
 
-from .basics.distributed import weighted_loss
 from .model import NeuralNetwork, init_params
+from .sharding import AXIS, FORMS, epoch_groups, make_mesh, make_step, replica_mismatches, replicate, scan_steps, shards_seen
 from .train import TrainState, create_train_state, evaluate, make_optimizer
 
 __all__ = [
-    "AXIS",
-    "FORMS",
     "Config",
     "available_devices",
     "check_config",
-    "epoch_groups",
     "load_train",
     "main",
-    "make_mesh",
-    "make_shard_map_step",
-    "make_sharded_step",
-    "make_step",
-    "replica_mismatches",
-    "replicate",
-    "shards_seen",
     "test_metrics",
     "train",
 ]
-
-AXIS = "data"
-FORMS = ("sharded", "shard_map")
-
 
 @dataclass
 class Config:
@@ -117,100 +102,6 @@ def load_train(data_dir: str, samples: int = 0) -> tuple[np.ndarray, np.ndarray]
     return to_float(images[:n]).reshape(n, -1), labels[:n].astype(np.int32)
 
 
-def make_mesh(devices: int, device: str = "cpu") -> Mesh:
-    """A 1-D mesh of the first ``devices`` devices, axis ``"data"``."""
-    return Mesh(np.array(jax.devices("gpu" if device == "cuda" else "cpu")[:devices]), (AXIS,))
-
-
-def make_sharded_step(scale: float = 1.0):
-    """The automatic form: ``train_step(state, (x, y, w)) -> (state, {"loss"})`` with the global batch
-    sharded and the state replicated; XLA inserts the gradient all-reduce. ``scale`` = N is the
-    negative control (the sum of N shard means instead of the global mean)."""
-
-    def train_step(state: TrainState, batch):
-        x, y, w = batch
-        loss, grads = jax.value_and_grad(weighted_loss)(state.params, state.apply_fn, x, y, w)
-        # scale = N: the gradients summed over replicas, as the control asks; the loss is untouched
-        grads = jax.tree.map(lambda g: g * scale, grads)
-        return state.apply_gradients(grads=grads), {"loss": loss}
-
-    return train_step
-
-
-def make_shard_map_step(mesh: Mesh, grad_reduce: str = "mean", check_vma: bool = False):
-    """The explicit form: per device, its shard mean times ``n_r * N / b``, its gradients, then
-    ``pmean`` over the axis (``psum`` is the negative control) as DDP's all-reduce / world size."""
-    n = mesh.shape[AXIS]
-    reduce = jax.lax.pmean if grad_reduce == "mean" else jax.lax.psum
-
-    def local_step(state: TrainState, batch):
-        x, y, w = batch  # this device's shard
-        n_local = jnp.sum(w)
-        weight = n_local * n / jax.lax.psum(n_local, AXIS)  # common.shards.loss_weight
-        loss, grads = jax.value_and_grad(lambda p: weighted_loss(p, state.apply_fn, x, y, w) * weight)(state.params)
-        grads = reduce(grads, AXIS)
-        return state.apply_gradients(grads=grads), {"loss": jax.lax.pmean(loss, AXIS)}
-
-    return jax.shard_map(local_step, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=(P(), P()), check_vma=check_vma)
-
-
-def make_step(cfg: Config, mesh: Mesh):
-    """The step ``cfg.form`` names, with ``cfg.grad_reduce``'s reduction."""
-    if cfg.form == "sharded":
-        return make_sharded_step(float(cfg.devices) if cfg.grad_reduce == "sum" else 1.0)
-    return make_shard_map_step(mesh, cfg.grad_reduce)
-
-
-@partial(jax.jit, static_argnums=(0,), donate_argnums=(1,))
-def _scan_steps(step, state: TrainState, xs, ys, ws):
-    return jax.lax.scan(step, state, (xs, ys, ws))
-
-
-def epoch_groups(n_samples: int, cfg: Config) -> list[dict[str, np.ndarray]]:
-    """The epoch's global batches laid out for the mesh: per step, shard r occupies rows
-    ``[r*m, (r+1)*m)``, padded with index -1 (weight 0) to the largest shard ``m``. Consecutive steps
-    of the same ``m`` form one group (the full batches, then the last partial one)."""
-    groups: list[dict] = []
-    for shards in epoch_shards(n_samples, cfg.batch_size, cfg.devices, cfg.split):
-        if cfg.same_shard:
-            shards = [shards[0]] * cfg.devices
-        m = max(len(s) for s in shards)
-        idx = np.full((cfg.devices, m), -1, np.int64)
-        for r, s in enumerate(shards):
-            idx[r, : len(s)] = s
-        if not groups or groups[-1]["m"] != m:
-            groups.append({"m": m, "idx": []})
-        groups[-1]["idx"].append(idx.reshape(-1))
-    return [{"m": g["m"], "idx": np.stack(g["idx"])} for g in groups]
-
-
-def replicate(params, mesh: Mesh, per_device: list | None = None):
-    """``params`` on every device of ``mesh`` (``P()``). ``per_device`` (the seed control) builds the
-    "replicated" array from a different tree on each device, as separately seeded hosts would."""
-    sharding = NamedSharding(mesh, P())
-    if per_device is None:
-        return jax.device_put(params, sharding)
-    devs = list(mesh.devices.flat)
-    return jax.tree.map(lambda *leaves: jax.make_array_from_single_device_arrays(
-        leaves[0].shape, sharding, [jax.device_put(leaf, d) for leaf, d in zip(leaves, devs, strict=True)]), *per_device)
-
-
-def replica_mismatches(tree) -> list[str]:
-    """Leaves whose copies differ between devices (empty: truly replicated)."""
-    bad = []
-    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
-        copies = [np.asarray(s.data) for s in leaf.addressable_shards]
-        if any(not np.array_equal(copies[0], c) for c in copies[1:]):
-            bad.append(jax.tree_util.keystr(path))
-    return bad
-
-
-def shards_seen(idx: jax.Array, mesh: Mesh) -> list[list[np.ndarray]]:
-    """``[device][step] -> indices`` read back from each device's shard of the placed index array."""
-    by_device = {s.device: np.asarray(s.data) for s in idx.addressable_shards}
-    return [[row[row >= 0] for row in by_device[d]] for d in mesh.devices.flat]
-
-
 def train(cfg: Config, params, x_np: np.ndarray, y_np: np.ndarray) -> dict:
     """Train ``cfg.epochs`` epochs from ``params`` (numpy, Flax layout); returns per-step losses, the
     params after each epoch (device 0's copy), replica checks before and after, the shards each device held, and
@@ -244,14 +135,14 @@ def train(cfg: Config, params, x_np: np.ndarray, y_np: np.ndarray) -> dict:
             if not np.array_equal(np.asarray(s.data), np.where((rows >= 0)[..., None], x_np[np.maximum(rows, 0)], 0)):
                 raise AssertionError(f"{s.device} holds other pixels than the indices placed with them")
         placed.append(arrays)
-    hlo = _scan_steps.lower(step, state, *placed[0][:3]).compile().as_text()
+    hlo = scan_steps.lower(step, state, *placed[0][:3]).compile().as_text()
     collectives = sorted({op for op in ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
                           if f" {op}(" in hlo or f" {op}-start(" in hlo})
     losses, snapshots, epoch_s = [], [], []  # snapshots: device 0's params after each epoch
     for _ in range(cfg.epochs):
         start = time.perf_counter()  # the first epoch includes compilation
         for xs, ys, ws, _idx in placed:
-            state, metrics = _scan_steps(step, state, xs, ys, ws)
+            state, metrics = scan_steps(step, state, xs, ys, ws)
             losses.append(np.asarray(metrics["loss"], np.float64))  # reading the losses waits for the devices
         epoch_s.append(time.perf_counter() - start)
         snapshots.append(jax.tree.map(lambda leaf: np.asarray(leaf.addressable_shards[0].data), state.params))

@@ -33,6 +33,7 @@ from common.data import DataError
 from common.shards import ShardError, epoch_shards
 from jax_impl.distributed import Config as JConfig
 from reference_torch import distributed as tdist
+from reference_torch import launch
 from reference_torch import train as ttrain
 from reference_torch.basics import distributed as tb
 from reference_torch.model import NeuralNetwork
@@ -112,10 +113,10 @@ def _read_jax(proc: subprocess.Popen, work: Path, timeout_s: float) -> list[dict
         _, err = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         proc.kill()
-        raise tdist.DistributedError(f"the JAX process did not finish in {timeout_s:.0f} s and was killed") from None
+        raise launch.DistributedError(f"the JAX process did not finish in {timeout_s:.0f} s and was killed") from None
     if proc.returncode != 0:
         last = [line for line in err.strip().splitlines() if line.strip()]
-        raise tdist.DistributedError(f"the JAX process failed: {last[-1] if last else proc.returncode}")
+        raise launch.DistributedError(f"the JAX process failed: {last[-1] if last else proc.returncode}")
     out, n = [], 0
     while (work / f"run{n}.npz").exists():
         meta = json.loads((work / f"run{n}.json").read_text())
@@ -151,7 +152,7 @@ def run_forms(cfg: DistConfig, runs: list[Run]) -> dict[str, dict[str, dict]]:
         try:
             ddp_runs = [r for r in runs if "ddp" in r.forms]
             if ddp_runs:
-                for run, res in zip(ddp_runs, tdist.run_many([_side_config(tdist.Config, cfg, r) for r in ddp_runs]),
+                for run, res in zip(ddp_runs, launch.run_many([_side_config(tdist.Config, cfg, r) for r in ddp_runs]),
                                     strict=True):
                     res["rank_epochs"] = res["epochs"]  # [rank][epoch]
                     res["epochs"] = res["epochs"][0]  # rank 0's copy
@@ -370,7 +371,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     result = {}
     code = run_guarded(lambda: result.setdefault("report", run(DistConfig(**vars(args)))),
-                       (DataError, DeviceError, ShardError, tdist.DistributedError), p.prog)
+                       (DataError, DeviceError, ShardError, launch.DistributedError), p.prog)
     if code:
         return code
     return 0 if result["report"]["ok"] else 1
@@ -433,7 +434,8 @@ def basics_numbers(data_dir: str = "data") -> list[tuple[str, object, object]]:
     prefix = H.Split(train.x[:BASICS_SAMPLES], train.y[:BASICS_SAMPLES])
     one_losses, one_model = H.torch_train(sd, prefix)
     with tempfile.TemporaryDirectory() as tmp:
-        mp.start_processes(_basics_ddp, args=(tdist.free_port(), data_dir, f"{tmp}/ddp.npz"), nprocs=2, start_method="spawn")
+        mp.start_processes(_basics_ddp, args=(launch.free_port(), data_dir, f"{tmp}/ddp.npz"), nprocs=2,
+                           start_method="spawn")
         np.savez(f"{tmp}/init.npz", **{f"{layer}/{k}": v for layer, d in H.torch_to_flax(sd).items() for k, v in d.items()})
         env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2",
                    PYTHONPATH=str(REPO))

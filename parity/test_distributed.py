@@ -222,12 +222,12 @@ def test_bad_input_is_one_error_line(args, message, data_dir):
 
 FAULT = textwrap.dedent("""
     import sys
-    from reference_torch import distributed as D
+    from reference_torch import distributed as D, launch
     if __name__ == "__main__":
         try:
-            D.run(D.Config(devices=2, samples={samples}, data_dir={data_dir!r}, fault={fault!r}, fault_rank=1,
+            launch.run(D.Config(devices=2, samples={samples}, data_dir={data_dir!r}, fault={fault!r}, fault_rank=1,
                            fault_step=3, timeout_s={timeout}))
-        except D.DistributedError as e:
+        except launch.DistributedError as e:
             print("error:", e)
             sys.exit(2)
 """)

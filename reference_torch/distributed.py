@@ -1,29 +1,23 @@
 """The quickstart data-parallel: torch ``DistributedDataParallel`` over N processes.
 
-Started the standard way (``torch.multiprocessing`` spawn, one process per replica, a TCP rendezvous
-on localhost): gloo on CPU, NCCL on CUDA (one GPU per rank). Every rank initialises its own model
-from the same seed (DDP also broadcasts rank 0's weights at construction), trains on its shard of
-every global batch (``common.shards``) and DDP all-reduces the gradients in buckets during
-``backward``. ``jax_impl/distributed.py`` is the JAX twin.
-
-A rank that dies or hangs does not hang the others: every collective has the process group's
-timeout, and the parent stops all ranks as soon as one fails (``torch.multiprocessing``'s join).
+One process per replica (``launch.py`` starts them): gloo on CPU, NCCL on CUDA (one GPU per rank).
+Every rank initialises its own model from the same seed (DDP also broadcasts rank 0's weights at
+construction), trains on its shard of every global batch (``common.shards``) and DDP all-reduces
+the gradients in buckets during ``backward``. Every collective has the process group's timeout, so
+a dead or hung peer becomes an error. ``jax_impl/distributed.py`` is the JAX twin.
 """
 from __future__ import annotations
 
 import datetime
 import os
 import signal
-import socket
-import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from common.cli import DeviceError
@@ -36,20 +30,13 @@ from .train import make_optimizer
 
 __all__ = [
     "Config",
-    "DistributedError",
     "allreduce_sum_hook",
     "available_devices",
     "check_config",
-    "free_port",
     "load_train",
-    "run",
-    "run_many",
     "train",
+    "worker",
 ]
-
-
-class DistributedError(RuntimeError):
-    """A rank failed, died or timed out; the message names it."""
 
 
 @dataclass
@@ -94,13 +81,6 @@ def check_config(cfg: Config) -> None:
         raise DeviceError(f"--devices {cfg.devices}: this machine can run {have} {cfg.device} replica(s) "
                           f"({'GPUs' if cfg.device == 'cuda' else 'cores'} available)")
     check_divisible(cfg.batch_size, cfg.devices)
-
-
-def free_port() -> int:
-    """A free TCP port on localhost for the ranks' rendezvous."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def load_train(data_dir: str, samples: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -156,8 +136,8 @@ def train(rank: int, cfg: Config, device: torch.device, x: torch.Tensor, y: torc
             "epoch_s": epoch_s, "shards": seen}
 
 
-def _worker(rank: int, cfgs: list[Config], port: int, out_dir: str) -> None:
-    """One rank of ``run_many``: trains every config of ``cfgs`` and writes ``run<n>_rank<rank>.npz``."""
+def worker(rank: int, cfgs: list[Config], port: int, out_dir: str) -> None:
+    """One rank of ``launch.run_many``: trains every config of ``cfgs`` and writes ``run<n>_rank<rank>.npz``."""
     first = cfgs[0]
     cuda = first.device == "cuda"
     device = torch.device("cuda", rank) if cuda else torch.device("cpu")
@@ -181,56 +161,3 @@ def _worker(rank: int, cfgs: list[Config], port: int, out_dir: str) -> None:
                      epoch_s=np.array(result["epoch_s"]), **{f"init/{k}": v for k, v in result["init"].items()})
     finally:
         dist.destroy_process_group()
-
-
-def _one_line(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else text
-
-
-def run(cfg: Config) -> dict:
-    """Train with DDP over ``cfg.devices`` processes; returns per-step global losses (the mean of the
-    ranks' weighted losses), every rank's shards, its initial weights and its weights after each epoch.
-
-    Raises DistributedError naming the rank when one fails, dies or times out.
-    """
-    return run_many([cfg])[0]
-
-
-def run_many(cfgs: list[Config]) -> list[dict]:
-    """``run`` for several configurations in one set of processes (one start-up, one rendezvous:
-    starting N Python processes that import torch is most of a short run's time).
-    ``devices``, ``device`` and ``timeout_s`` are taken from the first."""
-    for cfg in cfgs:
-        check_config(cfg)
-    first = cfgs[0]
-    with tempfile.TemporaryDirectory() as tmp:
-        ctx = mp.start_processes(_worker, args=(cfgs, free_port(), tmp), nprocs=first.devices, join=False,
-                                 start_method="spawn")
-        try:
-            while not ctx.join():  # returns when all ranks are done; raises (and stops the rest) when one fails
-                pass
-        except mp.ProcessExitedException as e:
-            how = (f"was killed by {signal.Signals(-e.exit_code).name}" if e.exit_code < 0
-                   else f"exited with code {e.exit_code}")
-            raise DistributedError(f"DDP rank {e.error_index} {how}; the other ranks were stopped") from None
-        except mp.ProcessRaisedException as e:
-            raise DistributedError(f"DDP rank {e.error_index} failed: {_one_line(str(e))}; "
-                                   "the other ranks were stopped") from None
-        results = []
-        for n, cfg in enumerate(cfgs):
-            ranks = []
-            for r in range(first.devices):
-                with np.load(Path(tmp) / f"run{n}_rank{r}.npz") as f:
-                    ranks.append({k: f[k] for k in f.files})
-            results.append({
-                "losses": np.mean([r["losses"] for r in ranks], axis=0),
-                "rank_losses": [r["losses"] for r in ranks],
-                "epoch_s": ranks[0]["epoch_s"].tolist(),  # wall time of each epoch, between barriers
-                "shards": [np.split(r["seen"], np.cumsum(r["seen_count"])[:-1]) for r in ranks],  # [rank][step of epoch 1]
-                "init": [{k[5:]: v for k, v in r.items() if k.startswith("init/")} for r in ranks],
-                "epochs": [[{k.split("/", 1)[1]: v for k, v in r.items() if k.startswith(f"epoch{e}/")}
-                            for e in range(cfg.epochs)] for r in ranks],  # [rank][epoch] -> state_dict
-                "config": asdict(cfg),
-            })
-    return results
