@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from pathlib import Path
 
 import pytest
 
-PAIRS = ["train", "model", "checkpoint", "data", "__main__", "cnn", "cnn_train", "distributed"]
-# TODO(basics pairs, another engineer): "basics.autograd", "basics.datasets", "basics.layers",
-# "basics.save_load", "basics.tensors", "basics.transforms" join PAIRS once their names match.
+PAIRS = ["train", "model", "checkpoint", "data", "__main__", "cnn", "cnn_train", "distributed"] + [
+    f"basics.{chapter}" for chapter in ("autograd", "datasets", "distributed", "functional", "jit", "layers",
+                                        "optimization", "prng", "pytrees", "quickstart", "save_load", "tensors",
+                                        "transforms")]
 
 ONE_SIDE_ONLY = {
     ("reference_torch", "__main__"): {"TORCH_DEVICES": "the devices torch can name (mps among them)"},
@@ -52,6 +54,9 @@ ONE_SIDE_ONLY = {
         "test_metrics": "the worker's own test evaluation (a JSON field); parity evaluates DDP's weights",
         "main": "the JAX worker process's CLI (N host devices and x64 must be set before JAX starts)",
     },
+    ("jax_impl", "basics.distributed"): {
+        "train_step_shard_map": "the per-device form written out with an explicit pmean; DDP has the one form",
+    },
     ("reference_torch", "data"): {
         "get_datasets": "torchvision's datasets; jax_impl reads the IDX files with numpy",
         "get_dataloaders": "torch's DataLoader; JAX batches by slicing device arrays",
@@ -88,3 +93,26 @@ def test_exceptions_listed_are_real():
     for (side, pair), names in ONE_SIDE_ONLY.items():
         module = importlib.import_module(f"{side}.{pair}")
         assert set(names) <= public_names(module), (side, pair, set(names) - public_names(module))
+
+
+# Modules only one side has, and why (docs/design.md, "The mirror"); any other file must have its twin.
+ONE_SIDE_MODULES = {
+    "reference_torch.launch": "starts DDP's N processes; JAX's devices share one process (parity.distributed starts it)",
+    "jax_impl.loops": "the compiled epoch and test pass; torch's loops are the tutorial's Python for-loops",
+    "jax_impl.sharding": "mesh, step forms and batch layout; DDP keeps these inside the library",
+    "jax_impl.nnx_model": "the same model in Flax NNX; torch has one module system",
+}
+
+
+def _modules(side: str) -> set[str]:
+    root = Path(importlib.import_module(side).__file__).parent
+    return {".".join(p.relative_to(root).with_suffix("").parts) for p in root.rglob("*.py")
+            if p.name != "__init__.py" and "__pycache__" not in p.parts}
+
+
+def test_every_module_has_its_twin_or_a_reason():
+    torch_mods, jax_mods = _modules("reference_torch"), _modules("jax_impl")
+    alone = {f"reference_torch.{m}" for m in torch_mods - jax_mods} | {f"jax_impl.{m}" for m in jax_mods - torch_mods}
+    assert alone == set(ONE_SIDE_MODULES), f"unpaired: {sorted(alone - set(ONE_SIDE_MODULES))}; " \
+                                           f"listed but paired or gone: {sorted(set(ONE_SIDE_MODULES) - alone)}"
+    assert torch_mods & jax_mods == set(PAIRS), f"pairs the name test skips: {sorted(torch_mods & jax_mods - set(PAIRS))}"
