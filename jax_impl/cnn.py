@@ -55,11 +55,15 @@ class BatchNorm(nn.Module):
             v = ((x - m) ** 2).mean(axes)  # biased: what the output is normalised with
             if not self.is_initializing():
                 mean.value = (1 - self.momentum) * mean.value + self.momentum * m
-                var.value = (1 - self.momentum) * var.value + self.momentum * v * (n / (n - 1))  # unbiased
+                var.value = (1 - self.momentum) * var.value + self.momentum * self.running_var(v, n)
                 count.value = count.value + 1
         else:
             m, v = mean.value, var.value
         return (x - m) * jax.lax.rsqrt(v + self.epsilon) * scale + bias
+
+    def running_var(self, v: jax.Array, n: int) -> jax.Array:
+        """What ``running_var`` moves towards: torch's *unbiased* batch variance (Flax's would be ``v``)."""
+        return v * (n / (n - 1))
 
 
 def conv_init(fan_in: int):
