@@ -180,6 +180,9 @@ def uniform_init_violations(params) -> list[str]:
         for part, w in layer.items():
             w = np.asarray(w, np.float64).ravel()
             n = w.size
+            if not np.all(np.isfinite(w)):  # every check below is a ``>``: NaN would pass them all
+                problems.append(f"{name}/{part}: {int(np.sum(~np.isfinite(w)))} non-finite values")
+                continue
             if n > 1 and w.min() == w.max():  # e.g. a zero bias of 10: too few values for the variance check
                 problems.append(f"{name}/{part}: all {n} values equal {w[0]:.4g}")
             if np.abs(w).max() > b:

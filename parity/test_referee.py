@@ -200,6 +200,12 @@ def test_uniform_init_flags_each_kind_of_wrong_draw():
         "half the range": (_uniform_layer(rng, 784, 512, 0.5), "l/kernel: variance"),
         "shifted mean": ({"kernel": rng.uniform(-b, b, (784, 512)) * 0.9 + 0.05 * b,
                           "bias": rng.uniform(-b, b, 512)}, "l/kernel: mean"),
+        # NaN compares False with every bound: a check written as ``> bound`` alone would pass it
+        "one NaN weight": ({"kernel": np.where(np.arange(784 * 512).reshape(784, 512) == 7, np.nan,
+                                               rng.uniform(-b, b, (784, 512))),
+                            "bias": rng.uniform(-b, b, 512)}, "l/kernel: 1 non-finite values"),
+        "an infinite bias": ({"kernel": rng.uniform(-b, b, (784, 512)),
+                              "bias": np.append(rng.uniform(-b, b, 511), np.inf)}, "l/bias: 1 non-finite values"),
     }
     for what, (layer, expected) in cases.items():
         problems = uniform_init_violations({"l": layer})
