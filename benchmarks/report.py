@@ -2,7 +2,9 @@
 
 ``python -m benchmarks.report --readme README.md`` (``make results``) rewrites the README between
 ``<!-- bench:cpu -->`` and ``<!-- /bench:cpu -->`` (and the ``cuda`` pair) from
-``benchmarks/results/bench_cpu.json`` and ``bench_cuda.json``: no number in the README is typed.
+``benchmarks/results/bench_cpu.json`` and ``bench_cuda.json``, the quickstart table
+(``results:quickstart:cpu``) from ``benchmarks.quickstart``'s JSON and the GPU parity table
+(``results:parity:cuda``) from ``python -m parity --device cuda``'s reports: no number there is typed.
 """
 from __future__ import annotations
 
@@ -273,6 +275,38 @@ def legacy_section(data: dict, kind: str, json_path: str) -> str:
     return "\n".join(lines)
 
 
+def quickstart_section(data: dict, json_path: str) -> str:
+    """The README's quickstart table, from ``python -m benchmarks.quickstart``'s JSON."""
+    t, j = data["sides"]["reference_torch"], data["sides"]["jax_impl"]
+    v = data["versions"]
+    lines = [f"`{t['command']}` and `{j['command']}` on **{data['cpu_model']} ({data['cpu_count']} cores); torch "
+             f"{v['torch']}, jax {v['jax']}, flax {v['flax']}, optax {v['optax']}; run {data['timed_at']}** "
+             f"([JSON]({json_path}), logs: [torch]({Path(json_path).parent / t['log']}), "
+             f"[JAX]({Path(json_path).parent / j['log']})). Each side draws its own seed-0 initial weights "
+             "(torch's generator, JAX's key), so the columns differ by the initialisation; `python -m parity` "
+             "starts both from the same weights.", "",
+             "| epoch | torch accuracy | torch Avg loss | JAX accuracy | JAX Avg loss |", "|---|---|---|---|---|"]
+    for a, b in zip(t["epochs"], j["epochs"], strict=True):
+        lines.append(f"| {a['epoch']} | {a['accuracy_pct']:.1f}% | {a['avg_loss']:.6f} "
+                     f"| {b['accuracy_pct']:.1f}% | {b['avg_loss']:.6f} |")
+    return "\n".join(lines)
+
+
+def parity_gpu_section(runs: dict[str, dict], paths: dict[str, str]) -> str:
+    """The README's GPU parity lines, from ``python -m parity --device cuda``'s JSON reports (one per precision)."""
+    lines = ["| precision | device | epochs | accuracy torch / JAX (last epoch) | largest accuracy gap (any epoch) "
+             "| largest per-step loss gap | largest parameter gap | verdict |", "|---|---|---|---|---|---|---|---|"]
+    for mode, r in runs.items():
+        last = r["epochs"][-1]
+        acc_gap = max(abs(e["torch_accuracy"] - e["jax_accuracy"]) for e in r["epochs"])
+        lines.append(f"| [{mode}]({paths[mode]}) | {r['torch_device']} | {last['epoch']} "
+                     f"| {100 * last['torch_accuracy']:.2f}% / {100 * last['jax_accuracy']:.2f}% "
+                     f"| {100 * acc_gap:.2f} points "
+                     f"| {r['max_step_loss_diff']:.1e} | {r['max_param_diff']:.1e} "
+                     f"| {'PASS' if r['ok'] else 'FAIL: ' + '; '.join(r['failures'])} |")
+    return "\n".join(lines)
+
+
 # (marker name, device kind, JSON file, required): ``<!-- bench:NAME -->`` blocks in the README.
 BLOCKS = (("cpu", "cpu", "bench_cpu.json", True), ("cuda", "cuda", "bench_cuda.json", True),
           ("cnn:cpu", "cpu", "bench_cnn_cpu.json", False), ("cnn:cuda", "cuda", "bench_cnn_cuda.json", False))
@@ -299,8 +333,36 @@ def rewrite_readme(readme: Path, results: Path = RESULTS) -> list[str]:
         new = f"{begin}\n{block}\n{end}"  # a function, not a template: the block's backslashes stay as written
         text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _, new=new: new, text, flags=re.S)
         done.append(name)
+    extra = {"results:quickstart:cpu": lambda: _quickstart_block(readme, results),
+             "results:parity:cuda": lambda: _parity_gpu_block(readme, results)}
+    for name, make in extra.items():
+        begin, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+        if begin in text and end in text:
+            block = make()
+            if block is not None:
+                new = f"{begin}\n{block}\n{end}"
+                text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _, new=new: new, text, flags=re.S)
+                done.append(name)
     readme.write_text(text)
     return done
+
+
+def _rel(path: Path, readme: Path) -> str:
+    base = readme.resolve().parent
+    return str(path.relative_to(base) if path.is_relative_to(base) else path)
+
+
+def _quickstart_block(readme: Path, results: Path) -> str | None:
+    path = results / "cpu" / "quickstart_cpu.json"
+    return quickstart_section(json.loads(path.read_text()), _rel(path, readme)) if path.exists() else None
+
+
+def _parity_gpu_block(readme: Path, results: Path) -> str | None:
+    paths = {mode: results / "h100" / f"parity_gpu_{mode}.json" for mode in ("strict", "default")}
+    if not all(p.exists() for p in paths.values()):
+        return None
+    return parity_gpu_section({m: json.loads(p.read_text()) for m, p in paths.items()},
+                              {m: _rel(p, readme) for m, p in paths.items()})
 
 
 def main(argv=None) -> int:

@@ -1,11 +1,12 @@
 """The benchmark's machinery, not its speed: the interleaved schedule and the paired-ratio arithmetic
 on a fake clock, the FLOP count, bad flags, the README rewrite, and a ``--quick`` run's JSON."""
 import json
+import math
 
 import pytest
 import torch
 
-from benchmarks import report, schedule
+from benchmarks import quickstart, report, schedule
 from benchmarks import run as bench_run
 from benchmarks.schedule import (
     Unit,
@@ -16,6 +17,7 @@ from benchmarks.schedule import (
     spread,
 )
 from benchmarks.workload import flops_per_sample
+from common.report import test_line as format_test_line
 from tests.helpers import REPO, run_module
 
 
@@ -165,6 +167,44 @@ def test_readme_blocks_rewritten_from_the_committed_json(tmp_path):
     (tmp_path / "bad.md").write_text("no markers\n")
     with pytest.raises(ValueError):
         report.rewrite_readme(tmp_path / "bad.md", REPO / "benchmarks" / "results")
+
+
+def test_quickstart_lines_parse_back_exactly():
+    """benchmarks.quickstart reads the numbers from the very lines both CLIs print (common.report)."""
+    rows = [(0.4947, 2.1625141), (0.6492, 1.0761807), (0.1, float("nan"))]
+    text = "Using cpu device\nEpoch 1\n" + "".join(format_test_line(a, b) + "\n[epoch: 1.0 s]\n" for a, b in rows)
+    got = quickstart.parse_epochs(text)
+    assert [e["epoch"] for e in got] == [1, 2, 3]
+    assert [e["accuracy_pct"] for e in got] == [49.5, 64.9, 10.0]
+    assert [e["avg_loss"] for e in got[:2]] == [2.162514, 1.076181] and math.isnan(got[2]["avg_loss"])
+    assert quickstart.parse_epochs("loss: 2.3 [   64/60000]\n") == []
+
+
+def test_results_blocks_rendered_from_json(tmp_path):
+    results = tmp_path / "results"
+    (results / "cpu").mkdir(parents=True)
+    side = {"command": "python -m X", "log": "x.log", "wall_s": 1.0,
+            "epochs": [{"epoch": 1, "accuracy_pct": 49.5, "avg_loss": 2.162514}]}
+    (results / "cpu" / "quickstart_cpu.json").write_text(json.dumps({
+        "cpu_model": "Test CPU", "cpu_count": 2, "timed_at": "T", "sides": {"reference_torch": side, "jax_impl": {
+            **side, "epochs": [{"epoch": 1, "accuracy_pct": 56.5, "avg_loss": 2.157031}]}},
+        "versions": {"torch": "1", "jax": "2", "flax": "3", "optax": "4"}}))
+    readme = tmp_path / "README.md"
+    readme.write_text("a\n<!-- bench:cpu -->\n<!-- /bench:cpu -->\n<!-- bench:cuda -->\n<!-- /bench:cuda -->\n"
+                      "<!-- results:quickstart:cpu -->\ntyped 64.6%\n<!-- /results:quickstart:cpu -->\n"
+                      "<!-- results:parity:cuda -->\nkept\n<!-- /results:parity:cuda -->\n")
+    done = report.rewrite_readme(readme, results)
+    text = readme.read_text()
+    assert done == ["results:quickstart:cpu"], done  # no GPU reports there: that block is left as it was
+    assert "| 1 | 49.5% | 2.162514 | 56.5% | 2.157031 |" in text and "typed 64.6%" not in text
+    assert "Test CPU (2 cores)" in text and "\nkept\n" in text
+    # The committed GPU reports: both modes, and a failed report would say FAIL with its failures.
+    runs = {m: json.loads((REPO / "benchmarks" / "results" / "h100" / f"parity_gpu_{m}.json").read_text())
+            for m in ("strict", "default")}
+    table = report.parity_gpu_section(runs, {"strict": "s.json", "default": "d.json"})
+    assert table.count("| PASS |") == 2
+    runs["default"] = {**runs["default"], "ok": False, "failures": ["epoch 5: parameter x gap"]}
+    assert "FAIL: epoch 5: parameter x gap" in report.parity_gpu_section(runs, {"strict": "s", "default": "d"})
 
 
 def test_quick_run_writes_json_and_charts(data_dir, tmp_path):
