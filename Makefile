@@ -54,12 +54,17 @@ study: $(STAMP) data
 clean:
 	rm -rf $(VENV) .pytest_cache
 
-# The README's benchmark blocks, rewritten from benchmarks/results/bench_{cpu,cuda}.json.
-.PHONY: results
+# The README's generated blocks (benchmarks, quickstart table, GPU parity table), rewritten from the JSON in
+# benchmarks/results/. `make quickstart-results` first re-runs both quickstart CLIs (minutes) for the table.
+.PHONY: results quickstart-results
 results: $(STAMP)
+	$(PY) -m benchmarks.report --readme README.md
+
+quickstart-results: $(STAMP) data
+	flock /tmp/bench.lock $(PY) -m benchmarks.quickstart
 	$(PY) -m benchmarks.report --readme README.md
 
 # Mutation testing of parity/ and the two train.py (tools/mutate.py; not run in CI, minutes of CPU).
 .PHONY: mutate
-mutate: $(STAMP) $(DATA)
+mutate: $(STAMP) data
 	flock /tmp/bench.lock $(PY) tools/mutate.py
