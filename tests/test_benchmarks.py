@@ -180,6 +180,17 @@ def test_quickstart_lines_parse_back_exactly():
     assert quickstart.parse_epochs("loss: 2.3 [   64/60000]\n") == []
 
 
+def test_quickstart_cli_refuses_bad_input(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        quickstart.main(["--epochs", "0"])
+    assert e.value.code == 2 and "--epochs" in capsys.readouterr().err
+    # A side that fails is one error naming it and its last line, and its output is kept in the log.
+    log = tmp_path / "side.log"
+    with pytest.raises(RuntimeError, match=r"python -m reference_torch exited with 2: .*error: .*--batch-size"):
+        quickstart.run_side("reference_torch", ["--batch-size", "0"], log, progress=lambda _: None)
+    assert "--batch-size" in log.read_text()
+
+
 def test_results_blocks_rendered_from_json(tmp_path):
     results = tmp_path / "results"
     (results / "cpu").mkdir(parents=True)
