@@ -93,8 +93,8 @@ def _run_chromium(chromium: str, *args: str) -> subprocess.CompletedProcess:
                               check=False, capture_output=True, text=True, timeout=180)
 
 
-def test_page_and_notebooks_are_current(data_dir):
-    stale = render.stale(study.build(data_dir))
+def test_page_and_notebooks_are_current(guide):
+    stale = render.stale(guide)
     assert not stale, f"out of date: {stale}: run python -m parity.study"
 
 
@@ -141,7 +141,7 @@ def _numbers_output(nb) -> str:
 
 
 @pytest.mark.parametrize("chapter", study.CHAPTERS, ids=lambda c: c.module)
-def test_notebook_runs_and_prints_the_guides_numbers(chapter, data_dir):
+def test_notebook_runs_and_prints_the_guides_numbers(chapter, guide):
     path = render.NOTEBOOKS / f"{chapter.module}.ipynb"
     assert path.exists(), f"{path} is missing: run python -m parity.study"
     nb = render.execute(nbformat.read(path, as_version=4))  # raises on the first cell that fails
@@ -149,7 +149,8 @@ def test_notebook_runs_and_prints_the_guides_numbers(chapter, data_dir):
     assert all(c.execution_count for c in code), "a code cell did not run"
     printed = parse_numbers(_numbers_output(nb))
     labels = [label for label, _ in chapter.sides]
-    expected = parse_numbers("\n".join(number_lines(chapter.numbers(data_dir), labels)))
+    numbers = next(b.numbers for b in guide if b.chapter is chapter)  # chapter.numbers(data_dir), computed once
+    expected = parse_numbers("\n".join(number_lines(numbers, labels)))
     assert [row[0] for row in printed] == [row[0] for row in expected]
     for got, want in zip(printed, expected, strict=True):
         assert got == want, f"{want[0]}: the notebook printed {got[1]}, the guide has {want[1]}"
