@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 
 import nbformat
 import pytest
@@ -140,11 +141,35 @@ def _numbers_output(nb) -> str:
     return "".join(o.get("text", "") for o in cells[0].outputs if o.output_type == "stream" and o.name == "stdout")
 
 
+NOTEBOOK_TEST = "test_notebook_runs_and_prints_the_guides_numbers"
+
+
+@pytest.fixture(scope="module")
+def executed(request) -> dict:
+    """The committed notebook of every selected chapter, executed, two at a time: each runs in a kernel of
+    its own that mostly keeps one core busy (imports, compiling), so two fill this machine's cores.
+    ``{module: the executed notebook, or the exception its run raised}``."""
+    wanted = [item.callspec.params["chapter"] for item in request.session.items
+              if getattr(item, "originalname", None) == NOTEBOOK_TEST]
+
+    def run(chapter):
+        path = render.NOTEBOOKS / f"{chapter.module}.ipynb"
+        try:
+            return render.execute(nbformat.read(path, as_version=4))  # raises on the first cell that fails
+        except Exception as e:  # noqa: BLE001 -- raised again by that chapter's test
+            return e
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip([c.module for c in wanted], pool.map(run, wanted), strict=True))
+
+
 @pytest.mark.parametrize("chapter", study.CHAPTERS, ids=lambda c: c.module)
-def test_notebook_runs_and_prints_the_guides_numbers(chapter, guide):
+def test_notebook_runs_and_prints_the_guides_numbers(chapter, guide, executed):
     path = render.NOTEBOOKS / f"{chapter.module}.ipynb"
     assert path.exists(), f"{path} is missing: run python -m parity.study"
-    nb = render.execute(nbformat.read(path, as_version=4))  # raises on the first cell that fails
+    nb = executed[chapter.module]
+    if isinstance(nb, Exception):
+        raise nb
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(c.execution_count for c in code), "a code cell did not run"
     printed = parse_numbers(_numbers_output(nb))
