@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -68,24 +68,38 @@ def _epoch_section(stdout: str, first: int) -> str:
     return stdout[start:stdout.index("Done!\n") + len("Done!\n")]
 
 
+def _killed(side: str, data_dir: str, save, checkpoint_dir) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", KILL_WRAPPER, side, str(KILL_AT),
+                           *_args(side, data_dir, save, checkpoint_dir)],
+                          check=False, capture_output=True, text=True, cwd=REPO, timeout=600,
+                          env=dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu"))
+
+
 @pytest.fixture(scope="module", params=list(SIDES))
 def runs(request, data_dir, tmp_path_factory):
+    """The four runs of one side, two at a time (each keeps about one core busy: the import, then
+    training, with one thread on torch's side): ``a`` with the killed run, then ``b`` with the resumed one."""
     side = request.param
     tmp = tmp_path_factory.mktemp(side)
     suffix = SIDES[side]["suffix"]
     out = {"side": side, "tmp": tmp}
-    for name in ("a", "b"):  # two uninterrupted runs, same seed and threads, the same save path
-        proc = run_module(side, *_args(side, data_dir, tmp / f"model{suffix}"))
-        assert proc.returncode == 0, proc.stderr
-        shutil.copy(tmp / f"model{suffix}", tmp / f"{name}{suffix}")
-        out[name] = proc.stdout
     ck = tmp / "checkpoints"
-    killed = subprocess.run([sys.executable, "-c", KILL_WRAPPER, side, str(KILL_AT),
-                             *_args(side, data_dir, tmp / f"killed{suffix}", ck)],
-                            check=False, capture_output=True, text=True, cwd=REPO, timeout=600,
-                            env=dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu"))
-    out["killed"], out["killed_files"] = killed, sorted(p.name for p in ck.iterdir())
-    resumed = run_module(side, *_args(side, data_dir, tmp / f"resumed{suffix}", ck), "--resume")
+    # The two uninterrupted runs, same seed and threads, each in a folder of its own with the same
+    # relative save path (so they may run at once and print the same lines): a/model, b/model.
+    for name in ("a", "b"):
+        (tmp / name).mkdir()
+    plain = _args(side, data_dir, f"model{suffix}")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        a = pool.submit(run_module, side, *plain, cwd=tmp / "a")
+        killed = pool.submit(_killed, side, data_dir, tmp / f"killed{suffix}", ck)
+        b = pool.submit(run_module, side, *plain, cwd=tmp / "b")  # once the first of those ends (the killed run)
+        killed = killed.result()
+        out["killed"], out["killed_files"] = killed, sorted(p.name for p in ck.iterdir())
+        resumed = pool.submit(run_module, side, *_args(side, data_dir, tmp / f"resumed{suffix}", ck), "--resume")
+        for name, proc in (("a", a.result()), ("b", b.result())):
+            assert proc.returncode == 0, proc.stderr
+            out[name] = proc.stdout
+        resumed = resumed.result()
     assert resumed.returncode == 0, resumed.stderr
     out["resumed"] = resumed.stdout
     return out
@@ -94,12 +108,12 @@ def runs(request, data_dir, tmp_path_factory):
 def test_same_seed_same_threads_is_byte_identical(runs):
     side, tmp, suffix = runs["side"], runs["tmp"], SIDES[runs["side"]]["suffix"]
     assert runs["a"] == runs["b"]
-    a, b = _weights(side, tmp / f"a{suffix}"), _weights(side, tmp / f"b{suffix}")
+    a, b = _weights(side, tmp / "a" / f"model{suffix}"), _weights(side, tmp / "b" / f"model{suffix}")
     assert a.keys() == b.keys() and len(a) == 6
     for name in a:
         assert a[name] == b[name], name
     if side == "jax_impl":  # msgpack has no random field: the whole file is the same
-        assert (tmp / f"a{suffix}").read_bytes() == (tmp / f"b{suffix}").read_bytes()
+        assert (tmp / "a" / f"model{suffix}").read_bytes() == (tmp / "b" / f"model{suffix}").read_bytes()
 
 
 def test_killed_in_epoch_2_then_resumed_is_bit_identical(runs):
@@ -111,7 +125,7 @@ def test_killed_in_epoch_2_then_resumed_is_bit_identical(runs):
     assert re.search(rf"Resumed from \S+epoch-0001{re.escape(suffix)} after epoch 1\n", runs["resumed"])
     assert _epoch_section(runs["resumed"], 2) == _epoch_section(runs["a"], 2)
     assert runs["resumed"].splitlines()[-1] == runs["a"].splitlines()[-1]  # the prediction
-    a, resumed = _weights(side, tmp / f"a{suffix}"), _weights(side, tmp / f"resumed{suffix}")
+    a, resumed = _weights(side, tmp / "a" / f"model{suffix}"), _weights(side, tmp / f"resumed{suffix}")
     assert a.keys() == resumed.keys()
     for name in a:
         assert a[name] == resumed[name], name
