@@ -2,6 +2,7 @@
 any work, a NaN made by the last update, ``--load`` of files that do not fit."""
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import signal
@@ -137,29 +138,55 @@ def test_read_only_folder_refused(tmp_path):
         check_target(tmp_path / "ro" / "m.pth")
 
 
+# The refusals run in this process, through the CLI's own ``main(argv)`` (the same code ``python -m``
+# runs; a process start and torch's or JAX's import each would take seconds): exit code 2 returned
+# or raised (argparse), one line on stderr, nothing trained. One of them also runs as a real
+# process, for its exit status and a stderr free of anything else.
+SUBPROCESS = "load-garbage"
+
+
+def _cli(module: str, args: list[str], capsys) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of ``python -m module args``, run in this process."""
+    main = importlib.import_module(f"{module}.__main__").main
+    with torch.random.fork_rng():  # a run seeds torch's global generator: leave this process's as it was
+        try:
+            code = main(args)
+        except SystemExit as e:
+            code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+REFUSALS = {  # id: (flags, what the error line says)
+    "save-dir": (["--save", "{tmp}"], "is a directory"),
+    "save-missing-folder": (["--save", "{tmp}/absent/m"], "does not exist"),
+    "save-device": (["--save", "/dev/null"], "not a regular file"),
+    "ckdir-missing-parent": (["--checkpoint-dir", "{tmp}/absent/ck"], "does not exist"),
+    "ckdir-file": (["--checkpoint-dir", "{tmp}/file"], "not a directory"),
+    "resume-no-dir": (["--resume"], "--resume needs --checkpoint-dir"),
+    "resume-empty": (["--resume", "--checkpoint-dir", "{tmp}/empty"], "no checkpoint"),
+    "load-dir": (["--load", "{tmp}"], "is a directory"),
+    "load-missing": (["--load", "{tmp}/absent.ckpt"], "no such checkpoint file"),
+    SUBPROCESS: (["--load", "{tmp}/file"], "not a readable"),
+    "limit-too-big": (["--limit-train", "70000"], "has only 60000 images"),
+}
+
+
 @pytest.mark.parametrize("module", ["reference_torch", "jax_impl"])
-@pytest.mark.parametrize("flags, message", [
-    (["--save", "{tmp}"], "is a directory"),
-    (["--save", "{tmp}/absent/m"], "does not exist"),
-    (["--save", "/dev/null"], "not a regular file"),
-    (["--checkpoint-dir", "{tmp}/absent/ck"], "does not exist"),
-    (["--checkpoint-dir", "{tmp}/file"], "not a directory"),
-    (["--resume"], "--resume needs --checkpoint-dir"),
-    (["--resume", "--checkpoint-dir", "{tmp}/empty"], "no checkpoint"),
-    (["--load", "{tmp}"], "is a directory"),
-    (["--load", "{tmp}/absent.ckpt"], "no such checkpoint file"),
-    (["--load", "{tmp}/file"], "not a readable"),
-    (["--limit-train", "70000"], "has only 60000 images"),
-], ids=["save-dir", "save-missing-folder", "save-device", "ckdir-missing-parent", "ckdir-file", "resume-no-dir",
-        "resume-empty", "load-dir", "load-missing", "load-garbage", "limit-too-big"])
-def test_cli_refuses_before_training(module, flags, message, tmp_path, data_dir):
+@pytest.mark.parametrize("case", list(REFUSALS))
+def test_cli_refuses_before_training(module, case, tmp_path, data_dir, capsys):
+    flags, message = REFUSALS[case]
     (tmp_path / "file").write_bytes(b"not a checkpoint")
-    args = [f.format(tmp=tmp_path) for f in flags]
-    proc = run_module(module, "--epochs", "1", "--data-dir", data_dir, *args)
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "error:" in lines[0] and message in lines[0], proc.stderr
-    assert "Epoch 1" not in proc.stdout  # refused before any training
+    args = ["--epochs", "1", "--data-dir", data_dir, *[f.format(tmp=tmp_path) for f in flags]]
+    if case == SUBPROCESS:
+        proc = run_module(module, *args)
+        code, out, err = proc.returncode, proc.stdout, proc.stderr
+    else:
+        code, out, err = _cli(module, args, capsys)
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "error:" in lines[0] and message in lines[0], err
+    assert "Epoch 1" not in out  # refused before any training
 
 
 @pytest.mark.parametrize("module, suffix", [("reference_torch", ".pth"), ("jax_impl", ".msgpack")])
