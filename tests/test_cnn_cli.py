@@ -4,6 +4,7 @@ the two sides' saved files hold the same layers."""
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import jax
 import numpy as np
@@ -30,14 +31,18 @@ SIDES = {"reference_torch": ("pth", "Saved PyTorch Model State"), "jax_impl": ("
 
 @pytest.fixture(scope="module")
 def runs(tiny, tmp_path_factory):
-    """Each side's CLI once: 2 epochs on the small set, saved; ``{side: (CompletedProcess, path)}``."""
+    """Each side's CLI once (2 epochs on the small set, saved) and ``python -m parity --model cnn`` once,
+    two processes at a time (each keeps about one core busy); ``{side: (CompletedProcess, path)}`` and
+    ``{"parity": (CompletedProcess, its --out-dir)}``."""
     out = tmp_path_factory.mktemp("cnn_runs")
-    done = {}
+    report = tmp_path_factory.mktemp("cnn_parity")
+    jobs = {"parity": (["--model", "cnn", "--epochs", "1", "--data-dir", str(tiny), "--out-dir", str(report)], report)}
     for side, (suffix, _) in SIDES.items():
         path = out / f"cnn.{suffix}"
-        done[side] = (run_module(side, "--model", "cnn", "--epochs", "2", "--data-dir", str(tiny), "--save", str(path)),
-                      path)
-    return done
+        jobs[side] = (["--model", "cnn", "--epochs", "2", "--data-dir", str(tiny), "--save", str(path)], path)
+    with ThreadPoolExecutor(max_workers=2) as pool:  # parity first: the longest
+        running = {name: pool.submit(run_module, name, *args) for name, (args, _) in jobs.items()}
+        return {name: (job.result(), jobs[name][1]) for name, job in running.items()}
 
 
 @pytest.mark.parametrize("side", SIDES)
@@ -65,11 +70,11 @@ def test_saved_files_hold_the_same_layers(runs):
         assert np.shape(u) == np.shape(v), jax.tree_util.keystr(path)
 
 
-def test_parity_cnn_passes_and_reports(tiny, tmp_path):
-    p = run_module("parity", "--model", "cnn", "--epochs", "1", "--data-dir", str(tiny), "--out-dir", str(tmp_path))
+def test_parity_cnn_passes_and_reports(runs):
+    p, out_dir = runs["parity"]
     assert p.returncode == 0, p.stdout + p.stderr
     assert "| epoch | torch acc | jax acc |" in p.stdout
     assert "steps beyond tolerance: 0/4" in p.stdout, p.stdout
     assert p.stdout.rstrip().endswith("PASS")
-    report = json.loads((tmp_path / "parity_cnn.json").read_text())
+    report = json.loads((out_dir / "parity_cnn.json").read_text())
     assert report["ok"] is True and report["model"] == "cnn" and report["epochs"] == 1
