@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import jax
 import numpy as np
@@ -212,11 +213,14 @@ def test_load_other_widths_is_one_error_line(module, save, tmp_path):
     path = tmp_path / "wide.ckpt"
     save(path)
     write_tiny_dataset(tmp_path, n_train=64, n_test=16)
-    proc = run_module(module, "--load", str(path), "--data-dir", str(tmp_path),
-                      env={"QSP_DEBIAN_DIR": str(tmp_path / "none")})
-    assert proc.returncode == 2
-    assert proc.stderr.strip().count("\n") == 0 and "other hidden widths" in proc.stderr and str(path) in proc.stderr
-    proc = run_module(module, "--load", str(path), "--hidden", "256,512", "--data-dir", str(tmp_path),
-                      env={"QSP_DEBIAN_DIR": str(tmp_path / "none")})
+    env = {"QSP_DEBIAN_DIR": str(tmp_path / "none")}
+    with ThreadPoolExecutor(max_workers=2) as pool:  # two independent runs reading the same files, at once
+        refused = pool.submit(run_module, module, "--load", str(path), "--data-dir", str(tmp_path), env=env)
+        loaded = pool.submit(run_module, module, "--load", str(path), "--hidden", "256,512", "--data-dir",
+                             str(tmp_path), env=env)
+        proc = refused.result()
+        assert proc.returncode == 2
+        assert proc.stderr.strip().count("\n") == 0 and "other hidden widths" in proc.stderr and str(path) in proc.stderr
+        proc = loaded.result()
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[1].startswith("Loaded ") and "Test Error" in proc.stdout and "Predicted" in proc.stdout

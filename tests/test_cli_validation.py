@@ -116,10 +116,17 @@ OTHER_CLIS = [
 ]
 
 
+@pytest.fixture(scope="module")
+def others() -> dict:
+    """{module: its OTHER_CLIS row run as a subprocess}, both at once (each imports torch and JAX first)."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        jobs = {p.values[0]: pool.submit(run_module, p.values[0], *p.values[1], timeout=300) for p in OTHER_CLIS}
+        return {name: job.result() for name, job in jobs.items()}
+
+
 @pytest.mark.parametrize("module,flags,fragment", OTHER_CLIS)
-def test_other_clis_refuse(module, flags, fragment):
-    proc = run_module(module, *flags, timeout=300)
-    _assert_refused(proc, f"python -m {module}", fragment)
+def test_other_clis_refuse(module, flags, fragment, others):
+    _assert_refused(others[module], f"python -m {module}", fragment)
 
 
 def test_help_shows_every_default():
