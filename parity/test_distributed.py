@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -32,25 +33,40 @@ PREFIX = 300 * 64 + 32  # 301 steps of the real epoch, the last of 32
 REPLICATED = ("ddp", "jax_sharded", "jax_shard_map")
 
 
+def _epoch_selected(request) -> bool:
+    """Whether this session runs the whole-epoch tests of this file (they are marked slow)."""
+    return any(item.path == request.node.path and "[epoch" in item.nodeid for item in request.session.items)
+
+
 @pytest.fixture(scope="module")
-def runs(data_dir):
+def shared_runs(request, data_dir):
+    """The controls and, where this session runs it, the whole real epoch (938 steps, float32 and
+    float64) in one ``run_forms`` call: one start of DDP's processes and of the JAX processes, which
+    are a large part of a short run."""
     R = PD.Run
     cfg = PD.DistConfig(devices=N, data_dir=data_dir, verbose=False)
-    return PD.run_forms(cfg, [
+    controls = [
         R("uneven32", overrides={"samples": UNEVEN}), R("uneven64", dtype="float64", overrides={"samples": UNEVEN}),
         R("sum", overrides={"samples": EVEN, "grad_reduce": "sum"}),
         R("same_shard", overrides={"samples": EVEN, "same_shard": True}),
         R("seeds", overrides={"samples": EVEN, "seed_per_rank": True}),
         R("floor", overrides={"samples": UNEVEN, "split": "floor"}),
         R("drop_last", overrides={"samples": EVEN, "split": "drop_last"}),
-    ])
+    ]
+    epoch = [R("f32"), R("f64", dtype="float64")] if _epoch_selected(request) else []
+    return PD.run_forms(cfg, controls + epoch)
 
 
 @pytest.fixture(scope="module")
-def epoch_runs(data_dir):
+def runs(shared_runs):
+    return shared_runs
+
+
+@pytest.fixture(scope="module")
+def epoch_runs(shared_runs):
     """The whole real epoch, 938 steps, float32 and float64."""
-    cfg = PD.DistConfig(devices=N, data_dir=data_dir, verbose=False)
-    return PD.run_forms(cfg, [PD.Run("f32"), PD.Run("f64", dtype="float64")])
+    assert "f32" in shared_runs, "the epoch runs only where its tests are selected (_epoch_selected)"
+    return shared_runs
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +81,7 @@ def prefix_runs(data_dir):
 def sized(request):
     """(runs, samples, steps): the whole epoch (slow), or its 301-step prefix where the epoch is deselected."""
     if request.param == "prefix":
-        if any(item.path == request.node.path and "[epoch" in item.nodeid for item in request.session.items):
+        if _epoch_selected(request):
             pytest.skip("the whole epoch runs in this session: its first 301 steps are these")
         return request.getfixturevalue("prefix_runs"), PREFIX, 301
     return request.getfixturevalue("epoch_runs"), 60000, 938
@@ -209,12 +225,23 @@ def _cli(*args, timeout=600):
                           timeout=timeout, cwd=PD.REPO, env=_env())
 
 
-@pytest.mark.parametrize("args, message", [
+BAD_INPUT = [
     (("--devices", "4096"), "--devices 4096: this machine can run"),
     (("--batch-size", "63"), "--batch-size 63 is not divisible by --devices 2"),
-])
-def test_bad_input_is_one_error_line(args, message, data_dir):
-    proc = _cli(*args, "--data-dir", data_dir)
+]
+
+
+@pytest.fixture(scope="module")
+def refused(data_dir):
+    """Every BAD_INPUT row's process, two at a time (each mostly waits on its own imports)."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        procs = pool.map(lambda args: _cli(*args, "--data-dir", data_dir), [args for args, _ in BAD_INPUT])
+        return dict(zip([args for args, _ in BAD_INPUT], procs, strict=True))
+
+
+@pytest.mark.parametrize("args, message", BAD_INPUT)
+def test_bad_input_is_one_error_line(args, message, refused):
+    proc = refused[args]
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("python -m parity.distributed: error: ") and message in lines[0], lines
