@@ -24,7 +24,8 @@ from common.cli import positive_int
 
 from .limits import cpu_model
 
-RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
 SIDES = ("reference_torch", "jax_impl")
 # common.report.test_line: "Test Error: \n Accuracy: 49.5%, Avg loss: 2.162514 \n"
 TEST_LINE = re.compile(r"Accuracy: *([0-9.]+)%, Avg loss: *([0-9.]+|nan|inf)")
@@ -47,13 +48,15 @@ def versions() -> dict[str, str]:
     return out
 
 
-def run_side(side: str, args: list[str], log: Path, progress=print) -> dict:
-    """``python -m <side> <args>`` in a subprocess, its stdout and stderr kept in ``log``; raises
-    RuntimeError with the last line of its output when it fails."""
-    cmd = [sys.executable, "-m", side, *args]
-    progress(f"running {' '.join(cmd[1:])} ...")
+def run_side(side: str, args: list[str], log: Path, progress=print, save: Path | None = None) -> dict:
+    """``python -m <side> <args> [--save save]`` in a subprocess, its stdout and stderr kept in ``log``;
+    raises RuntimeError with the last line of its output when it fails. The recorded command names
+    the save file without its (temporary) folder."""
+    shown = [*args, "--save", save.name] if save else args
+    cmd = [sys.executable, "-m", side, *args, *(["--save", str(save)] if save else [])]
+    progress(f"running python -m {side} {' '.join(shown)} ...")
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     wall = time.perf_counter() - start
     log.write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
@@ -63,7 +66,7 @@ def run_side(side: str, args: list[str], log: Path, progress=print) -> dict:
     if not epochs:
         raise RuntimeError(f"python -m {side} printed no test line (see {log})")
     progress(f"  {side}: {len(epochs)} epochs, last accuracy {epochs[-1]['accuracy_pct']}% in {wall:.0f} s")
-    return {"command": "python -m " + " ".join([side, *args]), "epochs": epochs, "wall_s": wall,
+    return {"command": "python -m " + " ".join([side, *shown]), "epochs": epochs, "wall_s": wall,
             "log": log.name}
 
 
@@ -77,11 +80,9 @@ def record(epochs: int, device: str, data_dir: str, out_dir: Path, progress=prin
     }
     with tempfile.TemporaryDirectory() as tmp:  # the saved models are not results
         for side, suffix in zip(SIDES, (".pth", ".msgpack"), strict=True):
-            args = ["--epochs", str(epochs), "--device", device, "--data-dir", data_dir,
-                    "--save", str(Path(tmp) / f"model{suffix}")]
-            result["sides"][side] = run_side(side, args, out_dir / f"quickstart_{side}.log", progress)
-            result["sides"][side]["command"] = result["sides"][side]["command"].replace(
-                str(Path(tmp) / f"model{suffix}"), f"model{suffix}")
+            args = ["--epochs", str(epochs), "--device", device, "--data-dir", data_dir]
+            result["sides"][side] = run_side(side, args, out_dir / f"quickstart_{side}.log", progress,
+                                             save=Path(tmp) / f"model{suffix}")
     path = out_dir / f"quickstart_{device}.json"
     path.write_text(json.dumps(result, indent=1) + "\n")
     progress(f"wrote {path}")

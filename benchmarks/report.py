@@ -328,23 +328,22 @@ def rewrite_readme(readme: Path, results: Path = RESULTS) -> list[str]:
             continue
         if not path.exists():
             continue
-        rel = path.relative_to(readme.resolve().parent) if path.is_relative_to(readme.resolve().parent) else path
-        block = section(json.loads(path.read_text()), kind, str(rel))
-        new = f"{begin}\n{block}\n{end}"  # a function, not a template: the block's backslashes stay as written
-        text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _, new=new: new, text, flags=re.S)
+        text = _replace_block(text, begin, end, section(json.loads(path.read_text()), kind, _rel(path, readme)))
         done.append(name)
     extra = {"results:quickstart:cpu": lambda: _quickstart_block(readme, results),
              "results:parity:cuda": lambda: _parity_gpu_block(readme, results)}
     for name, make in extra.items():
         begin, end = f"<!-- {name} -->", f"<!-- /{name} -->"
-        if begin in text and end in text:
-            block = make()
-            if block is not None:
-                new = f"{begin}\n{block}\n{end}"
-                text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _, new=new: new, text, flags=re.S)
-                done.append(name)
+        if begin in text and end in text and (block := make()) is not None:
+            text = _replace_block(text, begin, end, block)
+            done.append(name)
     readme.write_text(text)
     return done
+
+
+def _replace_block(text: str, begin: str, end: str, block: str) -> str:
+    new = f"{begin}\n{block}\n{end}"  # a function, not a template: the block's backslashes stay as written
+    return re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: new, text, flags=re.S)
 
 
 def _rel(path: Path, readme: Path) -> str:

@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 import textwrap
-from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import numpy as np
 import pytest
@@ -23,6 +23,7 @@ import torch
 from parity import distributed as PD
 from parity import tolerances as T
 from parity.compare import assert_trees_close
+from tests.helpers import at_once
 
 pytestmark = pytest.mark.distributed
 
@@ -234,9 +235,7 @@ BAD_INPUT = [
 @pytest.fixture(scope="module")
 def refused(data_dir):
     """Every BAD_INPUT row's process, two at a time (each mostly waits on its own imports)."""
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        procs = pool.map(lambda args: _cli(*args, "--data-dir", data_dir), [args for args, _ in BAD_INPUT])
-        return dict(zip([args for args, _ in BAD_INPUT], procs, strict=True))
+    return at_once({args: partial(_cli, *args, "--data-dir", data_dir) for args, _ in BAD_INPUT})
 
 
 @pytest.mark.parametrize("args, message", BAD_INPUT)

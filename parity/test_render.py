@@ -11,7 +11,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import nbformat
 import pytest
@@ -19,6 +19,7 @@ from PIL import Image
 
 from parity import render, study
 from parity.cells import number_lines, parse_numbers
+from tests.helpers import at_once
 
 WINDOW = (1366, 768)  # a laptop screen
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -159,8 +160,7 @@ def executed(request) -> dict:
         except Exception as e:  # noqa: BLE001 -- raised again by that chapter's test
             return e
 
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(zip([c.module for c in wanted], pool.map(run, wanted), strict=True))
+    return at_once({chapter.module: partial(run, chapter) for chapter in wanted})
 
 
 @pytest.mark.parametrize("chapter", study.CHAPTERS, ids=lambda c: c.module)

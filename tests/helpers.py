@@ -5,13 +5,18 @@ import gzip
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from common.data import DEBIAN_DIR, FILES, DataError, find_files
 
 REPO = Path(__file__).resolve().parents[1]
+K = TypeVar("K")
+T = TypeVar("T")
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -51,3 +56,11 @@ def run_module(module: str, *args: str, cwd: Path | None = None, env: dict | Non
     full_env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu", **(env or {}))
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
                           cwd=cwd or REPO, env=full_env, timeout=timeout)
+
+
+def at_once(calls: Mapping[K, Callable[[], T]], workers: int = 2) -> dict[K, T]:
+    """Each call's result, ``workers`` calls running at a time (in ``calls``' order). For independent
+    subprocesses: each mostly keeps one core busy (imports, compiling), so two fill this machine."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        jobs = {key: pool.submit(call) for key, call in calls.items()}
+        return {key: job.result() for key, job in jobs.items()}

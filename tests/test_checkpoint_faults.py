@@ -8,7 +8,7 @@ import re
 import signal
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import jax
 import numpy as np
@@ -20,7 +20,7 @@ from jax_impl import checkpoint as jck
 from jax_impl.model import init_params
 from reference_torch import checkpoint as tck
 from reference_torch.model import NeuralNetwork
-from tests.helpers import REPO, run_module, write_tiny_dataset
+from tests.helpers import REPO, at_once, run_module, write_tiny_dataset
 
 HIDDEN = (16,)
 
@@ -214,13 +214,13 @@ def test_load_other_widths_is_one_error_line(module, save, tmp_path):
     save(path)
     write_tiny_dataset(tmp_path, n_train=64, n_test=16)
     env = {"QSP_DEBIAN_DIR": str(tmp_path / "none")}
-    with ThreadPoolExecutor(max_workers=2) as pool:  # two independent runs reading the same files, at once
-        refused = pool.submit(run_module, module, "--load", str(path), "--data-dir", str(tmp_path), env=env)
-        loaded = pool.submit(run_module, module, "--load", str(path), "--hidden", "256,512", "--data-dir",
-                             str(tmp_path), env=env)
-        proc = refused.result()
-        assert proc.returncode == 2
-        assert proc.stderr.strip().count("\n") == 0 and "other hidden widths" in proc.stderr and str(path) in proc.stderr
-        proc = loaded.result()
+    done = at_once({  # two independent runs reading the same files, at once
+        "refused": partial(run_module, module, "--load", str(path), "--data-dir", str(tmp_path), env=env),
+        "loaded": partial(run_module, module, "--load", str(path), "--hidden", "256,512", "--data-dir", str(tmp_path),
+                          env=env)})
+    proc = done["refused"]
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "other hidden widths" in proc.stderr and str(path) in proc.stderr
+    proc = done["loaded"]
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[1].startswith("Loaded ") and "Test Error" in proc.stdout and "Predicted" in proc.stdout

@@ -7,14 +7,14 @@ the rows run a few at a time. ``{tmp}`` in a row is a temporary folder; ``{file}
 from __future__ import annotations
 
 import argparse
-from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import jax
 import numpy as np
 import pytest
 
 from common import cli
-from tests.helpers import run_module
+from tests.helpers import at_once, run_module
 
 SIDES = ("reference_torch", "jax_impl")
 
@@ -79,13 +79,9 @@ def refused(tmp_path_factory) -> dict:
     (tmp / "link").symlink_to(tmp / "a-file")
     jobs = [(m, f) for m in SIDES for f, _ in BAD_FLAGS] + [("reference_torch", f) for f, _ in TORCH_ONLY]
 
-    def go(job):
-        module, flags = job
-        args = [f.format(tmp=tmp, file=tmp / "a-file") for f in flags]
-        return (module, _row_id(flags)), run_module(module, *args, timeout=300)
-
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        return dict(pool.map(go, jobs))
+    return at_once({(module, _row_id(flags)): partial(run_module, module, *[f.format(tmp=tmp, file=tmp / "a-file")
+                                                                           for f in flags], timeout=300)
+                    for module, flags in jobs}, workers=4)
 
 
 def _assert_refused(proc, prog: str, fragment: str) -> None:
@@ -119,9 +115,7 @@ OTHER_CLIS = [
 @pytest.fixture(scope="module")
 def others() -> dict:
     """{module: its OTHER_CLIS row run as a subprocess}, both at once (each imports torch and JAX first)."""
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        jobs = {p.values[0]: pool.submit(run_module, p.values[0], *p.values[1], timeout=300) for p in OTHER_CLIS}
-        return {name: job.result() for name, job in jobs.items()}
+    return at_once({p.values[0]: partial(run_module, p.values[0], *p.values[1], timeout=300) for p in OTHER_CLIS})
 
 
 @pytest.mark.parametrize("module,flags,fragment", OTHER_CLIS)

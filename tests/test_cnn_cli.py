@@ -4,7 +4,7 @@ the two sides' saved files hold the same layers."""
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import jax
 import numpy as np
@@ -16,7 +16,7 @@ from jax_impl import checkpoint as jcheckpoint
 from jax_impl.cnn import init_variables
 from reference_torch.cnn import CNN
 
-from .helpers import run_module, write_tiny_dataset
+from .helpers import at_once, run_module, write_tiny_dataset
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +40,8 @@ def runs(tiny, tmp_path_factory):
     for side, (suffix, _) in SIDES.items():
         path = out / f"cnn.{suffix}"
         jobs[side] = (["--model", "cnn", "--epochs", "2", "--data-dir", str(tiny), "--save", str(path)], path)
-    with ThreadPoolExecutor(max_workers=2) as pool:  # parity first: the longest
-        running = {name: pool.submit(run_module, name, *args) for name, (args, _) in jobs.items()}
-        return {name: (job.result(), jobs[name][1]) for name, job in running.items()}
+    done = at_once({name: partial(run_module, name, *args) for name, (args, _) in jobs.items()})  # parity first: the longest
+    return {name: (proc, jobs[name][1]) for name, proc in done.items()}
 
 
 @pytest.mark.parametrize("side", SIDES)
