@@ -1,7 +1,7 @@
 # Two commands on a fresh machine: `make run` and `make test` (README.md).
 # A second call finds .venv and the data in place and starts in seconds.
 # The data step runs every time: it only checks the files when they are in place (a second or two),
-# and it gets them when they are not (common/data.py: data folder, Debian's folder, torchvision's
+# and it gets them when they are not (quickstart_parity_common/data.py: data folder, Debian's folder, torchvision's
 # download, apt-get as root), so a fixed or removed file is noticed.
 PYTHON ?= python3
 VENV   := .venv
@@ -19,20 +19,20 @@ $(STAMP): pyproject.toml
 	touch $@
 
 data: $(STAMP)
-	$(PY) -m common.data --data-dir data
+	$(PY) -m quickstart_parity_common.data --data-dir data
 
 run: $(STAMP) data
 	$(PY) -m parity --epochs 5
 
-# parity/test_render.py opens the study guide's HTML page in Debian's chromium: install it where we can
+# quickstart_parity_guide/test_render.py opens the study guide's HTML page in Debian's chromium: install it where we can
 # (root with apt-get); elsewhere say so, and that test skips with the reason.
 browser:
 	@if command -v chromium >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	  echo "installing Debian's chromium for the study guide's browser test: apt-get update && apt-get install -y chromium"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-	    || echo "could not install chromium: parity/test_render.py's browser test will skip"; \
-	else echo "chromium is missing and this is not root with apt-get: parity/test_render.py's browser test will skip"; fi
+	    || echo "could not install chromium: quickstart_parity_guide/test_render.py's browser test will skip"; \
+	else echo "chromium is missing and this is not root with apt-get: quickstart_parity_guide/test_render.py's browser test will skip"; fi
 
 # ruff first (pyproject.toml [tool.ruff]; it is in the dev extra): a lint error fails in seconds, before the suite.
 test: $(STAMP) data browser
@@ -49,7 +49,7 @@ bench: $(STAMP) data
 	$(PY) -m benchmarks.run --device all
 
 study: $(STAMP) data
-	$(PY) -m parity.study
+	$(PY) -m quickstart_parity_guide.guide
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.cli import DeviceError, non_negative_int, positive_int, run_guarded
-from common.data import DataError
-from common.shards import ShardError
 from parity import distributed as PD
+from quickstart_parity_common.cli import DeviceError, non_negative_int, positive_int, run_guarded
+from quickstart_parity_common.data import DataError
+from quickstart_parity_common.shards import ShardError
 from reference_torch.launch import DistributedError
 
 CPU_NOTE = ("CPU scaling is meaningless here: the {n} replicas (DDP processes or JAX host devices) share the "

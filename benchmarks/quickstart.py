@@ -20,14 +20,14 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from common.cli import positive_int
+from quickstart_parity_common.cli import positive_int
 
 from .limits import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 SIDES = ("reference_torch", "jax_impl")
-# common.report.test_line: "Test Error: \n Accuracy: 49.5%, Avg loss: 2.162514 \n"
+# quickstart_parity_common.report.test_line: "Test Error: \n Accuracy: 49.5%, Avg loss: 2.162514 \n"
 TEST_LINE = re.compile(r"Accuracy: *([0-9.]+)%, Avg loss: *([0-9.]+|nan|inf)")
 
 

@@ -28,8 +28,8 @@ import optax  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from common.cli import HelpFormatter, Parser, non_negative_int, positive_int  # noqa: E402
-from common.data import DataError  # noqa: E402
+from quickstart_parity_common.cli import HelpFormatter, Parser, non_negative_int, positive_int  # noqa: E402
+from quickstart_parity_common.data import DataError  # noqa: E402
 
 from . import limits, report, schedule, variants  # noqa: E402
 from .schedule import Timing, Unit, paired_ratio, per_round_max, spread  # noqa: E402

@@ -2,7 +2,7 @@
 
 A ``Workload`` is plain data (host numpy arrays and settings); the model is a parameter of it
 (``MODELS``, the quickstart's MLP by default), so a second model is one more ``ModelSpec``.
-The data come from ``common.data`` (numpy only); the weights from the torch side's own module.
+The data come from ``quickstart_parity_common.data`` (numpy only); the weights from the torch side's own module.
 """
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from common.convert import state_dict_to_variables, torch_to_flax
-from common.data import find_files, read_split, to_float
 from jax_impl import cnn_train as jcnn_train
 from jax_impl import train as jtrain
 from jax_impl.train import Config as JaxConfig
+from quickstart_parity_common.convert import state_dict_to_variables, torch_to_flax
+from quickstart_parity_common.data import find_files, read_split, to_float
 from reference_torch import cnn as tcnn
 from reference_torch.model import NeuralNetwork
 
@@ -148,7 +148,7 @@ def load_workload(data_dir: str, n: int | None = None, batch_size: int = 64, mod
     """The real training split (first ``n`` samples, default all) and seed-``seed`` weights
     (``hidden`` defaults to the model's own widths).
 
-    A missing or corrupt data set raises ``common.data.DataError``.
+    A missing or corrupt data set raises ``quickstart_parity_common.data.DataError``.
     """
     images, labels = read_split(find_files(data_dir), train=True)
     x = to_float(images).reshape(len(images), -1)

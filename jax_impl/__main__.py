@@ -1,10 +1,10 @@
 """python -m jax_impl: the JAX quickstart (argument parsing only; the work is in train.run)."""
 import sys
 
-from common.checkpoint import add_checkpoint_flags
-from common.cli import JAX_DEVICES, base_parser, run_guarded
-from common.data import DataError
-from common.report import NonFiniteLossError
+from quickstart_parity_common.checkpoint import add_checkpoint_flags
+from quickstart_parity_common.cli import JAX_DEVICES, base_parser, run_guarded
+from quickstart_parity_common.data import DataError
+from quickstart_parity_common.report import NonFiniteLossError
 
 
 def main(argv=None) -> int:

@@ -1,7 +1,7 @@
 """The model's params saved as Flax msgpack, and a resumable checkpoint of the whole run.
 
 Both are msgpack files (``flax.serialization``, never pickle), written atomically and checked on
-load (common/checkpoint.py): names, dtype, shapes, finite values and a sha256 of every array, so a
+load (quickstart_parity_common/checkpoint.py): names, dtype, shapes, finite values and a sha256 of every array, so a
 bad file is a CheckpointError naming it.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 from flax import serialization
 from flax.training.train_state import TrainState
 
-from common.checkpoint import (
+from quickstart_parity_common.checkpoint import (
     DIGEST_KEY,
     PARAMS_FORMAT,
     RESUME_FIELDS,

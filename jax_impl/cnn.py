@@ -10,7 +10,7 @@ shows the checker catching each default):
   normalised with the biased one; Flax's ``nn.BatchNorm`` uses the biased one for both;
 - the flatten before ``fc1`` transposes NHWC -> NCHW first, so ``fc1``'s kernel is torch's weight
   transposed, like every other Linear (the alternative, permuting fc1's rows in the conversion,
-  would make the conversion depend on the model; ``common.convert`` stays per layer).
+  would make the conversion depend on the model; ``quickstart_parity_common.convert`` stays per layer).
 """
 from __future__ import annotations
 

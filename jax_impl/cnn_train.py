@@ -18,7 +18,7 @@ import numpy as np
 from flax.training import train_state
 from flax.traverse_util import flatten_dict
 
-from common.report import (
+from quickstart_parity_common.report import (
     check_finite,
     check_finite_params,
     end_epoch,

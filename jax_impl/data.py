@@ -6,8 +6,8 @@ import os
 import jax
 import numpy as np
 
-from common.checkpoint import check_limit
-from common.data import CLASSES, DEBIAN_DIR, DataError, find_files, read_split, to_float
+from quickstart_parity_common.checkpoint import check_limit
+from quickstart_parity_common.data import CLASSES, DEBIAN_DIR, DataError, find_files, read_split, to_float
 
 __all__ = ["CLASSES", "DataError", "device_dataset", "load_fashion_mnist", "to_float"]
 

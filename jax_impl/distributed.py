@@ -6,7 +6,7 @@ mesh axis ``"data"`` (``P("data")``):
 - ``sharded``: the one-device ``train_step`` under ``jit`` with sharded inputs. The loss is the
   batch mean; XLA partitions the sum over the batch and inserts the all-reduce of the gradients.
 - ``shard_map``: the per-device program written out, as DDP is: each device's shard mean times
-  ``common.shards.loss_weight``, its gradients, then an explicit ``pmean`` over the axis. It runs
+  ``quickstart_parity_common.shards.loss_weight``, its gradients, then an explicit ``pmean`` over the axis. It runs
   with ``check_vma=False``: with the check on, JAX types the replicated parameters as invariant and
   the gradient of a device-varying loss comes back already *summed* over devices (the transpose of
   the implicit broadcast is a ``psum``), so the explicit ``pmean`` would be a no-op on a sum.
@@ -33,9 +33,9 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from common.cli import DeviceError
-from common.data import find_files, read_split, to_float
-from common.shards import check_divisible
+from quickstart_parity_common.cli import DeviceError
+from quickstart_parity_common.data import find_files, read_split, to_float
+from quickstart_parity_common.shards import check_divisible
 
 from .model import NeuralNetwork, init_params
 from .sharding import AXIS, FORMS, epoch_groups, make_mesh, make_step, replica_mismatches, replicate, scan_steps, shards_seen
@@ -65,7 +65,7 @@ class Config:
     hidden: tuple[int, ...] = (512, 512)
     dtype: str = "float32"
     samples: int = 0  # train on the first ``samples`` images (0: all 60000)
-    split: str = "exact"  # common.shards.SPLITS; floor and drop_last are negative controls
+    split: str = "exact"  # quickstart_parity_common.shards.SPLITS; floor and drop_last are negative controls
     grad_reduce: str = "mean"  # "sum": the negative control (gradients summed over replicas, not averaged)
     same_shard: bool = False  # negative control: every replica fed shard 0
     seed_per_rank: bool = False  # negative control: device d's replica initialised from seed + d

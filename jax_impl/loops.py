@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from common.report import LOG_EVERY, loss_line, loss_lines
+from quickstart_parity_common.report import LOG_EVERY, loss_line, loss_lines
 
 __all__ = ["Batch", "Step", "batch", "eval_batches", "scan_epoch", "step_epoch", "variables"]
 

@@ -17,7 +17,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from common.shards import epoch_shards
+from quickstart_parity_common.shards import epoch_shards
 
 from .basics.distributed import weighted_loss
 from .train import TrainState
@@ -72,7 +72,7 @@ def make_shard_map_step(mesh: Mesh, grad_reduce: str = "mean", check_vma: bool =
     def local_step(state: TrainState, batch):
         x, y, w = batch  # this device's shard
         n_local = jnp.sum(w)
-        weight = n_local * n / jax.lax.psum(n_local, AXIS)  # common.shards.loss_weight
+        weight = n_local * n / jax.lax.psum(n_local, AXIS)  # quickstart_parity_common.shards.loss_weight
         loss, grads = jax.value_and_grad(lambda p: weighted_loss(p, state.apply_fn, x, y, w) * weight)(state.params)
         grads = reduce(grads, AXIS)
         return state.apply_gradients(grads=grads), {"loss": jax.lax.pmean(loss, AXIS)}

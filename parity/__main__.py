@@ -12,8 +12,8 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 import argparse
 from pathlib import Path
 
-from common.cli import DeviceError, base_parser, non_negative_int
-from common.data import DataError
+from quickstart_parity_common.cli import DeviceError, base_parser, non_negative_int
+from quickstart_parity_common.data import DataError
 
 from .cnn_side_by_side import run as run_cnn
 from .precision import MODES
@@ -21,7 +21,7 @@ from .side_by_side import DEVICES, SideBySideConfig, run
 
 
 def parser() -> argparse.ArgumentParser:
-    """The quickstart's shared flags (common.cli.base_parser) and parity's own; every default in --help."""
+    """The quickstart's shared flags (quickstart_parity_common.cli.base_parser) and parity's own; every default in --help."""
     p = base_parser("python -m parity", "Train the torch and JAX quickstarts side by side from the same weights "
                     "on the same batches; exit 1 if they disagree beyond tolerance. --save PATH writes torch's "
                     "trained state_dict to PATH and JAX's params next to it as .msgpack.", "", devices=DEVICES)
@@ -37,7 +37,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def parse(argv=None) -> SideBySideConfig:
-    """The configuration, or ``error:`` and exit 2 for a bad flag (common.cli validates the shared ones)."""
+    """The configuration, or ``error:`` and exit 2 for a bad flag (``quickstart_parity_common.cli`` checks shared ones)."""
     p = parser()
     args = p.parse_args(argv)
     if args.save and Path(args.save).suffix == ".msgpack":
@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     cfg = parse(argv)
     try:
         report = (run_cnn if cfg.model == "cnn" else run)(cfg)
-    except (DataError, DeviceError) as e:  # the one-line form of common.cli.run_guarded, keeping the report
+    except (DataError, DeviceError) as e:  # cli.run_guarded's one-line form, keeping the report
         print(f"python -m parity: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     return 0 if report["ok"] else 1

@@ -6,7 +6,7 @@ same weights, four times each way (float32 and float64, torch and JAX), and repo
 - **forward, eval and train mode**: every submodule's output, captured with torch forward hooks and
   Flax's ``capture_intermediates`` (plus whatever the Flax module ``sow``s into ``intermediates``
   for steps that are functions there, like ``relu``), matched by name (torch ``block.0.conv`` is Flax
-  ``block_0/conv``, ``common.convert.flax_path``), NCHW mapped to NHWC before comparing, in torch's
+  ``block_0/conv``, ``quickstart_parity_common.convert.flax_path``), NCHW mapped to NHWC before comparing, in torch's
   execution order, so the first failing entry is the **first divergent layer**; in train mode also
   the BatchNorm running statistics after the forward pass;
 - **gradients** of the mean cross-entropy (train mode), per parameter in torch's order and layout;
@@ -47,7 +47,7 @@ import optax
 import torch
 import torch.nn.functional as F
 
-from common.convert import flax_path, torch_path, variables_to_state_dict
+from quickstart_parity_common.convert import flax_path, torch_path, variables_to_state_dict
 
 FACTOR = 2.0  # tolerance = FACTOR x (torch32 - torch64 error + jax32 - jax64 error): the bound, with room
 FLOOR_ULPS = 64  # float64 ulps of the quantity's magnitude: the float64 runs' own disagreement
@@ -379,7 +379,7 @@ def check_port(torch_module: torch.nn.Module, flax_module: nn.Module, variables:
       flax_module: the port; called as ``apply(variables, x)`` or, if its ``__call__`` takes
         ``train``, ``apply(variables, x, train=...)`` with ``batch_stats`` mutable in train mode.
       variables: the port's ``{"params", "batch_stats"?}``, typically
-        ``common.convert.state_dict_to_variables(torch_module.state_dict())``; a conversion bug
+        ``quickstart_parity_common.convert.state_dict_to_variables(torch_module.state_dict())``; a conversion bug
         shows as a divergence at the layer it touches.
       batch: ``(x, y)`` numpy, the same array given to both sides; ``y`` integer class labels for the
         mean cross-entropy whose gradients and SGD steps are compared.

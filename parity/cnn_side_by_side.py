@@ -19,9 +19,9 @@ import optax
 import torch
 import torch.nn.functional as F
 
-from common.convert import state_dict_to_variables, variables_to_state_dict
 from jax_impl.cnn import CNN as FlaxCNN
 from jax_impl.train import make_optimizer
+from quickstart_parity_common.convert import state_dict_to_variables, variables_to_state_dict
 from reference_torch.cnn import CNN as TorchCNN
 
 from . import harness as H

@@ -1,8 +1,7 @@
-"""Parity fixtures: the real data and the tutorial's initial weights, one epoch of both sides, the study guide."""
+"""Parity fixtures: the real data and the tutorial's initial weights, one epoch of both sides."""
 import pytest
 
 from . import harness as H
-from . import study
 from .tolerances import loss_atol  # noqa: F401 - the tests' name for the per-step loss bound
 
 
@@ -25,11 +24,3 @@ def first_epoch(real, init_sd):
     t_losses, t_model = H.torch_train(init_sd, train)
     j_losses, j_state = H.jax_train(H.torch_to_flax(init_sd), train)
     return {"torch_losses": t_losses, "torch_model": t_model, "jax_losses": j_losses, "jax_state": j_state}
-
-
-
-@pytest.fixture(scope="session")
-def guide(data_dir):
-    """``study.build``: every chapter's sources and numbers, computed once for the tests that compare
-    the committed guide, page and notebooks with it (the numbers take seconds per chapter)."""
-    return study.build(data_dir)

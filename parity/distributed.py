@@ -28,10 +28,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from common.cli import DeviceError, non_negative_int, positive_int, run_guarded
-from common.data import DataError
-from common.shards import ShardError, epoch_shards
 from jax_impl.distributed import Config as JConfig
+from quickstart_parity_common.cli import DeviceError, non_negative_int, positive_int, run_guarded
+from quickstart_parity_common.data import DataError
+from quickstart_parity_common.shards import ShardError, epoch_shards
 from reference_torch import distributed as tdist
 from reference_torch import launch
 from reference_torch import train as ttrain

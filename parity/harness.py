@@ -2,7 +2,7 @@
 
 The torch side runs ``reference_torch.train.train_epoch`` / ``evaluate`` over a DataLoader in file
 order; the JAX side runs ``jax_impl.train.train_epoch`` / ``evaluate``. Images are the ToTensor
-pixels (``common.data.to_float``; ``test_data.py`` proves them bit-equal to torchvision's).
+pixels (``quickstart_parity_common.data.to_float``; ``test_data.py`` proves them bit-equal to torchvision's).
 """
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ import torch
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, SequentialSampler, TensorDataset
 
-from common.data import to_float
 from jax_impl import model as jmodel
 from jax_impl import train as jtrain
 from jax_impl.data import load_fashion_mnist
+from quickstart_parity_common.data import to_float
 from reference_torch import train as ttrain
 from reference_torch.model import NeuralNetwork
 

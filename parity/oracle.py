@@ -11,9 +11,9 @@ import argparse  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from common.data import to_float  # noqa: E402
 from jax_impl import train as jtrain  # noqa: E402
 from jax_impl.data import load_fashion_mnist  # noqa: E402
+from quickstart_parity_common.data import to_float  # noqa: E402
 
 from .weights import flax_to_torch_numpy, hidden_of, torch_to_flax  # noqa: E402
 

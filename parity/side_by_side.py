@@ -19,8 +19,8 @@ import matplotlib
 import numpy as np
 import torch
 
-from common.cli import DeviceError
 from jax_impl import checkpoint as jcheckpoint
+from quickstart_parity_common.cli import DeviceError
 from reference_torch import checkpoint as tcheckpoint
 from reference_torch import train as ttrain
 

@@ -7,8 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from common.data import CLASSES
-from common.image_folder import write_image_folder
 from jax_impl.basics import datasets as jd
 from jax_impl.basics import layers as jl
 from jax_impl.basics import save_load as js
@@ -18,6 +16,8 @@ from jax_impl.data import load_fashion_mnist
 from jax_impl.model import init_params
 from parity import harness as H
 from parity.tolerances import LAYERS
+from quickstart_parity_common.data import CLASSES
+from quickstart_parity_common.image_folder import write_image_folder
 from reference_torch.basics import datasets as td
 from reference_torch.basics import layers as tl
 from reference_torch.basics import save_load as ts

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from common.convert import state_dict_to_variables
 from jax_impl import cnn as jcnn
 from parity.checker import check_port
+from quickstart_parity_common.convert import state_dict_to_variables
 from reference_torch.cnn import CNN as TorchCNN
 
 BATCH = 32  # real images: BatchNorm statistics over 32 x H x W positions

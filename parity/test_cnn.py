@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from common.convert import ConversionError, state_dict_to_variables, variables_to_state_dict
 from jax_impl import cnn as jcnn
 from jax_impl import cnn_train
 from jax_impl.train import Config
+from quickstart_parity_common.convert import ConversionError, state_dict_to_variables, variables_to_state_dict
 from reference_torch.cnn import CNN as TorchCNN
 
 
 class Nested(torch.nn.Module):
-    """Every layer kind common.convert knows, nested in Sequentials and submodules."""
+    """Every layer kind quickstart_parity_common.convert knows, nested in Sequentials and submodules."""
 
     def __init__(self):
         super().__init__()

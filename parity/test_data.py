@@ -4,8 +4,8 @@ import torch
 from torchvision import datasets
 from torchvision.transforms import ToTensor
 
-from common.data import to_float
 from jax_impl.data import load_fashion_mnist
+from quickstart_parity_common.data import to_float
 from reference_torch.data import get_datasets
 
 

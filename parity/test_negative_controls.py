@@ -6,12 +6,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from common.convert import flax_path
 from jax_impl.model import NeuralNetwork as FlaxNeuralNetwork
 from parity import harness as H
 from parity.checker import check_port
 from parity.compare import assert_trees_close, uniform_init_violations
 from parity.tolerances import loss_atol
+from quickstart_parity_common.convert import flax_path
 
 from .test_forward_backward import GRAD_ATOL, GRAD_RTOL, LOSS_RTOL
 

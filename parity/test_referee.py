@@ -456,7 +456,7 @@ def test_cli_each_failure_exits_1(tiny, tmp_path, monkeypatch, capsys, change, e
 
 
 def test_cli_nan_learning_rate_fails(tiny, tmp_path, capsys):
-    """--lr nan fails: common.cli refuses it (exit 2, one error line naming it); were it let
+    """--lr nan fails: quickstart_parity_common.cli refuses it (exit 2, one error line naming it); were it let
     through, the verdict's finiteness branch would fail it (exit 1; test_verdict_nonfinite)."""
     try:
         code = main(_cli(tiny, tmp_path, "--lr", "nan"))

@@ -1,11 +1,11 @@
-"""The MLP's torch ``state_dict`` <-> Flax ``params`` conversion, which lives in ``common.convert``
+"""The MLP's torch ``state_dict`` <-> Flax ``params`` conversion, which lives in ``quickstart_parity_common.convert``
 (numpy only, so both sides may use it); re-exported here for the referee, plus torch tensors."""
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping
 
-from common.convert import WeightsError, flax_to_torch_numpy, hidden_of, torch_to_flax
+from quickstart_parity_common.convert import WeightsError, flax_to_torch_numpy, hidden_of, torch_to_flax
 
 __all__ = ["WeightsError", "flax_to_torch", "flax_to_torch_numpy", "hidden_of", "torch_to_flax"]
 

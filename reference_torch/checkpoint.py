@@ -1,7 +1,7 @@
 """The model's ``state_dict`` saved as the tutorial does, and a resumable checkpoint of the whole run.
 
 Both are ``torch.save`` files read back with ``torch.load(weights_only=True)``, written atomically
-and checked on load (common/checkpoint.py): names, dtype, shapes, finite values and a sha256 of
+and checked on load (quickstart_parity_common/checkpoint.py): names, dtype, shapes, finite values and a sha256 of
 every tensor, so a bad file is a CheckpointError naming it.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from common.checkpoint import (
+from quickstart_parity_common.checkpoint import (
     DIGEST_KEY,
     RESUME_FIELDS,
     RESUME_FORMAT,

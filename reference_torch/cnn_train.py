@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from common.report import (
+from quickstart_parity_common.report import (
     check_finite,
     check_finite_params,
     end_epoch,

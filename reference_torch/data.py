@@ -7,8 +7,8 @@ from torch.utils.data import DataLoader, Subset
 from torchvision import datasets
 from torchvision.transforms import ToTensor
 
-from common.checkpoint import check_limit
-from common.data import CLASSES, DataError, download_torchvision, prepare
+from quickstart_parity_common.checkpoint import check_limit
+from quickstart_parity_common.data import CLASSES, DataError, download_torchvision, prepare
 
 __all__ = ["CLASSES", "DataError", "get_dataloaders", "get_datasets"]
 
@@ -18,7 +18,7 @@ def get_datasets(data_dir: str = "data", download: bool = True, limit_train: int
     the training set is its first ``limit_train`` images.
 
     The files are found as docs/design.md says (data folder, Debian's folder, torchvision's
-    download unless ``download`` is False; ``common.data.prepare``) and validated first, so a
+    download unless ``download`` is False; ``quickstart_parity_common.data.prepare``) and validated first, so a
     corrupt file is a DataError naming it, not a reshape error.
     """
     # Progress goes to stderr: stdout is the tutorial's lines.

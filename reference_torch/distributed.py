@@ -2,7 +2,7 @@
 
 One process per replica (``launch.py`` starts them): gloo on CPU, NCCL on CUDA (one GPU per rank).
 Every rank initialises its own model from the same seed (DDP also broadcasts rank 0's weights at
-construction), trains on its shard of every global batch (``common.shards``) and DDP all-reduces
+construction), trains on its shard of every global batch (``quickstart_parity_common.shards``) and DDP all-reduces
 the gradients in buckets during ``backward``. Every collective has the process group's timeout, so
 a dead or hung peer becomes an error. ``jax_impl/distributed.py`` is the JAX twin.
 """
@@ -20,9 +20,9 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from common.cli import DeviceError
-from common.data import find_files, read_split, to_float
-from common.shards import check_divisible, epoch_shards, loss_weight
+from quickstart_parity_common.cli import DeviceError
+from quickstart_parity_common.data import find_files, read_split, to_float
+from quickstart_parity_common.shards import check_divisible, epoch_shards, loss_weight
 
 from .basics.distributed import train_step
 from .model import NeuralNetwork
@@ -53,7 +53,7 @@ class Config:
     hidden: tuple[int, ...] = (512, 512)
     dtype: str = "float32"
     samples: int = 0  # train on the first ``samples`` images (0: all 60000)
-    split: str = "exact"  # common.shards.SPLITS; floor and drop_last are negative controls
+    split: str = "exact"  # quickstart_parity_common.shards.SPLITS; floor and drop_last are negative controls
     grad_reduce: str = "mean"  # "sum": the negative control (gradients summed over replicas, not averaged)
     same_shard: bool = False  # negative control: every replica fed shard 0
     seed_per_rank: bool = False  # negative control: rank r initialised from seed + r, without DDP's broadcast

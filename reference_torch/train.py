@@ -7,15 +7,15 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from common.checkpoint import (
+from quickstart_parity_common.checkpoint import (
     check_target,
     latest_resume_path,
     prepare_checkpoint_dir,
     resume_path,
 )
-from common.cli import DeviceError
-from common.data import CLASSES
-from common.report import (
+from quickstart_parity_common.cli import DeviceError
+from quickstart_parity_common.data import CLASSES
+from quickstart_parity_common.report import (
     check_finite,
     check_finite_params,
     end_epoch,

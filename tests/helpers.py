@@ -12,7 +12,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from common.data import DEBIAN_DIR, FILES, DataError, find_files
+from quickstart_parity_common.data import DEBIAN_DIR, FILES, DataError, find_files
 
 REPO = Path(__file__).resolve().parents[1]
 K = TypeVar("K")

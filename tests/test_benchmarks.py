@@ -17,7 +17,7 @@ from benchmarks.schedule import (
     spread,
 )
 from benchmarks.workload import flops_per_sample
-from common.report import test_line as format_test_line
+from quickstart_parity_common.report import test_line as format_test_line
 from tests.helpers import REPO, run_module
 
 
@@ -170,7 +170,7 @@ def test_readme_blocks_rewritten_from_the_committed_json(tmp_path):
 
 
 def test_quickstart_lines_parse_back_exactly():
-    """benchmarks.quickstart reads the numbers from the very lines both CLIs print (common.report)."""
+    """benchmarks.quickstart reads the numbers from the very lines both CLIs print (quickstart_parity_common.report)."""
     rows = [(0.4947, 2.1625141), (0.6492, 1.0761807), (0.1, float("nan"))]
     text = "Using cpu device\nEpoch 1\n" + "".join(format_test_line(a, b) + "\n[epoch: 1.0 s]\n" for a, b in rows)
     got = quickstart.parse_epochs(text)

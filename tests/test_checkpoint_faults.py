@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from common.checkpoint import CheckpointError, atomic_write, check_target
 from jax_impl import checkpoint as jck
 from jax_impl.model import init_params
+from quickstart_parity_common.checkpoint import CheckpointError, atomic_write, check_target
 from reference_torch import checkpoint as tck
 from reference_torch.model import NeuralNetwork
 from tests.helpers import REPO, at_once, run_module, write_tiny_dataset
@@ -27,7 +27,7 @@ HIDDEN = (16,)
 # A child that starts an atomic write of a large file, says so, and blocks until it is killed.
 SLOW_WRITER = """
 import sys, time
-from common.checkpoint import atomic_write
+from quickstart_parity_common.checkpoint import atomic_write
 def write(f):
     f.write(b"x" * (8 << 20)); f.flush()
     print("writing", flush=True)

@@ -14,17 +14,17 @@ from flax import serialization
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from common.checkpoint import (
+from jax_impl import checkpoint as jck
+from jax_impl import train as jtrain
+from jax_impl.basics import save_load as js
+from jax_impl.model import init_params
+from quickstart_parity_common.checkpoint import (
     PARAMS_FORMAT,
     CheckpointError,
     digest,
     flatten,
     safetensors_bytes,
 )
-from jax_impl import checkpoint as jck
-from jax_impl import train as jtrain
-from jax_impl.basics import save_load as js
-from jax_impl.model import init_params
 from reference_torch import checkpoint as tck
 from reference_torch import train as ttrain
 from reference_torch.basics import save_load as ts

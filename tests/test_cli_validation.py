@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from common import cli
+from quickstart_parity_common import cli
 from tests.helpers import at_once, run_module
 
 SIDES = ("reference_torch", "jax_impl")
@@ -105,7 +105,7 @@ def test_bad_torch_flag_refused(refused, flags, fragment):
     _assert_refused(refused["reference_torch", _row_id(flags)], "python -m reference_torch", fragment)
 
 
-# The other CLIs build on the same validators (common.cli).
+# The other CLIs build on the same validators (quickstart_parity_common.cli).
 OTHER_CLIS = [
     pytest.param("parity", ["--device", "foo"], "invalid choice", id="parity --device foo"),
     pytest.param("benchmarks.run", ["--batch-size", "0"], "--batch-size", id="benchmarks --batch-size 0"),
@@ -162,7 +162,7 @@ def test_seed_range_is_distinct_on_jax():
 
 
 def test_float32_limits_are_numpys():
-    """common.cli writes float32's limits out (it loads before numpy); they must be numpy's."""
+    """quickstart_parity_common.cli writes float32's limits out (it loads before numpy); they must be numpy's."""
     assert cli.FLOAT32_MAX == float(np.finfo(np.float32).max)
     assert cli.FLOAT32_TINY == float(np.finfo(np.float32).tiny)
 

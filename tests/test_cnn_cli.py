@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from common.convert import state_dict_to_variables
 from jax_impl import checkpoint as jcheckpoint
 from jax_impl.cnn import init_variables
+from quickstart_parity_common.convert import state_dict_to_variables
 from reference_torch.cnn import CNN
 
 from .helpers import at_once, run_module, write_tiny_dataset

@@ -1,4 +1,4 @@
-"""The IDX layer both sides share, the data step (common.data.prepare), and each side's handling
+"""The IDX layer both sides share, the data step (quickstart_parity_common.data.prepare), and each side's handling
 of missing, partial or corrupt data."""
 import gzip
 import os
@@ -7,8 +7,9 @@ import subprocess
 import numpy as np
 import pytest
 
-from common import data as cdata
-from common.data import (
+from jax_impl.data import load_fashion_mnist
+from quickstart_parity_common import data as cdata
+from quickstart_parity_common.data import (
     ALL_FILES,
     DataError,
     DataMissing,
@@ -20,7 +21,6 @@ from common.data import (
     prepare,
     read_idx,
 )
-from jax_impl.data import load_fashion_mnist
 from tests.helpers import idx_bytes, run_module, write_tiny_dataset
 
 
@@ -356,9 +356,9 @@ def test_apt_install_failure_is_named(tmp_path, monkeypatch):
 
 
 def test_data_step_cli_from_a_debian_folder(tmp_path):
-    """``python -m common.data`` (make's data step) with QSP_DEBIAN_DIR pointing at a temp folder."""
+    """``python -m quickstart_parity_common.data`` (make's data step) with QSP_DEBIAN_DIR pointing at a temp folder."""
     debian = write_tiny_dataset(tmp_path / "deb", gz=True)
-    proc = run_module("common.data", "--data-dir", str(tmp_path / "data"), "--no-download", "--no-apt",
+    proc = run_module("quickstart_parity_common.data", "--data-dir", str(tmp_path / "data"), "--no-download", "--no-apt",
                       env={"QSP_DEBIAN_DIR": str(debian)}, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "FashionMNIST ready in" in proc.stdout
@@ -366,9 +366,10 @@ def test_data_step_cli_from_a_debian_folder(tmp_path):
 
 
 def test_data_step_cli_nothing_anywhere(tmp_path):
-    proc = run_module("common.data", "--data-dir", str(tmp_path / "data"), "--no-download", "--no-apt",
+    proc = run_module("quickstart_parity_common.data", "--data-dir", str(tmp_path / "data"), "--no-download", "--no-apt",
                       env={"QSP_DEBIAN_DIR": str(tmp_path / "no-debian")}, timeout=120)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("python -m common.data: error: FashionMNIST not found; tried")
+    assert len(lines) == 1
+    assert lines[0].startswith("python -m quickstart_parity_common.data: error: FashionMNIST not found; tried")
     assert "Traceback" not in proc.stderr

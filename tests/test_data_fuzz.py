@@ -1,4 +1,4 @@
-"""Property-based fuzzing of the IDX reader both sides use (common.data): every hostile input ends in
+"""Property-based fuzzing of the IDX reader both sides use (quickstart_parity_common.data): every hostile input ends in
 DataError naming the file, or parses to exactly the valid array. Never another exception type.
 
 What IDX cannot detect: a flipped bit in the payload (pixels or labels) is a different valid file;
@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import common.data as cdata
-from common.data import FILES, DataError, check_split, parse_idx, read_idx, read_split
+import quickstart_parity_common.data as cdata
+from quickstart_parity_common.data import FILES, DataError, check_split, parse_idx, read_idx, read_split
 from tests.helpers import idx_bytes
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

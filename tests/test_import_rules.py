@@ -18,14 +18,15 @@ FORBIDDEN = {
     "reference_torch": {"jax", "jaxlib", "flax", "optax", "parity", "benchmarks", "jax_impl"},
     "jax_impl": {"torch", "torchvision", "parity", "benchmarks", "reference_torch"},
 }
-# common/ is numpy + stdlib + itself. The one exception: common/data.py imports torchvision lazily,
+# quickstart_parity_common/ is numpy + stdlib + itself. The one exception: its data.py imports torchvision lazily,
 # inside the function that downloads FashionMNIST, which only the torch side calls. And
-# common/image_folder.py reads the tutorial's PNG folder with Pillow, which neither framework pulls in
-# (a declared dependency, framework-neutral; it predates this rule). common/checkpoint.py writes and
+# quickstart_parity_common/image_folder.py reads the tutorial's PNG folder with Pillow, which neither framework pulls in
+# (a declared dependency, framework-neutral; it predates this rule). quickstart_parity_common/checkpoint.py writes and
 # reads safetensors files through safetensors' numpy API: a file format, no framework.
-COMMON_ALLOWED = {"numpy", "common"}
-COMMON_EXCEPTIONS = {("common/data.py", "torchvision"), ("common/image_folder.py", "PIL"),
-                     ("common/checkpoint.py", "safetensors")}
+COMMON_ALLOWED = {"numpy", "quickstart_parity_common"}
+COMMON_EXCEPTIONS = {("quickstart_parity_common/data.py", "torchvision"),
+                     ("quickstart_parity_common/image_folder.py", "PIL"),
+                     ("quickstart_parity_common/checkpoint.py", "safetensors")}
 
 
 def imported_roots(path: Path) -> list[tuple[int, str]]:
@@ -49,7 +50,7 @@ def violations(package: str) -> list[str]:
     for path in sorted((REPO / package).rglob("*.py")):
         rel = path.relative_to(REPO).as_posix()
         for line, root in imported_roots(path):
-            if package == "common":
+            if package == "quickstart_parity_common":
                 if root not in COMMON_ALLOWED and root not in _STDLIB and (rel, root) not in COMMON_EXCEPTIONS:
                     bad.append(f"{rel}:{line} imports {root}")
             elif root in FORBIDDEN[package]:
@@ -57,7 +58,7 @@ def violations(package: str) -> list[str]:
     return bad
 
 
-@pytest.mark.parametrize("package", ["reference_torch", "jax_impl", "common"])
+@pytest.mark.parametrize("package", ["reference_torch", "jax_impl", "quickstart_parity_common"])
 def test_package_imports(package):
     assert violations(package) == []
 

@@ -19,7 +19,7 @@ import pytest
 import torch
 from flax import serialization
 
-from common.checkpoint import flatten
+from quickstart_parity_common.checkpoint import flatten
 from tests.helpers import REPO, run_module
 
 # The run is killed from inside its own print of the KILL_AT-th "loss:" line: for torch inside the

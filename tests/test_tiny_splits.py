@@ -1,5 +1,5 @@
 """Splits of every size on both sides: one image, fewer than one batch, exactly one batch, one more;
-an empty split is refused by the shared check (common.data.check_split) with one clear line."""
+an empty split is refused by the shared check (quickstart_parity_common.data.check_split) with one clear line."""
 import math
 
 import jax
@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from common.data import DataError
-from common.report import loss_lines
 from jax_impl import train as jtrain
 from jax_impl.data import device_dataset, load_fashion_mnist
 from jax_impl.model import init_params
+from quickstart_parity_common.data import DataError
+from quickstart_parity_common.report import loss_lines
 from reference_torch import train as ttrain
 from reference_torch.data import get_dataloaders, get_datasets
 from reference_torch.model import NeuralNetwork

@@ -13,8 +13,8 @@ import jax
 import numpy as np
 from PIL import Image
 
-from common.data import CLASSES, to_float
-from common.image_folder import read_annotations
+from quickstart_parity_common.data import CLASSES, to_float
+from quickstart_parity_common.image_folder import read_annotations
 
 __all__ = ["CustomImageDataset", "batch_iterator", "sample", "sample_grid", "shuffled_orders"]
 

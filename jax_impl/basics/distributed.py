@@ -16,7 +16,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from common.shards import epoch_shards
+from quickstart_parity_common.shards import epoch_shards
 
 __all__ = ["as_numpy", "replicate", "setup", "train_epoch", "train_step", "train_step_shard_map", "weighted_loss"]
 

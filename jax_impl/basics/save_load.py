@@ -13,7 +13,9 @@ import jax
 import numpy as np
 from flax import serialization
 
-from common.checkpoint import (
+from jax_impl import checkpoint
+from jax_impl.model import NeuralNetwork, init_params
+from quickstart_parity_common.checkpoint import (
     DIGEST_KEY,
     CheckpointError,
     atomic_write,
@@ -22,14 +24,12 @@ from common.checkpoint import (
     safetensors_bytes,
     verify_digest,
 )
-from common.convert import (  # numpy only, no torch
+from quickstart_parity_common.convert import (  # numpy only, no torch
     WeightsError,
     flax_to_torch_numpy,
     hidden_of,
     torch_to_flax,
 )
-from jax_impl import checkpoint
-from jax_impl.model import NeuralNetwork, init_params
 
 __all__ = [
     "load_safetensors",

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from common.data import to_float
+from quickstart_parity_common.data import to_float
 
 __all__ = ["one_hot", "to_tensor"]
 

@@ -9,8 +9,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from torchvision.io import read_image
 
-from common.data import CLASSES
-from common.image_folder import read_annotations
+from quickstart_parity_common.data import CLASSES
+from quickstart_parity_common.image_folder import read_annotations
 
 __all__ = ["CustomImageDataset", "batch_iterator", "sample", "sample_grid", "shuffled_orders"]
 

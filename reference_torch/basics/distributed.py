@@ -16,7 +16,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from common.shards import epoch_shards, loss_weight
+from quickstart_parity_common.shards import epoch_shards, loss_weight
 
 __all__ = ["as_numpy", "replicate", "setup", "train_epoch", "train_step", "weighted_loss"]
 
@@ -50,7 +50,7 @@ def train_step(ddp: DDP, optimizer, x: torch.Tensor, y: torch.Tensor, weight: fl
 
 
 def train_epoch(ddp: DDP, optimizer, x: torch.Tensor, y: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-    """This rank's epoch: its contiguous shard of every global batch (``common.shards``), file order."""
+    """This rank's epoch: its contiguous shard of every global batch (``quickstart_parity_common.shards``), file order."""
     rank, world = dist.get_rank(), dist.get_world_size()
     losses = []
     for shards in epoch_shards(len(x), batch_size, world):

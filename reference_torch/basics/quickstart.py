@@ -15,7 +15,7 @@ __all__ = ["NeuralNetwork", "loss_fn", "torch_linear_init", "train_step"]
 def torch_linear_init(linear: nn.Linear) -> None:
     """What ``nn.Linear.reset_parameters`` draws at construction, spelled out: the weight by
     ``kaiming_uniform_(a=sqrt(5))``, whose bound sqrt(6 / ((1 + 5) * fan_in)) is 1/sqrt(fan_in), and
-    the bias from U(-1/sqrt(fan_in), 1/sqrt(fan_in)). (``parity/test_chapters.py`` checks it redraws
+    the bias from U(-1/sqrt(fan_in), 1/sqrt(fan_in)). (``quickstart_parity_guide/test_chapters.py`` checks it redraws
     a fresh layer's numbers exactly.)"""
     nn.init.kaiming_uniform_(linear.weight, a=math.sqrt(5))
     bound = 1 / math.sqrt(linear.in_features)

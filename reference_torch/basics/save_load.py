@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.checkpoint import (
+from quickstart_parity_common.checkpoint import (
     DIGEST_KEY,
     CheckpointError,
     atomic_write,
@@ -19,7 +19,7 @@ from common.checkpoint import (
     safetensors_bytes,
     verify_digest,
 )
-from common.convert import (  # numpy only: loading never imports JAX
+from quickstart_parity_common.convert import (  # numpy only: loading never imports JAX
     WeightsError,
     hidden_of,
 )

@@ -1,20 +1,20 @@
 """What the study notebooks (``docs/notebooks/<chapter>.ipynb``) run besides the chapter's own code.
 
-``%load_ext parity.cells`` adds the cell magic ``%%run_in <module>``: the cell's code runs inside that
+``%load_ext quickstart_parity_guide.cells`` adds the cell magic ``%%run_in <module>``: the cell's code runs inside that
 module (``reference_torch.basics.tensors``, say), as if written in its file. The torch and JAX twins
 share their names (``from_data`` on both sides), so each side's definitions must live in their own
 namespace; and because the chapter's numbers are computed by calling those modules, a cell edited
 and rerun changes the numbers printed at the end of the notebook.
 
 ``print_numbers`` prints a chapter's numbers as plain text, in the form ``parse_numbers`` reads back
-(``parity/test_render.py`` compares them with the guide's).
+(``quickstart_parity_guide/test_render.py`` compares them with the guide's).
 """
 from __future__ import annotations
 import __future__
 
 import importlib
 
-from parity.study import CHAPTERS, fmt
+from quickstart_parity_guide.guide import CHAPTERS, fmt
 
 
 def run_in(line: str, cell: str) -> None:
@@ -30,7 +30,7 @@ def run_in(line: str, cell: str) -> None:
 
 
 def load_ipython_extension(ipython) -> None:
-    """``%load_ext parity.cells``: register ``%%run_in``."""
+    """``%load_ext quickstart_parity_guide.cells``: register ``%%run_in``."""
     ipython.register_magic_function(run_in, magic_kind="cell", magic_name="run_in")
 
 
@@ -71,5 +71,5 @@ def print_numbers(module: str, data_dir: str) -> None:
     """Compute and print the numbers of the chapter whose basics module is ``module``."""
     chapter = next((c for c in CHAPTERS if c.module == module), None)
     if chapter is None:
-        raise ValueError(f"no chapter for basics module {module!r} in parity.study.CHAPTERS")
+        raise ValueError(f"no chapter for basics module {module!r} in quickstart_parity_guide.guide.CHAPTERS")
     print("\n".join(number_lines(chapter.numbers(data_dir), [label for label, _ in chapter.sides])))

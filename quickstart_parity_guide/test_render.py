@@ -1,7 +1,7 @@
 """The study guide's HTML page and notebooks: current, two columns in a real browser, every notebook executed.
 
 The browser is Debian's chromium (``make test`` installs it when it can); without it the browser test
-skips with the reason. The notebooks run in a kernel of this interpreter (``parity.render.execute``).
+skips with the reason. The notebooks run in a kernel of this interpreter (``quickstart_parity_guide.render.execute``).
 """
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ import nbformat
 import pytest
 from PIL import Image
 
-from parity import render, study
-from parity.cells import number_lines, parse_numbers
+from quickstart_parity_guide import guide as study
+from quickstart_parity_guide import render
+from quickstart_parity_guide.cells import number_lines, parse_numbers
 from tests.helpers import at_once
 
 WINDOW = (1366, 768)  # a laptop screen
@@ -97,7 +98,7 @@ def _run_chromium(chromium: str, *args: str) -> subprocess.CompletedProcess:
 
 def test_page_and_notebooks_are_current(guide):
     stale = render.stale(guide)
-    assert not stale, f"out of date: {stale}: run python -m parity.study"
+    assert not stale, f"out of date: {stale}: run python -m quickstart_parity_guide"
 
 
 def test_page_is_self_contained():
@@ -166,7 +167,7 @@ def executed(request) -> dict:
 @pytest.mark.parametrize("chapter", study.CHAPTERS, ids=lambda c: c.module)
 def test_notebook_runs_and_prints_the_guides_numbers(chapter, guide, executed):
     path = render.NOTEBOOKS / f"{chapter.module}.ipynb"
-    assert path.exists(), f"{path} is missing: run python -m parity.study"
+    assert path.exists(), f"{path} is missing: run python -m quickstart_parity_guide"
     nb = executed[chapter.module]
     if isinstance(nb, Exception):
         raise nb

@@ -6,7 +6,7 @@ Both sides resolve the data the same way (docs/design.md, data rules):
 2. Debian's ``/usr/share/datasets/fashion-mnist/`` (``apt-get install dataset-fashion-mnist``),
    used only when the data folder holds none of the four files;
 3. the torch side and the data step: torchvision's download, with a short socket timeout;
-4. the data step only (``python -m common.data``, run by ``make``), as root with apt-get:
+4. the data step only (``python -m quickstart_parity_common.data``, run by ``make``), as root with apt-get:
    ``apt-get install -y dataset-fashion-mnist``.
 
 Rules that keep a user's data theirs:
@@ -406,9 +406,9 @@ def prepare(data_dir: str | os.PathLike = "data", debian_dir: str | os.PathLike 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m common.data --data-dir data``: put the validated plain IDX files in place,
+    """``python -m quickstart_parity_common.data --data-dir data``: put the validated plain IDX files in place,
     getting them if needed (the data step of ``make run`` and ``make test``)."""
-    p = argparse.ArgumentParser(prog="python -m common.data", description=main.__doc__,
+    p = argparse.ArgumentParser(prog="python -m quickstart_parity_common.data", description=main.__doc__,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data-dir", default="data", help="folder that gets FashionMNIST/raw/")
     p.add_argument("--no-download", dest="download", action="store_false", default=argparse.SUPPRESS,

@@ -25,7 +25,7 @@ TORCH_DEVICES = DEVICES + ("mps",)
 JAX_DEVICES = DEVICES + ("gpu",)
 
 
-# float32's largest and smallest normal magnitudes (numpy's finfo values, written out: common/cli.py
+# float32's largest and smallest normal magnitudes (numpy's finfo values, written out: quickstart_parity_common/cli.py
 # is imported before numpy by --help).
 FLOAT32_MAX = 3.4028234663852886e38
 FLOAT32_TINY = 1.1754943508222875e-38

@@ -24,7 +24,7 @@ from typing import BinaryIO
 import numpy as np
 import safetensors.numpy  # numpy-only: safetensors' framework-free reader and writer
 
-from common.data import DataError
+from quickstart_parity_common.data import DataError
 
 # The digest's key in the files this project writes (a state_dict's ``_metadata``, a msgpack
 # envelope, safetensors metadata).
@@ -262,7 +262,7 @@ def non_negative_int(text: str) -> int:
 
 
 def add_checkpoint_flags(p: argparse.ArgumentParser) -> None:
-    """The checkpoint flags both quickstarts add to ``common.cli.base_parser``."""
+    """The checkpoint flags both quickstarts add to ``quickstart_parity_common.cli.base_parser``."""
     # Kept here so the flags parse before torch or JAX is imported: "mlp" is each side's model.MODELS,
     # "cnn" each side's cnn_train.run.
     p.add_argument("--model", default="mlp", choices=MODEL_NAMES,

@@ -29,7 +29,8 @@ from jax_impl.basics import prng as jp
 from jax_impl.basics import pytrees as jt
 from parity import harness as H
 from parity.compare import assert_trees_close
-from parity.study import (
+from parity.weights import flax_to_torch_numpy, torch_to_flax
+from quickstart_parity_guide.guide import (
     CHAPTERS,
     _explicit_hvp,
     checkpoint_inputs,
@@ -37,7 +38,6 @@ from parity.study import (
     per_sample_grads_float64,
     real_batch,
 )
-from parity.weights import flax_to_torch_numpy, torch_to_flax
 from reference_torch.basics import autograd, quickstart
 from reference_torch.basics import functional as tf
 from reference_torch.basics import jit as tj

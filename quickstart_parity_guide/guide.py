@@ -1,17 +1,15 @@
-"""python -m parity.study: write ``docs/side_by_side.md``, the study guide, from the basics modules.
+"""The study guide's chapters, their numbers and the markdown page ``docs/side_by_side.md``.
 
 For each chapter of the tutorial: the torch function and its JAX twin (their source, taken from
 ``reference_torch/basics`` and ``jax_impl/basics``), the numbers both produce on the same inputs,
-and where the two differ in kind. ``parity/test_study.py`` fails when the committed guide is not
+and where the two differ in kind. ``quickstart_parity_guide/test_study.py`` fails when the committed guide is not
 what this generates.
 """
 from __future__ import annotations
 
-import argparse
 import importlib
 import inspect
 import pickle
-import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +21,6 @@ import numpy as np
 import torch
 from flax import nnx
 
-from common.data import to_float
 from jax_impl import nnx_model
 from jax_impl import train as jtrain
 from jax_impl.basics import autograd as j_autograd
@@ -41,6 +38,7 @@ from jax_impl.data import load_fashion_mnist
 from jax_impl.model import init_params
 from parity import harness as H
 from parity.weights import flax_to_torch_numpy, torch_to_flax
+from quickstart_parity_common.data import to_float
 from reference_torch.basics import autograd as t_autograd
 from reference_torch.basics import datasets as t_datasets
 from reference_torch.basics import functional as t_functional
@@ -62,7 +60,8 @@ INTRO = ("Each chapter of the tutorial as small functions in `reference_torch/ba
          "in `jax_impl/basics/<chapter>.py` (same names), the numbers both produce on the same inputs (CPU), and where the "
          "two differ in kind. The tutorial's seven chapters come first, then functional transforms, jit, random numbers, "
          "pytrees, and the quickstart's model and train step three ways (torch, Flax NNX, Flax Linen). "
-         "`pytest parity/test_basics.py parity/test_autograd.py parity/test_chapters.py parity/test_nnx.py` asserts "
+         "`pytest parity/test_basics.py parity/test_autograd.py quickstart_parity_guide/test_chapters.py "
+         "parity/test_nnx.py` asserts "
          "the numbers agree.")
 NO_COUNTERPART = "*(no counterpart: see the differences below)*"
 
@@ -494,7 +493,8 @@ CHAPTERS = [
         "refused, and its payload running once the flag is turned off). It is `torch.load`'s default only from torch "
         "2.6; torch 2.4 and 2.5 (which `pyproject.toml` allows) default to `False`, so this project always passes it "
         "explicitly.",
-        "**The safetensors row uses trained weights**: `trained_torch_model` in `parity/study.py` runs 300 SGD steps "
+        "**The safetensors row uses trained weights**: `trained_torch_model` in `quickstart_parity_guide/guide.py` "
+        "runs 300 SGD steps "
         "(lr 1e-3, batch 64) from the seed-0 init on the first 19,200 training images, deterministically; the JAX row "
         "uses freshly initialised JAX weights. (300 steps at the tutorial's lr: trained, non-random weights, not yet "
         "a good model.)",
@@ -616,7 +616,8 @@ CHAPTERS = [
         "`train_step_shard_map` writes the per-device program out, as DDP is: local gradients, then `pmean` = (1/N) sum.",
         "**Unequal shards need weights.** DDP and `pmean` weight every replica 1/N whatever its shard size. A global "
         "batch of 33 on 2 replicas splits 17 + 16; each shard's mean loss times n_r * N / b (1.0303 and 0.9697 above) "
-        "makes the average the one-device mean (`common/shards.py`). torch's `DistributedSampler` instead pads the data "
+        "makes the average the one-device mean (`quickstart_parity_common/shards.py`). "
+        "torch's `DistributedSampler` instead pads the data "
         "set by repeating samples (or drops them with `drop_last=True`), and JAX's `NamedSharding` refuses a dimension "
         "that does not divide (`IndivisibleError`), so the JAX side pads each shard with weight-0 samples. The quickstart's "
         "last batch of 32 splits 16 + 16 on 2 replicas: weights 1, as one device.",
@@ -656,7 +657,7 @@ def anchor(title: str) -> str:
 
 @dataclass
 class Built:
-    """One chapter as every rendering shows it (markdown here, HTML and notebooks in ``parity/render.py``)."""
+    """One chapter as every rendering shows it (markdown here, HTML and notebooks in ``render.py``)."""
     chapter: Chapter
     sides: list[tuple[str, str]]  # (label, module) per column: torch, JAX, then the chapter's more_sides
     pairs: list[tuple[str, list[str | None]]]  # (function name, its source per side; None: no counterpart)
@@ -683,7 +684,8 @@ def generate(data_dir: str = "data", built: list[Built] | None = None) -> str:
     """The guide's markdown text (from ``build(data_dir)`` unless given)."""
     built = build(data_dir) if built is None else built
     out = ["# The PyTorch basics tutorial, side by side with JAX", "",
-           "<!-- generated by `python -m parity.study`; do not edit: parity/test_study.py checks it is current -->", "",
+           "<!-- generated by `python -m quickstart_parity_guide`; do not edit: "
+           "quickstart_parity_guide/test_study.py checks it is current -->", "",
            INTRO, ""]
     out += ["Chapters: " + " · ".join(f"[{b.chapter.title}](#{anchor(b.chapter.title)})" for b in built), ""]
     for b in built:
@@ -708,40 +710,3 @@ def generate(data_dir: str = "data", built: list[Built] | None = None) -> str:
 def numbers_title(sides: int) -> str:
     """The heading over a chapter's numbers."""
     return "The numbers " + ("both" if sides == 2 else f"all {sides}") + " produce"
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m parity.study", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data-dir", default="data")
-    p.add_argument("--out", default=str(GUIDE),
-                   help="the markdown guide; the HTML page goes next to it (.html), the notebooks in notebooks/ beside it")
-    p.add_argument("--no-execute", action="store_true", help="write the notebooks without running them (no outputs)")
-    p.add_argument("--check", action="store_true",
-                   help="write nothing: exit 1 if the committed guide, page or notebooks (cell sources) are out of date")
-    args = p.parse_args(argv)
-    try:  # the HTML page and the notebooks need the dev extra (pip install -e '.[dev]')
-        from parity import render  # noqa: PLC0415 -- render imports this module (a cycle)
-    except ImportError as e:
-        print(f"error: {e.name} is missing: pip install -e '.[dev]'", file=sys.stderr)
-        return 2
-    built = build(args.data_dir)
-    text = generate(args.data_dir, built)
-    if args.check:
-        guide_stale = not GUIDE.exists() or GUIDE.read_text() != text
-        stale = ([str(GUIDE.relative_to(REPO))] if guide_stale else []) + render.stale(built)
-        print("\n".join(f"out of date: {s}" for s in stale) + "\nrun python -m parity.study" if stale else "all current")
-        return 1 if stale else 0
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-
-    t_datasets.sample_grid(get_datasets(args.data_dir, download=False)[0], out.parent / "sample_grid.png")
-    written = [out, out.parent / "sample_grid.png"]
-    written += render.write_all(built, out.with_suffix(".html"), out.parent / "notebooks", run=not args.no_execute)
-    print("wrote " + ", ".join(str(w) for w in written))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
