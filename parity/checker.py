@@ -1,82 +1,165 @@
-"""The port checker: does a Flax module compute what a torch module computes, and where does it first not?
+"""The port checker: does a Flax port compute what a torch model computes, and where does it first not?
 
-``check_port(torch_module, flax_module, variables, batch)`` runs both sides on the same batch and the
-same weights, four times each way (float32 and float64, torch and JAX), and reports:
+``check_port(torch_model, flax_model, variables, batch)`` runs both sides on the same inputs and the same
+weights, in float32 and in float64 each (four runs), and reports:
 
-- **forward, eval and train mode**: every submodule's output, captured with torch forward hooks and
-  Flax's ``capture_intermediates`` (plus whatever the Flax module ``sow``s into ``intermediates``
-  for steps that are functions there, like ``relu``), matched by name (torch ``block.0.conv`` is Flax
-  ``block_0/conv``, ``quickstart_parity_common.convert.flax_path``), NCHW mapped to NHWC before comparing, in torch's
-  execution order, so the first failing entry is the **first divergent layer**; in train mode also
-  the BatchNorm running statistics after the forward pass;
-- **gradients** of the mean cross-entropy (train mode), per parameter in torch's order and layout;
-- **N SGD steps**: per step the loss, every parameter and every buffer (running statistics).
+- **start**: every torch parameter and persistent buffer (its ``state_dict``) against the port's leaf it
+  was converted to, in the layout the values show (``[out, in]`` -> ``[in, out]``, OIHW -> HWIO, GPT-2's
+  ``Conv1D`` as is, ...): a conversion that dropped or re-initialised a weight is named here;
+- **forward, eval and train mode**: every submodule's output (torch forward hooks; Linen
+  ``capture_intermediates`` plus what the module ``sow``s into ``intermediates``; NNX: every submodule's
+  ``__call__``), matched by name (``parity.names``: ``h.0`` is ``h/0``, ``h_0``, ``layers_0``...), NCHW
+  mapped to NHWC where that is the layout, in torch's execution order, so the first failing entry is
+  the **first divergent layer**; in train mode also the running statistics after the forward pass;
+- **gradients** of the loss (train mode), per parameter;
+- **N optimizer steps** (SGD, Adam or AdamW with ``torch.optim``'s semantics: ``parity.optimizers``):
+  per step the loss, every parameter and every buffer.
 
-Dropout cannot match across RNGs, so in train mode each torch ``nn.Dropout`` and each Flax
-``nn.Dropout`` get the same mask, drawn once in numpy (``keep = U[0,1) >= p``) and applied as
-``x * keep / (1 - p)`` with each side's own ``p`` / ``rate``; the framework's own scaling is proven
-separately (``parity/test_cnn.py``).
+Tolerances are derived, not guessed. For a compared quantity with values ``t32, t64, j32, j64`` in the
+four runs, the triangle inequality gives ``|t32 - j32| <= |t32 - t64| + |t64 - j64| + |j64 - j32|``; for a
+correct port ``t64 - j64`` is float64 rounding, so the gap is bounded by what each side's own float32
+rounding explains. The tolerance is ``FACTOR`` x that sum plus a float64 floor. A derived bound is only
+as honest as its inputs, so a check also fails when
 
-Tolerances are derived, not guessed. For every compared quantity ``q``, with ``t32, t64, j32, j64``
-its values in the four runs, the triangle inequality gives, elementwise,
-``|t32 - j32| <= |t32 - t64| + |t64 - j64| + |j64 - j32|``. For a correct port ``t64 - j64`` is
-float64 rounding, so ``max|t32 - j32|`` cannot exceed ``max|t32 - t64| + max|j32 - j64|``, what
-each side's own float32 rounding explains. The tolerance is ``FACTOR`` times that sum, plus a
-float64 floor (``FLOOR_ULPS`` float64 ulps of the quantity's scale) for quantities float32 computes
-exactly. A port bug is in both precisions of the JAX side, so it shows in ``|t32 - j32|`` and not
-in ``|j32 - j64|``. (A side whose float32 is deliberately coarse, e.g. TF32 matmuls, raises its own
-error and so the tolerance: run the checker with full float32 precision.)
+- the two float64 runs disagree beyond float64 rounding (``gap64 > tol64``): a bug is in both precisions,
+  and a quantity the two float64 runs disagree on is wrong whatever float32 says;
+- a side's float32 run differs from its float64 run by more than rounding can (``ROUNDING_MAX_REL`` of
+  the quantity's size: random masks, a fixed dtype, a branch): that error must not widen the bound;
+- a float64 run did not compute in float64 (a module that fixes ``dtype=float32``): the report says so
+  and how to fix it, instead of deriving a tolerance from a float32 run.
 
-The checker cannot pass vacuously: no comparable layer, a torch layer without a Flax counterpart
-(or the reverse), a shape that no layout maps, or a non-finite value (``gap <= tol`` is false for
-NaN) each fail the report.
+Dropout: each torch ``nn.Dropout`` draws its mask from one numpy stream, and the port's own Flax
+``Dropout`` (Linen or NNX) at the matching name applies the same mask with **its own** settings: its
+rate, its ``broadcast_dims`` (a per-element torch mask is not shared with a broadcast one: the port gets
+a mask of its own shape), and its ``deterministic`` flag (a port that never drops in train mode, or drops
+in eval mode, keeps that behaviour and is named in the report).
+
+The checker cannot pass vacuously: no comparable layer, a torch layer without a Flax counterpart (unless
+``ignore`` names it with a reason), a weight that does not map, or a non-finite value each fail the report.
+
+Example (runs as is)::
+
+    import numpy as np, torch, flax.linen as nn
+    from parity import check_port
+    from quickstart_parity_common.convert import kinds_of, state_dict_to_variables
+
+    class TorchNet(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.norm, self.out = torch.nn.Linear(8, 16), torch.nn.LayerNorm(16), torch.nn.Linear(16, 10)
+        def forward(self, x):
+            return self.out(torch.relu(self.norm(self.fc(x))))
+
+    class FlaxNet(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = nn.LayerNorm(epsilon=1e-5, name="norm")(nn.Dense(16, name="fc")(x))
+            return nn.Dense(10, name="out")(nn.relu(x))
+
+    torch.manual_seed(0)
+    model = TorchNet()
+    rng = np.random.default_rng(0)
+    batch = (rng.standard_normal((16, 8)).astype(np.float32), rng.integers(0, 10, 16))
+    variables = state_dict_to_variables(model.state_dict(), kinds=kinds_of(model.named_modules()))
+    report = check_port(model, FlaxNet(), variables, batch, steps=2)
+    assert report.ok, str(report)
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
+import itertools
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import partial
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import torch
 import torch.nn.functional as F
+from flax import nnx
 
-from quickstart_parity_common.convert import flax_path, torch_path, variables_to_state_dict
+from quickstart_parity_common.convert import conv_kernel_to_flax, kinds_of
+
+from . import names as N
+from .optimizers import SGD, Adam, AdamW
+
+__all__ = ["Check", "PortReport", "check_port", "assert_port", "LOSSES", "PortCheckError"]
 
 FACTOR = 2.0  # tolerance = FACTOR x (torch32 - torch64 error + jax32 - jax64 error): the bound, with room
 FLOOR_ULPS = 64  # float64 ulps of the quantity's magnitude: the float64 runs' own disagreement
+# The float64 runs' gap of a correct port is float64 rounding: the float32 errors scaled by eps64/eps32
+# (2**-29), with three orders of margin for the different summation orders of the two libraries.
+F64_MARGIN = 1e3
+EPS_RATIO = float(np.finfo(np.float64).eps / np.finfo(np.float32).eps)
+# A float32 run further than this fraction of a quantity's size from its float64 twin is not rounding
+# (randomness, a fixed dtype, a data-dependent branch); the ReLU-kink rows the README describes reach ~1%.
+ROUNDING_MAX_REL = 0.05
 MASK_SEED = 0
 
 
+class PortCheckError(ValueError):
+    """A misuse of ``check_port`` (bad argument, a model that cannot be run as given): the message says which."""
+
+
+# --- results -------------------------------------------------------------------------------------------------
+
 @dataclass
 class Check:
-    """One compared quantity: a layer's output, a gradient, a parameter or buffer after a step, a loss."""
+    """One compared quantity: a layer's output, a gradient, a parameter or buffer, a loss."""
 
-    phase: str  # "forward (eval)", "forward (train)", "gradients", "step 3"
+    phase: str  # "start", "forward (eval)", "forward (train)", "gradients", "step 3"
     name: str  # torch's name (module path, parameter or buffer key, "loss")
     gap: float  # max |torch32 - jax32|
     tol: float
     err_torch: float  # max |torch32 - torch64|
     err_jax: float  # max |jax32 - jax64|
     gap64: float  # max |torch64 - jax64|
-    note: str = ""
+    tol64: float = float("inf")
+    scale: float = float("inf")  # max |torch64|, |jax64|: the quantity's size
+    # the size rounding is judged against: the largest quantity of the phase, since a mathematically zero
+    # quantity (the gradient of a bias before BatchNorm) is float32 cancellation of terms of that size
+    rounding_scale: float = float("nan")
+    note: str = ""  # set for a check that could not compare (shapes), with the reason
+    jax_name: str = ""
+
+    @property
+    def reason(self) -> str:
+        """Why the check fails ("" when it passes)."""
+        if self.note:
+            return self.note
+        if not all(np.isfinite(v) for v in (self.gap, self.tol, self.gap64, self.err_torch, self.err_jax)):
+            return "non-finite value"
+        if self.gap > self.tol:
+            return "float32 gap beyond tolerance"
+        if self.gap64 > self.tol64:
+            return (f"the float64 runs disagree ({self.gap64:.2e} > {self.tol64:.2e}, float64 rounding): "
+                    "not a rounding difference")
+        size = self.scale if np.isnan(self.rounding_scale) else max(self.scale, self.rounding_scale)
+        for side, err in (("torch", self.err_torch), ("JAX", self.err_jax)):
+            if err > ROUNDING_MAX_REL * size:
+                return (f"{side}'s float32 run differs from its float64 run by {err:.2e}, more than rounding can "
+                        f"({ROUNDING_MAX_REL:g} of the size {size:.2e} of this phase's quantities: randomness, a fixed "
+                        "dtype or a branch); the tolerance is not widened by it")
+        return ""
 
     @property
     def ok(self) -> bool:
-        return bool(np.isfinite(self.gap) and np.isfinite(self.tol) and self.gap <= self.tol)
+        return not self.reason
 
     def __str__(self) -> str:
         if self.note:
             return f"{self.name}: {self.note}"
-        return (f"{self.name}: max |torch - jax| {self.gap:.3e} {'<=' if self.ok else '>'} tol {self.tol:.3e} "
-                f"(= {FACTOR:g} x (torch32 err {self.err_torch:.2e} + jax32 err {self.err_jax:.2e}) vs float64; "
-                f"float64 gap {self.gap64:.2e})")
+        why = self.reason
+        text = (f"{self.name}: max |torch - jax| {self.gap:.3e} {'>' if why.startswith('float32 gap') else '<='} "
+                f"tol {self.tol:.3e} (= {FACTOR:g} x (torch32 err {self.err_torch:.2e} + jax32 err {self.err_jax:.2e}) "
+                f"vs float64; float64 gap {self.gap64:.2e})")
+        if why and not why.startswith("float32 gap"):
+            text += f"; FAIL: {why}"
+        return text
 
 
 @dataclass
@@ -84,7 +167,10 @@ class PortReport:
     """What ``check_port`` found; ``ok`` only if every check passed and nothing structural is wrong."""
 
     checks: list[Check] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)  # structural: unmatched names, nothing compared
+    problems: list[str] = field(default_factory=list)  # structural: unmatched names, dtypes, dropout behaviour
+    matched: dict[str, str] = field(default_factory=dict)  # torch module -> Flax module, with the rule
+    ignored: dict[str, str] = field(default_factory=dict)  # torch module -> the user's reason
+    seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -109,23 +195,124 @@ class PortReport:
             else:
                 worst = max(mine, key=lambda c: c.gap / c.tol if c.tol > 0 else 0.0)
                 lines.append(f"  {phase}: {len(mine)} compared, all within tolerance (closest: {worst})")
+        loose = {t: f for t, f in self.matched.items() if not f.endswith("(exact)")}
+        if loose:
+            lines.append("  names matched by rule: " + ", ".join(f"{t} -> {f}" for t, f in loose.items()))
+        if self.ignored:
+            lines.append("  ignored: " + "; ".join(f"{t} ({why})" for t, why in self.ignored.items()))
         return "\n".join(lines)
 
 
-# --- the four runs -------------------------------------------------------------------------------------------
+# --- losses --------------------------------------------------------------------------------------------------
 
-def _numpy64(t: torch.Tensor) -> np.ndarray:
+def _ce_torch(out, y):
+    return F.cross_entropy(out, y.long())
+
+
+def _ce_jax(out, y):
+    import optax  # noqa: PLC0415 -- optax is imported by parity.optimizers already; kept local to the loss
+
+    return optax.softmax_cross_entropy_with_integer_labels(out, y).mean()
+
+
+def _token_ce_torch(out, y):
+    return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1).long())
+
+
+def _token_ce_jax(out, y):
+    return _ce_jax(out.reshape(-1, out.shape[-1]), y.reshape(-1))
+
+
+def _mse_torch(out, y):
+    return F.mse_loss(out, y.to(out.dtype))
+
+
+def _mse_jax(out, y):
+    return jnp.mean((out - y.astype(out.dtype)) ** 2)
+
+
+# name -> (torch loss(output, targets), JAX loss(output, targets)): each the mean over the batch
+LOSSES: dict[str, tuple[Callable, Callable]] = {
+    "cross_entropy": (_ce_torch, _ce_jax),  # (B, C) logits, (B,) integer classes
+    "token_cross_entropy": (_token_ce_torch, _token_ce_jax),  # (B, T, V) logits, (B, T) integer tokens
+    "mse": (_mse_torch, _mse_jax),
+}
+
+
+# --- trees of inputs and outputs -----------------------------------------------------------------------------
+
+def _primary(out):
+    """The array a module's output stands for: itself, or the first array of a tuple, dict, ModelOutput or dataclass."""
+    if out is None or isinstance(out, (torch.Tensor, jax.Array, np.ndarray)):
+        return out
+    if isinstance(out, Mapping):
+        values = list(out.values())
+    elif isinstance(out, (tuple, list)):
+        values = list(out)
+    elif dataclasses.is_dataclass(out):
+        values = [getattr(out, f.name) for f in dataclasses.fields(out)]
+    else:
+        return None
+    for v in values:
+        p = _primary(v)
+        if p is not None:
+            return p
+    return None
+
+
+def _select(out, how):
+    if how is None:
+        arr = _primary(out)
+    elif isinstance(how, str):
+        arr = out[how] if isinstance(out, Mapping) else getattr(out, how)
+    else:
+        arr = how(out)
+    if arr is None:
+        raise PortCheckError(f"the model's output ({type(out).__name__}) holds no array: give output= to pick one")
+    return arr
+
+
+def _call(fn, inputs, **kw):
+    if isinstance(inputs, Mapping):
+        return fn(**inputs, **kw)
+    if isinstance(inputs, tuple):
+        return fn(*inputs, **kw)
+    return fn(inputs, **kw)
+
+
+def _to_torch(tree, dtype):
+    """numpy tree -> torch tensors; floating arrays in ``dtype``, integer and bool arrays keep theirs."""
+    def one(a):
+        a = np.asarray(a)
+        t = torch.as_tensor(np.array(a, copy=True))
+        return t.to(dtype) if np.issubdtype(a.dtype, np.floating) else t
+    return jax.tree_util.tree_map(one, tree)
+
+
+def _to_jax(tree, dtype):
+    def one(a):
+        a = np.asarray(a)
+        return jnp.asarray(a, dtype) if np.issubdtype(a.dtype, np.floating) else jnp.asarray(a)
+    return jax.tree_util.tree_map(one, tree)
+
+
+def _numpy64(t) -> np.ndarray:
     """A float64 copy: ``.double().numpy()`` of a float64 tensor would share memory with it, and the
     optimizer's in-place updates would rewrite a recorded step."""
-    return np.array(t.detach().cpu().double().numpy(), copy=True)
+    if isinstance(t, torch.Tensor):
+        return np.array(t.detach().cpu().double().numpy(), copy=True)
+    return np.array(np.asarray(t), dtype=np.float64, copy=True)
 
 
-def _leaf_modules(module: torch.nn.Module) -> set[str]:
-    return {name for name, m in module.named_modules() if name and not list(m.children())}
+def _is_float(a) -> bool:
+    return np.issubdtype(np.asarray(a).dtype if not isinstance(a, torch.Tensor) else
+                         torch.empty(0, dtype=a.dtype).numpy().dtype, np.floating)
 
+
+# --- dropout masks -------------------------------------------------------------------------------------------
 
 class _Masks:
-    """Dropout masks drawn once in numpy, keyed by (step, layer); both sides read the same ones."""
+    """Dropout masks drawn once in numpy, keyed by (step, layer); the four runs read the same ones."""
 
     def __init__(self, seed: int):
         self.rng = np.random.default_rng(seed)
@@ -138,314 +325,707 @@ class _Masks:
             self.store[key] = self.rng.random(shape) >= p
         return self.store[key]
 
+    def for_port(self, torch_name: str | None, shape: tuple[int, ...], broadcast_dims: Sequence[int], rate: float,
+                 jax_name: str) -> np.ndarray:
+        """The keep-mask the port's dropout applies, of the port's own mask shape (its ``broadcast_dims`` set to 1).
 
-def _torch_forward(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, train: bool, masks: _Masks | None,
-                   dtype: torch.dtype):
-    """Run ``model`` (already in ``dtype``) on ``x``; returns (activations in call order, logits, loss)."""
+        torch's mask (NCHW) is shared where it has that shape in the port's layout; otherwise (a broadcast mask
+        against torch's per-element one, no torch dropout of that name) the port gets a mask of its own, drawn
+        from the same stream and the same for its float32 and float64 runs, so its own semantics show.
+        """
+        want = tuple(1 if d in {b % len(shape) for b in broadcast_dims} else n for d, n in enumerate(shape))
+        key = (self.step, torch_name) if torch_name else None
+        if key in self.store:
+            t = self.store[key]
+            for cand in (t, np.moveaxis(t, 1, -1) if t.ndim >= 3 else None):
+                if cand is not None and cand.shape == want:
+                    return cand
+        return self.get(f"{jax_name} (JAX's own)", want, rate)
+
+
+# --- the torch side ------------------------------------------------------------------------------------------
+
+_TORCH_DROPOUTS = (torch.nn.Dropout, torch.nn.Dropout1d, torch.nn.Dropout2d, torch.nn.Dropout3d)
+
+
+def _torch_mask_shape(m, shape):
+    if isinstance(m, torch.nn.Dropout):
+        return shape
+    return tuple(shape[:2]) + (1,) * (len(shape) - 2)  # Dropout1d/2d/3d: one draw per (sample, channel)
+
+
+def _torch_forward(model, inputs, train: bool, masks: _Masks | None, dtype, output=None):
+    """Run ``model`` (already in ``dtype``); returns (activations in call order, output array, raw output)."""
     acts: dict[str, np.ndarray] = {}
     handles = []
     model.train(train)
     for name, m in model.named_modules():
         if not name:
             continue
-        if train and masks is not None and isinstance(m, torch.nn.Dropout):
-            def drop(mod, inputs, output, name=name):
-                keep = masks.get(name, tuple(inputs[0].shape), mod.p)
-                return inputs[0] * torch.as_tensor(keep, device=inputs[0].device).to(inputs[0].dtype) / (1 - mod.p)
+        if train and masks is not None and isinstance(m, _TORCH_DROPOUTS) and m.p > 0:
+            def drop(mod, args, out, name=name):
+                x = args[0]
+                keep = masks.get(name, _torch_mask_shape(mod, tuple(x.shape)), mod.p)
+                return x * torch.as_tensor(keep, device=x.device).to(x.dtype) / (1 - mod.p)
             handles.append(m.register_forward_hook(drop))
 
-        def record(mod, inputs, output, name=name):
-            if isinstance(output, torch.Tensor):
-                key = name if name not in acts else f"{name}#{sum(k.split('#')[0] == name for k in acts) + 1}"
-                acts[key] = _numpy64(output)
+        def record(mod, args, out, name=name):
+            arr = _primary(out)
+            if isinstance(arr, torch.Tensor) and _is_float(arr):
+                n = sum(k.split("#")[0] == name for k in acts)
+                acts[name if not n else f"{name}#{n + 1}"] = _numpy64(arr)
         handles.append(m.register_forward_hook(record))
     try:
-        logits = model(torch.as_tensor(x, dtype=dtype))
-        loss = F.cross_entropy(logits, torch.as_tensor(y, dtype=torch.long))
+        raw = _call(model, _to_torch(inputs, dtype))
     finally:
         for h in handles:
             h.remove()
-    return acts, logits, loss
+    return acts, _select(raw, output), raw
 
 
-def _torch_state(model: torch.nn.Module) -> dict[str, np.ndarray]:
-    return {k: _numpy64(v) for k, v in model.state_dict().items()}
-
-
-def _torch_buffers(model: torch.nn.Module) -> dict[str, np.ndarray]:
-    return {k: _numpy64(v) for k, v in model.named_buffers()}
-
-
-def _torch_runs(module, batches, steps, lr, dtype, masks):
-    model = copy.deepcopy(module).to(dtype)
-    x, y = batches[0]
+def _torch_runs(model0, batches, steps, optimizer, loss_fn, dtype, masks, output):
+    model = copy.deepcopy(model0).to(dtype)
+    inputs, y = batches[0]
     out = {}
     with torch.no_grad():
-        out["eval"], logits, loss = _torch_forward(model, x, y, False, masks, dtype)
-        out["eval_logits"] = _numpy64(logits)
+        out["eval"], o, _ = _torch_forward(model, inputs, False, masks, dtype, output)
+        out["eval_out"] = _numpy64(o)
+        out["eval_dtype"] = str(o.dtype).replace("torch.", "")
     masks.step = 0
     train_model = copy.deepcopy(model)
-    acts, logits, loss = _torch_forward(train_model, x, y, True, masks, dtype)
-    loss.backward()
+    acts, o, _ = _torch_forward(train_model, inputs, True, masks, dtype, output)
+    loss_fn(o, _to_torch(y, dtype)).backward()
     out["train"] = acts
-    out["train_buffers"] = _torch_buffers(train_model)
+    persistent = set(train_model.state_dict())
+    out["train_buffers"] = {k: _numpy64(v) for k, v in train_model.named_buffers() if k in persistent}
     out["grads"] = {k: _numpy64(p.grad) for k, p in train_model.named_parameters() if p.grad is not None}
-    out["param_names"] = [k for k, _ in train_model.named_parameters()]
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    opt = optimizer.torch(model.parameters())
     out["steps"] = []
     for s in range(steps):
         masks.step = s
         bx, by = batches[s % len(batches)]
         opt.zero_grad()
-        _, _, loss = _torch_forward(model, bx, by, True, masks, dtype)
+        _, o, _ = _torch_forward(model, bx, True, masks, dtype, output)
+        loss = loss_fn(o, _to_torch(by, dtype))
         loss.backward()
         opt.step()
-        out["steps"].append({"loss": np.float64(loss.item()), **_torch_state(model)})
-    out["leaves"] = _leaf_modules(model)
+        out["steps"].append({"loss": np.float64(loss.item()), **{k: _numpy64(v) for k, v in model.state_dict().items()}})
     return out
 
 
-def _takes_train(module: nn.Module) -> bool:
-    return "train" in inspect.signature(type(module).__call__).parameters
+# --- the Flax side: Linen or NNX behind one interface --------------------------------------------------------
+
+_EVAL_FLAGS = ("deterministic", "use_running_average", "eval")
+_TRAIN_FLAGS = ("train", "training", "is_training")
 
 
-def _is_dropout(context) -> bool:
-    return isinstance(context.module, nn.Dropout) and context.method_name == "__call__" and context.module.rate > 0
+def _mode_kwarg(fn, mode_arg: str | None, train: bool) -> dict:
+    if mode_arg is None:
+        params = inspect.signature(fn).parameters
+        mode_arg = next((a for a in _TRAIN_FLAGS + _EVAL_FLAGS if a in params), None)
+        if mode_arg is None:
+            return {}
+    return {mode_arg: (not train) if mode_arg in _EVAL_FLAGS else train}
 
 
-def _flax_apply(module: nn.Module, variables, x, masks: Mapping[str, jax.Array], train: bool, capture: bool):
-    """One ``apply``; returns (logits, {collection: tree}) with batch_stats/intermediates when asked.
-
-    In train mode each ``nn.Dropout`` named in ``masks`` (torch names) applies that mask instead of
-    drawing one; ``masks`` may be traced, so this runs under ``jit``.
-    """
-    kwargs = {"train": train} if _takes_train(module) else {}
-    mutable = (["intermediates"] if capture else []) + (["batch_stats"] if train and "batch_stats" in variables else [])
-
-    def intercept(next_fun, args, kw, context):
-        name = torch_path(tuple(context.module.path)) if _is_dropout(context) else None
-        if train and name in masks:
-            return jnp.where(masks[name], args[0] / (1 - context.module.rate), 0)
-        return next_fun(*args, **kw)
-
-    with nn.intercept_methods(intercept):
-        out = module.apply(variables, x, mutable=mutable or False, capture_intermediates=capture,
-                           rngs={"dropout": jax.random.PRNGKey(0)}, **kwargs)
-    return out if mutable else (out, {})
-
-
-def _dropout_shapes(module: nn.Module, variables, x) -> dict[str, tuple[tuple[int, ...], float]]:
-    """Torch name -> (input shape, rate) of every Flax ``nn.Dropout`` called in train mode (abstract evaluation)."""
-    shapes: dict[str, tuple[tuple[int, ...], float]] = {}
-
-    def intercept(next_fun, args, kw, context):
-        if _is_dropout(context):
-            shapes[torch_path(tuple(context.module.path))] = (tuple(args[0].shape), context.module.rate)
-        return next_fun(*args, **kw)
-
-    with nn.intercept_methods(intercept):
-        jax.eval_shape(lambda v, x: _flax_apply(module, v, x, {}, True, False), variables, x)
-    return shapes
-
-
-def _flax_masks(masks: _Masks, step: int, shapes: Mapping[str, tuple[tuple[int, ...], float]]) -> dict:
-    """The step's masks in the Flax layout: torch's (drawn first, NCHW) moved to NHWC where that is the shape."""
-    masks.step = step
-    out = {}
-    for name, (shape, rate) in shapes.items():
-        keep = masks.get(name, shape, rate)
-        if keep.shape != shape and keep.ndim in (3, 4) and np.moveaxis(keep, 1, -1).shape == shape:
-            keep = np.moveaxis(keep, 1, -1)
-        out[name] = jnp.asarray(keep)
-    return out
-
-
-def _intermediates(tree) -> dict[str, np.ndarray]:
-    """Flax ``intermediates`` flattened to ``{"block_0/conv": array}`` (``__call__`` dropped, root skipped)."""
-    out: dict[str, np.ndarray] = {}
-
-    def walk(node, path):
-        for k, v in node.items():
-            if isinstance(v, Mapping):
-                walk(v, path + (k,))
-                continue
-            p = path if k == "__call__" else path + (k,)
-            if not p:
-                continue  # the root module's own output: the logits, compared separately
-            for i, value in enumerate(v):
-                out["/".join(p) + (f"#{i + 1}" if i else "")] = np.asarray(value, np.float64)
-
-    walk(tree, ())
-    return out
-
-
-def _cast(tree, dtype):
+def _cast_tree(tree, dtype):
     return jax.tree_util.tree_map(
         lambda a: jnp.asarray(np.asarray(a), dtype) if np.issubdtype(np.asarray(a).dtype, np.floating) else jnp.asarray(a),
         tree)
 
 
-def _flax_runs(module, variables, batches, steps, lr, dtype, masks: _Masks):
-    variables = _cast(dict(variables), dtype)
-    x, y = (jnp.asarray(batches[0][0], dtype), jnp.asarray(batches[0][1]))
-    shapes = _dropout_shapes(module, variables, x)
+def _flat(tree, prefix=()) -> dict[tuple[str, ...], object]:
     out = {}
-    forward = jax.jit(partial(_flax_apply, module, capture=True), static_argnames="train")
-    logits, cols = forward(variables, x, {}, train=False)
-    out["eval"], out["eval_logits"] = _intermediates(cols.get("intermediates", {})), np.asarray(logits, np.float64)
-    logits, cols = forward(variables, x, _flax_masks(masks, 0, shapes), train=True)
-    out["train"] = _intermediates(cols.get("intermediates", {}))
-    out["train_vars"] = {"params": variables["params"],
-                         **({"batch_stats": cols["batch_stats"]} if "batch_stats" in cols else {})}
-    tx = optax.sgd(lr)
+    for k, v in tree.items():
+        if isinstance(v, Mapping):
+            out.update(_flat(v, prefix + (str(k),)))
+        else:
+            out[prefix + (str(k),)] = v
+    return out
 
-    def loss_fn(params, others, bx, by, step_masks):
-        logits, cols = _flax_apply(module, {"params": params, **others}, bx, step_masks, True, False)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, by).mean(), cols
 
-    grad_fn = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))
-    others = {k: v for k, v in variables.items() if k != "params"}
-    (_, _), out["grads"] = grad_fn(variables["params"], others, x, y, _flax_masks(masks, 0, shapes))
-    params, opt_state = variables["params"], tx.init(variables["params"])
+def _unflat(flat: Mapping[tuple[str, ...], object]) -> dict:
+    tree: dict = {}
+    for path, v in flat.items():
+        node = tree
+        for p in path[:-1]:
+            node = node.setdefault(p, {})
+        node[path[-1]] = v
+    return tree
+
+
+@dataclass
+class _Calls:
+    """What the port's dropouts did in one forward pass: name -> (drops?, broadcast_dims, rate)."""
+
+    dropouts: dict[str, tuple[bool, tuple[int, ...], float]] = field(default_factory=dict)
+
+
+def _drop(x, keep, rate):
+    return jnp.where(jnp.asarray(keep), x / (1 - rate), 0).astype(x.dtype) if rate < 1 else jnp.zeros_like(x)
+
+
+class _Linen:
+    """A Linen module with its variables: ``params`` trained, ``batch_stats`` updated in train mode."""
+
+    kind = "Linen"
+
+    def __init__(self, module: nn.Module, variables: Mapping, mode_arg: str | None):
+        if variables is None or "params" not in variables:
+            raise PortCheckError("a Linen port needs its variables with a 'params' collection")
+        self.module, self.mode_arg = module, mode_arg
+        self.variables = {k: v for k, v in variables.items()}
+
+    def at(self, dtype):
+        mod = self.module
+        fields = {f.name for f in dataclasses.fields(mod)} if dataclasses.is_dataclass(mod) else set()
+        if "dtype" in fields:  # HF's Flax modules fix their computation dtype: run each precision in its own
+            mod = mod.clone(dtype=dtype)
+        return _Linen(mod, _cast_tree(self.variables, dtype), self.mode_arg)
+
+    def params(self):
+        return _flat(self.variables["params"])
+
+    def stats(self):
+        return _flat(self.variables.get("batch_stats", {}))
+
+    def apply(self, params_flat, inputs, train: bool, masks: _Masks, step: int, names_j2t: Mapping[str, str],
+              capture: bool, calls: _Calls | None = None):
+        """(output, {flax path: capture}, new batch_stats flat, calls) of one forward pass."""
+        variables = {**self.variables, "params": _unflat(params_flat)}
+        mutable = (["intermediates"] if capture else []) + (["batch_stats"] if train and "batch_stats" in variables else [])
+        calls = calls if calls is not None else _Calls()
+
+        def intercept(next_fun, args, kw, context):
+            if not (isinstance(context.module, nn.Dropout) and context.method_name == "__call__"):
+                return next_fun(*args, **kw)
+            mod = context.module
+            det = kw.get("deterministic", args[1] if len(args) > 1 else None)
+            det = mod.deterministic if det is None else det
+            jname = N.flax_name(context.module.path)
+            drops = not det and mod.rate > 0
+            calls.dropouts[jname] = (drops, tuple(mod.broadcast_dims), float(mod.rate))
+            if not drops:
+                return next_fun(*args, **kw)
+            masks.step = step
+            x = args[0]
+            keep = masks.for_port(names_j2t.get(jname), tuple(x.shape), mod.broadcast_dims, mod.rate, jname)
+            return _drop(x, keep, mod.rate)
+
+        kw = _mode_kwarg(type(self.module).__call__, self.mode_arg, train)
+        with nn.intercept_methods(intercept):
+            res = _call(lambda *a, **k: self.module.apply(variables, *a, mutable=mutable or False,
+                                                          capture_intermediates=capture,
+                                                          rngs={"dropout": jax.random.PRNGKey(0)}, **k), inputs, **kw)
+        out, cols = res if mutable else (res, {})
+        caps = {}
+        if capture:
+            for path, value in _flat(cols.get("intermediates", {})).items():
+                *mod_path, leaf = path
+                base = N.flax_name(mod_path) if leaf == "__call__" else N.flax_name(path)
+                values = value if isinstance(value, tuple) else (value,)
+                for i, v in enumerate(values):
+                    arr = _primary(v)
+                    if base and arr is not None and jnp.issubdtype(arr.dtype, jnp.floating):
+                        caps[base + (f"#{i + 1}" if i else "")] = arr
+        new_stats = _flat(cols["batch_stats"]) if "batch_stats" in cols else None
+        return out, caps, new_stats, calls
+
+    def with_stats(self, stats_flat):
+        if stats_flat is None:
+            return self
+        return _Linen(self.module, {**self.variables, "batch_stats": _unflat(stats_flat)}, self.mode_arg)
+
+
+class _NNX:
+    """An NNX module: ``nnx.Param`` trained, ``nnx.BatchStat`` updated in train mode (``.train()`` / ``.eval()``)."""
+
+    kind = "NNX"
+
+    def __init__(self, model: nnx.Module):
+        self.model = model
+
+    def at(self, dtype):
+        graphdef, state = nnx.split(self.model)
+        model = nnx.merge(graphdef, _cast_tree(state, dtype))
+        for _, m in nnx.iter_modules(model):  # a layer built with a fixed dtype computes in the run's
+            if getattr(m, "dtype", None) is not None and jnp.issubdtype(m.dtype, jnp.floating):
+                m.dtype = dtype
+        return _NNX(model)
+
+    def _state(self, kind):
+        return {tuple(str(p) for p in path): v.get_value() if hasattr(v, "get_value") else v.value
+                for path, v in nnx.to_flat_state(nnx.state(self.model, kind))}
+
+    def params(self):
+        return self._state(nnx.Param)
+
+    def stats(self):
+        return self._state(nnx.BatchStat)
+
+    def apply(self, params_flat, inputs, train, masks, step, names_j2t, capture, calls=None):
+        graphdef, params, rest = nnx.split(self.model, nnx.Param, ...)
+        flat = dict(nnx.to_flat_state(params))
+        for path, var in flat.items():
+            var.set_value(params_flat[tuple(str(p) for p in path)]) if hasattr(var, "set_value") else \
+                setattr(var, "value", params_flat[tuple(str(p) for p in path)])
+        model = nnx.merge(graphdef, params, rest)
+        model.train() if train else model.eval()
+        calls = calls if calls is not None else _Calls()
+        paths = {id(m): N.flax_name(p) for p, m in nnx.iter_modules(model) if p}
+        caps: dict[str, object] = {}
+        classes = {type(m) for _, m in nnx.iter_modules(model)}
+        with _patched_calls(classes, paths, caps if capture else None, calls, masks, step, names_j2t):
+            out = _call(model, inputs)
+        stats = {tuple(str(p) for p in path): (v.get_value() if hasattr(v, "get_value") else v.value)
+                 for path, v in nnx.to_flat_state(nnx.state(model, nnx.BatchStat))}
+        return out, caps, (stats if train else None), calls
+
+    def with_stats(self, stats_flat):
+        if not stats_flat:
+            return self
+        graphdef, state = nnx.split(self.model)
+        model = nnx.merge(graphdef, state)
+        for path, var in nnx.to_flat_state(nnx.state(model, nnx.BatchStat)):
+            value = stats_flat[tuple(str(p) for p in path)]
+            var.set_value(value) if hasattr(var, "set_value") else setattr(var, "value", value)
+        return _NNX(model)
+
+
+@contextmanager
+def _patched_calls(classes, paths, caps, calls, masks, step, names_j2t):
+    """Every NNX module class's ``__call__`` records its output (and ``nnx.Dropout`` applies the shared mask)
+    while the block runs; restored after, even on error."""
+    saved = {}
+
+    def wrap(cls, orig):
+        def call(self, *args, **kwargs):
+            name = paths.get(id(self))
+            if isinstance(self, nnx.Dropout) and name is not None:
+                det = kwargs.get("deterministic")
+                det = self.deterministic if det is None else det
+                drops = not det and self.rate > 0
+                calls.dropouts[name] = (drops, tuple(self.broadcast_dims), float(self.rate))
+                if drops:
+                    masks.step = step
+                    x = args[0]
+                    keep = masks.for_port(names_j2t.get(name), tuple(x.shape), self.broadcast_dims, self.rate, name)
+                    out = _drop(x, keep, self.rate)
+                else:
+                    out = orig(self, *args, **kwargs)
+            else:
+                out = orig(self, *args, **kwargs)
+            if caps is not None and name is not None:
+                arr = _primary(out)
+                if arr is not None and jnp.issubdtype(arr.dtype, jnp.floating):
+                    n = sum(k.split("#")[0] == name for k in caps)
+                    caps[name if not n else f"{name}#{n + 1}"] = arr
+            return out
+        return call
+
+    try:
+        for cls in classes:
+            if "__call__" in vars(cls) or cls is nnx.Dropout:
+                saved[cls] = vars(cls).get("__call__")
+                cls.__call__ = wrap(cls, cls.__call__)
+        yield
+    finally:
+        for cls, orig in saved.items():
+            if orig is None:
+                del cls.__call__
+            else:
+                cls.__call__ = orig
+
+
+def _flax_side(flax_model, variables, mode_arg):
+    if isinstance(flax_model, nnx.Module):
+        if variables is not None:
+            raise PortCheckError("an NNX port holds its own weights: pass variables=None")
+        return _NNX(flax_model)
+    if isinstance(flax_model, nn.Module):
+        return _Linen(flax_model, variables, mode_arg)
+    if hasattr(flax_model, "module") and hasattr(flax_model, "params"):  # HF's FlaxPreTrainedModel
+        return _Linen(flax_model.module, variables if variables is not None else {"params": flax_model.params}, mode_arg)
+    raise PortCheckError(f"the port is a {type(flax_model).__name__}: expected a flax.linen Module (with variables), "
+                         "an nnx.Module, or a Hugging Face Flax model")
+
+
+def _flax_runs(side0, batches, steps, optimizer, loss_fn, dtype, masks, names_j2t, output, flax_inputs):
+    side = side0.at(dtype)
+    prep = (lambda a: _to_jax(flax_inputs(a), dtype)) if flax_inputs else (lambda a: _to_jax(a, dtype))
+    inputs, y = batches[0]
+    out = {}
+    params = side.params()
+    o, caps, _, calls = side.apply(params, prep(inputs), False, masks, 0, names_j2t, True)
+    out["eval"], out["eval_calls"] = {k: _numpy64(v) for k, v in caps.items()}, calls
+    sel = _select(o, output)
+    out["eval_out"], out["eval_dtype"] = _numpy64(sel), str(sel.dtype)
+    o, caps, stats, calls = side.apply(params, prep(inputs), True, masks, 0, names_j2t, True)
+    out["train"], out["train_calls"] = {k: _numpy64(v) for k, v in caps.items()}, calls
+    out["train_stats"] = {k: _numpy64(v) for k, v in (stats or {}).items()}
+    out["start_params"] = {k: _numpy64(v) for k, v in params.items()}
+    out["start_stats"] = {k: _numpy64(v) for k, v in side.stats().items()}
+
+    def loss_of(p, s, bx, by, step):
+        o, _, stats, _ = s.apply(p, bx, True, masks, step, names_j2t, False)
+        return loss_fn(_select(o, output), by), stats
+
+    tx = optimizer.optax()
+    _, grads = jax.value_and_grad(loss_of, has_aux=True)(params, side, prep(inputs), _to_jax(y, dtype), 0)
+    out["grads"] = {k: _numpy64(v) for k, v in grads.items()}
+    opt_state = tx.init(params)
     out["steps"] = []
     for s in range(steps):
         bx, by = batches[s % len(batches)]
-        (loss, cols), g = grad_fn(params, others, jnp.asarray(bx, dtype), jnp.asarray(by), _flax_masks(masks, s, shapes))
+        (loss, stats), g = jax.value_and_grad(loss_of, has_aux=True)(params, side, prep(bx), _to_jax(by, dtype), s)
         updates, opt_state = tx.update(g, opt_state, params)
-        params = optax.apply_updates(params, updates)
-        if "batch_stats" in cols:
-            others = {**others, "batch_stats": cols["batch_stats"]}
-        out["steps"].append({"loss": float(loss), "params": params, **others})
+        params = jax.tree_util.tree_map(lambda p, u: p + u, params, updates)
+        side = side.with_stats(stats)
+        out["steps"].append({"loss": float(loss), "params": {k: _numpy64(v) for k, v in params.items()},
+                             "stats": {k: _numpy64(v) for k, v in side.stats().items()}})
     return out
+
+
+# --- mapping torch's weights onto the port's leaves ----------------------------------------------------------
+
+_LEAF_NAMES = {"weight": ("kernel", "weight", "scale", "embedding", "w"), "bias": ("bias", "b"),
+               "running_mean": ("mean", "running_mean"), "running_var": ("var", "running_var"),
+               "num_batches_tracked": ("num_batches_tracked",)}
+
+
+def _layouts(kind: str | None, a: np.ndarray):
+    """Candidate (label, fn) layouts of a torch leaf in the port, the kind's own first, then every axis order."""
+    n = a.ndim
+    first = []
+    if n == 2:
+        first = [("[out, in] -> [in, out]", lambda w: w.T)] if kind != "gpt2_conv1d" else []
+        first += [("as is", lambda w: w), ("transposed", lambda w: w.T)]
+    elif n >= 3:
+        first = [("OI*k -> *kIO", lambda w: conv_kernel_to_flax(w)),
+                 ("IO*k -> *kIO flipped (ConvTranspose)", lambda w: conv_kernel_to_flax(w, transpose=True)),
+                 ("as is", lambda w: w)]
+    else:
+        first = [("as is", lambda w: w)]
+    seen = {lab for lab, _ in first}
+    for perm in itertools.permutations(range(n)):
+        lab = f"axes {perm}"
+        if perm != tuple(range(n)) and lab not in seen:
+            first.append((lab, lambda w, perm=perm: np.transpose(w, perm)))
+    return first
+
+
+@dataclass
+class _Leaf:
+    torch_name: str
+    flax_path: tuple[str, ...]
+    collection: str  # "params" or "stats"
+    layout: str
+    fn: Callable[[np.ndarray], np.ndarray]
+
+
+def _map_leaves(report: PortReport, torch_model, module_map: Mapping[str, str], tparams: Mapping[str, np.ndarray],
+                tbuffers: Mapping[str, np.ndarray], jparams: Mapping[tuple, np.ndarray], jstats: Mapping[tuple, np.ndarray],
+                ignore: Mapping[str, str], layouts: Mapping[str, Callable]) -> list[_Leaf]:
+    """Each torch parameter and persistent buffer -> the port's leaf and layout, chosen so that the start values
+    agree exactly where they can (the layout the user's conversion used); what cannot map is a problem."""
+    kinds = kinds_of(torch_model.named_modules())
+    by_module: dict[str, dict[str, tuple[str, tuple]]] = {}
+    for coll, tree in (("params", jparams), ("stats", jstats)):
+        for path in tree:
+            by_module.setdefault(N.flax_name(path[:-1]), {})[path[-1]] = (coll, path)
+    leaves = []
+    for tname, value in list(tparams.items()) + list(tbuffers.items()):
+        module, _, leaf = tname.rpartition(".")
+        if N.ignored(module, ignore) is not None or N.ignored(tname, ignore) is not None:
+            continue
+        if leaf == "num_batches_tracked" and not any("num_batches_tracked" in d for d in by_module.values()):
+            continue  # Flax's BatchNorm keeps no counter; torch reads it only with momentum=None
+        fmod = module_map.get(module)
+        if fmod is None:
+            report.problems.append(f"start: torch {tname!r}: its module {module!r} has no Flax counterpart")
+            continue
+        there = by_module.get(fmod, {})
+        cands = [there[n] for n in _LEAF_NAMES.get(leaf, (leaf,)) if n in there]
+        want = "stats" if tname in tbuffers else "params"
+        cands = [c for c in cands if c[0] == want] or cands
+        if not cands:
+            report.problems.append(f"start: torch {tname!r} has no leaf in Flax {fmod!r} (it holds {sorted(there)})")
+            continue
+        coll, path = cands[0]
+        j = (jparams if coll == "params" else jstats)[path]
+        options = [("user layout", layouts[tname])] if tname in layouts else _layouts(kinds.get(module), value)
+        fitting = [(lab, fn) for lab, fn in options if np.shape(fn(value)) == j.shape]
+        exact = [(lab, fn) for lab, fn in fitting if np.array_equal(fn(value), j)]
+        if not fitting:
+            report.problems.append(f"start: torch {tname!r} {tuple(value.shape)} fits no layout of Flax "
+                                   f"{N.flax_name(path)} {tuple(j.shape)} (give layouts={{{tname!r}: fn}})")
+            continue
+        lab, fn = (exact or fitting)[0]
+        leaves.append(_Leaf(tname, path, coll, lab, fn))
+    return leaves
 
 
 # --- comparing -----------------------------------------------------------------------------------------------
 
-def _to_flax_layout(t: np.ndarray, j: np.ndarray) -> tuple[np.ndarray | None, str]:
-    """torch's array in the JAX side's layout: NCHW -> NHWC, NCL -> NLC, else as is; None if no layout fits."""
-    if t.ndim in (3, 4):
-        moved = np.moveaxis(t, 1, -1)
-        if moved.shape == j.shape:
-            return moved, ""
+def _layout_candidates(t: np.ndarray, j: np.ndarray):
     if t.shape == j.shape:
-        return t, ""
-    return None, f"shape {tuple(t.shape)} (torch) has no layout matching {tuple(j.shape)} (JAX)"
+        yield t
+    if t.ndim >= 3:
+        moved = np.moveaxis(t, 1, -1)  # NCHW -> NHWC, NCL -> NLC
+        if moved.shape == j.shape:
+            yield moved
+    if t.shape != j.shape and t.ndim == j.ndim:
+        try:
+            bt, _ = np.broadcast_arrays(t, j)  # a (1, T, C) capture against (B, T, C)
+            yield bt
+        except ValueError:
+            pass
 
 
-def _check(phase: str, name: str, t32, t64, j32, j64) -> Check:
+def _check(phase: str, name: str, t32, t64, j32, j64, jax_name: str = "") -> Check:
     t32, t64, j32, j64 = (np.asarray(a, np.float64) for a in (t32, t64, j32, j64))
-    mapped = [_to_flax_layout(t, j32) for t in (t32, t64)]
-    if mapped[0][0] is None or j64.shape != j32.shape:
-        return Check(phase, name, float("inf"), 0.0, float("nan"), float("nan"), float("nan"),
-                     note=mapped[0][1] or "shapes differ")
-    t32, t64 = mapped[0][0], mapped[1][0]
-
-    def mx(a):
-        return float(np.max(np.abs(a))) if a.size else 0.0
-
-    err_t, err_j = mx(t32 - t64), mx(j32 - j64)
-    floor = FLOOR_ULPS * np.finfo(np.float64).eps * max(mx(t64), mx(j64))
-    return Check(phase, name, mx(t32 - j32), FACTOR * (err_t + err_j) + floor, err_t, err_j, mx(t64 - j64))
-
-
-def _compare_named(report: PortReport, phase: str, t32: Mapping, t64: Mapping, j32: Mapping, j64: Mapping,
-                   order: Sequence[str], required: set[str], translate: Callable[[str], str]) -> tuple[int, set[str]]:
-    """Compare the torch entries in ``order`` with their JAX counterparts; unmatched required entries are problems."""
-    n = 0
-    matched = set()
-    for name in order:
-        other = translate(name)
-        if other not in j32:
-            if name.split("#")[0] in required:
-                report.problems.append(f"{phase}: torch {name!r} has no JAX counterpart {other!r}")
-            continue
-        matched.add(other)
-        report.checks.append(_check(phase, name, t32[name], t64[name], j32[other], j64[other]))
-        n += 1
-    return n, matched
+    if j64.shape != j32.shape or t32.shape != t64.shape:
+        return Check(phase, name, float("inf"), 0.0, float("nan"), float("nan"), float("nan"), jax_name=jax_name,
+                     note="the float32 and float64 runs gave different shapes")
+    # where several layouts fit (equal dimensions), the one the float64 runs agree on is the layout
+    options = []
+    for cand64, cand32 in zip(_layout_candidates(t64, j64), _layout_candidates(t32, j32), strict=False):
+        j64b = np.broadcast_to(j64, cand64.shape) if j64.shape != cand64.shape else j64
+        j32b = np.broadcast_to(j32, cand32.shape) if j32.shape != cand32.shape else j32
+        options.append((_mx(cand64 - j64b), cand32, cand64, j32b, j64b))
+    if not options:
+        return Check(phase, name, float("inf"), 0.0, float("nan"), float("nan"), float("nan"), jax_name=jax_name,
+                     note=f"shape {tuple(t32.shape)} (torch) has no layout matching {tuple(j32.shape)} (JAX)")
+    options.sort(key=lambda o: o[0] if np.isfinite(o[0]) else np.inf)
+    _, t32, t64, j32, j64 = options[0]
+    err_t, err_j = _mx(t32 - t64), _mx(j32 - j64)
+    scale = max(_mx(t64), _mx(j64))
+    floor = FLOOR_ULPS * np.finfo(np.float64).eps * scale
+    tol = FACTOR * (err_t + err_j) + floor
+    tol64 = F64_MARGIN * EPS_RATIO * (err_t + err_j) + floor
+    return Check(phase, name, _mx(t32 - j32), tol, err_t, err_j, _mx(t64 - j64), tol64, scale, jax_name=jax_name)
 
 
-def _layer_name(torch_name: str) -> str:
-    base, _, call = torch_name.partition("#")
-    return "/".join(flax_path(base)) + (f"#{call}" if call else "")
+def _mx(a) -> float:
+    a = np.asarray(a)
+    return float(np.max(np.abs(a))) if a.size else 0.0
 
 
-def check_port(torch_module: torch.nn.Module, flax_module: nn.Module, variables: Mapping, batch,
-               steps: int = 3, lr: float = 0.1, more_batches: Sequence = (), mask_seed: int = MASK_SEED) -> PortReport:
-    """Check that ``flax_module`` with ``variables`` computes what ``torch_module`` computes.
+def _dtype_problems(report, t64, j64):
+    for side, run in (("torch", t64), ("JAX", j64)):
+        if run["eval_dtype"] != "float64":
+            fix = ("build the Flax module with dtype=jnp.float64 for that run, or give the checker a module with a "
+                   "`dtype` field (it clones it per precision)" if side == "JAX" else
+                   "remove the hard-coded float32 casts (.float(), dtype=torch.float32) from the model")
+            report.problems.append(f"the {side} float64 run computed its output in {run['eval_dtype']}, not float64: a "
+                                   f"tolerance derived from it would be a float32 run's; {fix}")
+
+
+def _dropout_problems(report, torch_model, j32, t2j: Mapping[str, str]):
+    drops = {n: m.p for n, m in torch_model.named_modules() if isinstance(m, _TORCH_DROPOUTS) and m.p > 0}
+    for name, (drops_eval, _, _) in j32["eval_calls"].dropouts.items():
+        if drops_eval:
+            report.problems.append(f"forward (eval): JAX dropout {name!r} drops in eval mode (deterministic=False); "
+                                   "torch's dropout is the identity in eval")
+    for tname, p in drops.items():
+        jname = t2j.get(tname)
+        call = j32["train_calls"].dropouts.get(jname) if jname else None
+        if call is None:
+            continue  # no Flax Dropout module there: the layer check names the difference
+        drops_train, bdims, rate = call
+        if not drops_train:
+            report.problems.append(f"forward (train): JAX dropout {jname!r} never drops in train mode "
+                                   f"(deterministic=True) while torch's {tname!r} drops with p={p:g}")
+        elif bdims and type(dict(torch_model.named_modules())[tname]) is torch.nn.Dropout:
+            report.problems.append(f"forward (train): JAX dropout {jname!r} shares one mask along dims {bdims} "
+                                   f"(broadcast_dims) where torch's {tname!r} draws one per element")
+        elif abs(rate - p) > 0:
+            report.problems.append(f"forward (train): JAX dropout {jname!r} has rate {rate:g}, torch's {tname!r} p={p:g}")
+
+
+def _optimizer(optimizer, lr):
+    if optimizer is None:
+        return SGD(lr=lr)
+    if not isinstance(optimizer, (SGD, Adam, AdamW)):
+        raise PortCheckError(f"optimizer is a {type(optimizer).__name__}: expected parity.optimizers.SGD, Adam or AdamW")
+    return optimizer
+
+
+def _loss(loss):
+    if isinstance(loss, str):
+        if loss not in LOSSES:
+            raise PortCheckError(f"loss {loss!r} is not one of {sorted(LOSSES)} (or give a (torch_fn, jax_fn) pair)")
+        return LOSSES[loss]
+    if isinstance(loss, tuple) and len(loss) == 2 and all(callable(f) for f in loss):
+        return loss
+    raise PortCheckError("loss must be a name in parity.checker.LOSSES or a (torch_fn, jax_fn) pair")
+
+
+def check_port(torch_model: torch.nn.Module, flax_model, variables: Mapping | None, batch, steps: int = 3,
+               lr: float = 0.1, more_batches: Sequence = (), mask_seed: int = MASK_SEED, *,
+               optimizer: SGD | Adam | AdamW | None = None, loss: str | tuple[Callable, Callable] = "cross_entropy",
+               output: str | Callable | tuple | None = None, flax_inputs: Callable | None = None,
+               names: N.Rule = None, ignore: Mapping[str, str] | None = None,
+               layouts: Mapping[str, Callable] | None = None, mode_arg: str | None = None) -> PortReport:
+    """Check that ``flax_model`` computes what ``torch_model`` computes; see the module docstring for how.
 
     Args:
-      torch_module: the reference (left untouched: the checker works on copies).
-      flax_module: the port; called as ``apply(variables, x)`` or, if its ``__call__`` takes
-        ``train``, ``apply(variables, x, train=...)`` with ``batch_stats`` mutable in train mode.
-      variables: the port's ``{"params", "batch_stats"?}``, typically
-        ``quickstart_parity_common.convert.state_dict_to_variables(torch_module.state_dict())``; a conversion bug
-        shows as a divergence at the layer it touches.
-      batch: ``(x, y)`` numpy, the same array given to both sides; ``y`` integer class labels for the
-        mean cross-entropy whose gradients and SGD steps are compared.
-      steps: SGD steps (``torch.optim.SGD(lr)`` vs ``optax.sgd(lr)``), on ``batch`` then ``more_batches``
-        in turn.
+      torch_model: the reference (left untouched: the checker works on copies).
+      flax_model: the port: a Linen module (with ``variables``), an NNX module (``variables=None``; it holds its
+        weights), or a Hugging Face Flax model (its ``module`` and ``params``).
+      variables: the Linen port's ``{"params", "batch_stats"?}`` holding torch's weights, e.g.
+        ``state_dict_to_variables(sd, kinds=kinds_of(model.named_modules()))``; a conversion bug is named at start.
+      batch: ``(inputs, targets)``: ``inputs`` an array, a tuple (positional arguments) or a dict (keyword
+        arguments) as the torch model takes them; integer arrays stay integer; ``targets`` for the loss.
+      steps: optimizer steps, on ``batch`` then ``more_batches`` in turn (0: forward and gradients only).
+      lr: the learning rate of the default optimizer, ``SGD(lr)``.
+      optimizer: ``parity.optimizers.SGD``, ``Adam`` or ``AdamW`` (torch.optim semantics on both sides).
+      loss: ``"cross_entropy"`` ((B, C) logits), ``"token_cross_entropy"`` ((B, T, V)), ``"mse"``, or a pair
+        ``(torch_fn, jax_fn)`` of ``fn(output, targets) -> scalar``.
+      output: which part of each side's output is the prediction: a key or attribute (``"logits"``), a function,
+        or a ``(torch_how, flax_how)`` pair; by default the first array (of a tuple, dict or ModelOutput).
+      flax_inputs: ``inputs -> the port's inputs`` (NCHW -> NHWC images, HF Flax GPT-2's ``position_ids``).
+      names: a rule for torch module paths (``{"torch.prefix": "flax/prefix"}``, ``[(regex, repl)]`` or a
+        function) tried before the built-in styles (``parity.names``).
+      ignore: ``{torch module glob: reason}``: layers with no counterpart on purpose (a tied head, an activation
+        Flax runs as a function); each appears in the report with its reason.
+      layouts: ``{torch parameter name: fn(torch array) -> the port's array}`` for a layout of the user's own.
+      mode_arg: the Linen ``__call__`` argument that sets train/eval (found among ``train``, ``deterministic``, ...
+        when not given).
       mask_seed: seed of the numpy dropout masks shared by both sides.
 
     Returns:
-      A ``PortReport``: ``ok``, ``first_divergence(phase)``, ``problems``, and a readable ``str``.
+      A ``PortReport``: ``ok``, ``first_divergence(phase)``, ``problems``, ``matched``, and a readable ``str``.
+
+    Raises:
+      PortCheckError: on misuse (a negative ``steps``, a torch model without parameters, an unknown loss ...).
     """
-    x, y = (np.asarray(a) for a in batch)
-    batches = [(x, y)] + [tuple(np.asarray(a) for a in b) for b in more_batches]
-    runs = {}
-    masks = _Masks(mask_seed)  # drawn by the first run, reused by the other three
-    for label, dtype in (("32", torch.float32), ("64", torch.float64)):
-        runs["t" + label] = _torch_runs(torch_module, batches, steps, lr, dtype, masks)
-    runs["j32"] = _flax_runs(flax_module, variables, batches, steps, lr, jnp.float32, masks)
-    with jax.enable_x64(True):  # float64 JAX in this process, only inside this block
-        runs["j64"] = _flax_runs(flax_module, variables, batches, steps, lr, jnp.float64, masks)
-    t32, t64, j32, j64 = runs["t32"], runs["t64"], runs["j32"], runs["j64"]
+    import time  # noqa: PLC0415 -- only for the report's seconds
+
+    start = time.perf_counter()
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise PortCheckError(f"steps must be an integer >= 0, got {steps!r}")
+    if not isinstance(torch_model, torch.nn.Module):
+        raise PortCheckError(f"torch_model is a {type(torch_model).__name__}, expected a torch.nn.Module")
+    if not any(p.requires_grad for p in torch_model.parameters()):
+        raise PortCheckError(f"the torch model ({type(torch_model).__name__}) has no trainable parameters: there is "
+                             "nothing to differentiate or step")
+    if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+        raise PortCheckError("batch must be (inputs, targets)")
+    torch_loss, jax_loss = _loss(loss)
+    optimizer = _optimizer(optimizer, lr)
+    t_out, j_out = output if isinstance(output, tuple) else (output, output)
+    ignore = dict(ignore or {})
+    side = _flax_side(flax_model, variables, mode_arg)
+    batches = [tuple(batch)] + [tuple(b) for b in more_batches]
 
     report = PortReport()
-    required = t32["leaves"]
+    masks = _Masks(mask_seed)  # drawn by the first torch run, reused by the other three
+    runs = {}
+    for label, dtype in (("t32", torch.float32), ("t64", torch.float64)):
+        runs[label] = _torch_runs(torch_model, batches, steps, optimizer, torch_loss, dtype, masks, t_out)
+
+    # names: torch modules (all, in execution order of their first output) -> the port's module paths
+    tmods = [n for n, _ in torch_model.named_modules() if n]
+    jmods = set()
+    probe = side.at(jnp.float32)
+    try:
+        _, caps, _, _ = probe.apply(probe.params(), _to_jax(flax_inputs(batches[0][0]) if flax_inputs else batches[0][0],
+                                                              jnp.float32), True, masks, 0, {}, True)
+    except Exception as e:  # noqa: BLE001 -- the port not running on these inputs is the user's to fix: say so
+        raise PortCheckError(f"the port does not run on the given inputs: {type(e).__name__}: {e}") from e
+    jmods |= {k.split("#")[0] for k in caps}
+    jmods |= {N.flax_name(p[:-1]) for p in list(probe.params()) + list(probe.stats())}
+    matched = N.match(tmods, sorted(jmods), names)
+    t2j = {t: f for t, (f, _) in matched.items()}
+    report.matched = {t: f"{f} ({level})" for t, (f, level) in matched.items()}
+    j2t = {f: t for t, f in t2j.items()}
+    masks.step = 0
+
+    runs["j32"] = _flax_runs(side, batches, steps, optimizer, jax_loss, jnp.float32, masks, j2t, j_out, flax_inputs)
+    with jax.enable_x64(True):  # float64 JAX in this process, only inside this block
+        runs["j64"] = _flax_runs(side, batches, steps, optimizer, jax_loss, jnp.float64, masks, j2t, j_out, flax_inputs)
+    t32, t64, j32, j64 = runs["t32"], runs["t64"], runs["j32"], runs["j64"]
+    _dtype_problems(report, t64, j64)
+    _dropout_problems(report, torch_model, j32, t2j)
+
+    # start: the weights the port holds are torch's
+    tparams = {k: _numpy64(v) for k, v in torch_model.named_parameters()}
+    persistent = set(torch_model.state_dict())
+    tbuffers = {k: _numpy64(v) for k, v in torch_model.named_buffers() if k in persistent}
+    leaves = _map_leaves(report, torch_model, t2j, tparams, tbuffers, j32["start_params"], j32["start_stats"], ignore,
+                         dict(layouts or {}))
+    for leaf in leaves:
+        j = (j32["start_params"] if leaf.collection == "params" else j32["start_stats"])[leaf.flax_path]
+        t = leaf.fn((tparams | tbuffers)[leaf.torch_name])
+        report.checks.append(_check("start", leaf.torch_name, t, t, j, j, N.flax_name(leaf.flax_path)))
+
+    leaf_modules = {n for n, m in torch_model.named_modules() if n and not list(m.children())}
     for mode in ("eval", "train"):
         phase = f"forward ({mode})"
-        n, matched = _compare_named(report, phase, t32[mode], t64[mode], j32[mode], j64[mode], list(t32[mode]),
-                                    required, _layer_name)
+        n = 0
+        for name in t32[mode]:
+            base, _, call = name.partition("#")
+            why = N.ignored(base, ignore)
+            if why is not None:
+                report.ignored[base] = why
+                continue
+            other = t2j.get(base)
+            other = other + (f"#{call}" if call else "") if other is not None else None
+            if other is None or other not in j32[mode]:
+                if base in leaf_modules:
+                    report.problems.append(f"{phase}: torch {name!r} has no JAX counterpart"
+                                           + (f" (matched {other!r}, which records no output)" if other else ""))
+                continue
+            report.checks.append(_check(phase, name, t32[mode][name], t64[mode][name], j32[mode][other],
+                                        j64[mode][other], other))
+            n += 1
         for other in j32[mode]:
-            if other not in matched:
+            base = other.split("#")[0]
+            owns = any(N.flax_name(p[:-1]) == base for p in j32["start_params"])
+            if base not in j2t and owns:
                 report.problems.append(f"{phase}: JAX layer {other!r} has no torch counterpart")
         if n == 0:
             report.problems.append(f"{phase}: no layer could be compared (no submodule outputs matched by name)")
         if mode == "eval":
-            report.checks.append(_check(phase, "logits", t32["eval_logits"], t64["eval_logits"], j32["eval_logits"],
-                                        j64["eval_logits"]))
+            report.checks.append(_check(phase, "output", t32["eval_out"], t64["eval_out"], j32["eval_out"],
+                                        j64["eval_out"]))
         else:
-            _compare_states(report, phase, t32["train_buffers"], t64["train_buffers"],
-                            j32["train_vars"], j64["train_vars"], only=list(t32["train_buffers"]))
-            # Flax's own nn.BatchNorm keeps no num_batches_tracked; torch reads it only with momentum=None.
+            for leaf in (lf for lf in leaves if lf.collection == "stats"):
+                if leaf.torch_name in t32["train_buffers"] and leaf.flax_path in j32["train_stats"]:
+                    report.checks.append(_check(
+                        phase, leaf.torch_name, *(leaf.fn(r["train_buffers"][leaf.torch_name]) for r in (t32, t64)),
+                        j32["train_stats"][leaf.flax_path], j64["train_stats"][leaf.flax_path], N.flax_name(leaf.flax_path)))
 
-    grads = [variables_to_state_dict_safe(report, "gradients", {"params": r["grads"]}) for r in (j32, j64)]
-    if grads[0] is not None:
-        _compare_named(report, "gradients", t32["grads"], t64["grads"], grads[0], grads[1], t32["param_names"],
-                       set(t32["param_names"]), lambda k: k)
+    for leaf in (lf for lf in leaves if lf.collection == "params"):
+        if leaf.torch_name in t32["grads"]:
+            report.checks.append(_check("gradients", leaf.torch_name,
+                                        *(leaf.fn(r["grads"][leaf.torch_name]) for r in (t32, t64)),
+                                        j32["grads"][leaf.flax_path], j64["grads"][leaf.flax_path],
+                                        N.flax_name(leaf.flax_path)))
     for s in range(steps):
         phase = f"step {s + 1}"
         tj = [r["steps"][s] for r in (t32, t64, j32, j64)]
         report.checks.append(_check(phase, "loss", tj[0]["loss"], tj[1]["loss"], tj[2]["loss"], tj[3]["loss"]))
-        states = [{k: v for k, v in st.items() if k != "loss"} for st in tj]
-        _compare_states(report, phase, states[0], states[1], states[2], states[3], only=list(states[0]))
+        for leaf in leaves:
+            coll = "params" if leaf.collection == "params" else "stats"
+            if leaf.torch_name in tj[0]:
+                report.checks.append(_check(phase, leaf.torch_name, leaf.fn(tj[0][leaf.torch_name]),
+                                            leaf.fn(tj[1][leaf.torch_name]), tj[2][coll][leaf.flax_path],
+                                            tj[3][coll][leaf.flax_path], N.flax_name(leaf.flax_path)))
+    for phase in report.phases():
+        mine = [c for c in report.checks if c.phase == phase and not c.note]
+        size = max((c.scale for c in mine if np.isfinite(c.scale)), default=float("nan"))
+        for c in mine:
+            c.rounding_scale = size
+    report.seconds = time.perf_counter() - start
     return report
 
 
-def variables_to_state_dict_safe(report: PortReport, phase: str, variables) -> dict | None:
-    """``variables_to_state_dict`` in torch layout (float64), or a problem in the report if it does not convert."""
-    try:
-        return {k: np.asarray(v, np.float64) for k, v in variables_to_state_dict(jax.device_get(variables)).items()}
-    except ValueError as e:
-        report.problems.append(f"{phase}: the JAX tree does not convert to torch names: {e}")
-        return None
-
-
-def _compare_states(report, phase, t32, t64, jv32, jv64, only):
-    j = [variables_to_state_dict_safe(report, phase, {c: v for c, v in jv.items() if c in ("params", "batch_stats")})
-         for jv in (jv32, jv64)]
-    if j[0] is None:
-        return
-    required = {k for k in only if not k.endswith("num_batches_tracked")}  # compared where both sides have it
-    _compare_named(report, phase, t32, t64, j[0], j[1], only, required, lambda k: k)
+def assert_port(*args, **kwargs) -> PortReport:
+    """``check_port`` for a test suite: returns the report when it passes, raises ``AssertionError`` with the
+    whole report as the message when it does not (one line in a user's pytest test)."""
+    report = check_port(*args, **kwargs)
+    if not report.ok:
+        raise AssertionError("\n" + str(report))
+    return report

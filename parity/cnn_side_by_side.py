@@ -12,6 +12,7 @@ import json
 import time
 from pathlib import Path
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,7 +26,20 @@ from quickstart_parity_common.convert import state_dict_to_variables, variables_
 from reference_torch.cnn import CNN as TorchCNN
 
 from . import harness as H
-from .checker import _cast, _check, _flax_apply, _Masks, _numpy64, _torch_forward
+from .checker import _cast_tree, _check, _Masks, _numpy64, _torch_forward
+
+
+def _flax_apply(module, variables, x, keep):
+    """The CNN's train-mode apply with its one Dropout applying ``keep`` (traced: one compiled step serves every
+    step's mask), batch_stats updated."""
+    def intercept(next_fun, args, kw, context):
+        if isinstance(context.module, nn.Dropout) and context.method_name == "__call__":
+            rate = context.module.rate
+            return jnp.where(keep, args[0] / (1 - rate), 0)
+        return next_fun(*args, **kw)
+
+    with nn.intercept_methods(intercept):
+        return module.apply(variables, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.PRNGKey(0)})
 
 
 def _torch_train(sd, train: H.Split, test: H.Split, cfg, dtype, masks: _Masks):
@@ -41,7 +55,8 @@ def _torch_train(sd, train: H.Split, test: H.Split, cfg, dtype, masks: _Masks):
         for i in range(0, n, bs):
             masks.step = step
             opt.zero_grad()
-            _, _, loss = _torch_forward(model, train.x[i:i + bs], train.y[i:i + bs], True, masks, dtype)
+            _, logits, _ = _torch_forward(model, train.x[i:i + bs], True, masks, dtype)
+            loss = F.cross_entropy(logits, torch.as_tensor(train.y[i:i + bs]).long())
             loss.backward()
             opt.step()
             losses.append(loss.item())
@@ -58,7 +73,7 @@ def _torch_train(sd, train: H.Split, test: H.Split, cfg, dtype, masks: _Masks):
 
 def _jax_train(sd, train: H.Split, test: H.Split, cfg, dtype, masks: _Masks):
     module = FlaxCNN()
-    variables = _cast(state_dict_to_variables(sd), dtype)
+    variables = _cast_tree(state_dict_to_variables(sd), dtype)
     params, others = variables["params"], {"batch_stats": variables["batch_stats"]}
     tx = make_optimizer(cfg.lr, cfg.momentum, cfg.weight_decay)
     opt_state = tx.init(params)
@@ -66,7 +81,7 @@ def _jax_train(sd, train: H.Split, test: H.Split, cfg, dtype, masks: _Masks):
     @jax.jit
     def step_fn(params, others, opt_state, x, y, keep):
         def loss_fn(p):
-            logits, cols = _flax_apply(module, {"params": p, **others}, x, {"dropout": keep}, True, False)
+            logits, cols = _flax_apply(module, {"params": p, **others}, x, keep)
             return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), cols
 
         (loss, cols), g = jax.value_and_grad(loss_fn, has_aux=True)(params)

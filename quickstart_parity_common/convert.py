@@ -5,19 +5,28 @@ to its parent with ``_`` and turning every other ``.`` into a nesting level:
 ``linear_relu_stack.0`` -> ``linear_relu_stack_0``; ``block.conv`` -> ``block/conv``;
 ``layers.1.norm`` -> ``layers_1/norm`` (what Flax names a list of submodules and a submodule).
 
-Layers, identified from the torch entries (or forced with ``kinds``) and back from the Flax leaves:
+Layers, identified from the torch entries, or given by ``kinds`` (``kinds_of(model.named_modules())``
+reads them from the modules' classes: always do, since entries alone cannot tell a GPT-2 ``Conv1D`` or a
+``ConvTranspose2d`` from a ``Linear`` or a ``Conv2d``), and back from the Flax leaves:
 
-==============  ======================================  ==============================================
-layer           torch                                   Flax
-==============  ======================================  ==============================================
-Linear          weight [out, in], bias                  params kernel [in, out], bias
-Conv2d          weight OIHW, bias                       params kernel HWIO, bias
-BatchNorm1d/2d  weight, bias, running_mean,             params scale, bias; batch_stats mean, var,
-                running_var, num_batches_tracked        num_batches_tracked (kept so nothing is lost)
-LayerNorm       weight, bias (1-D, no running stats)    params scale, bias
-Embedding       weight [num, dim] (``kinds`` only:      params embedding [num, dim]
-                a bias-free Linear looks the same)
-==============  ======================================  ==============================================
+================  ======================================  ==============================================
+layer (kind)      torch                                   Flax
+================  ======================================  ==============================================
+Linear            weight [out, in], bias                  params kernel [in, out], bias
+``gpt2_conv1d``   HF GPT-2 ``Conv1D``: weight [in, out]   params kernel [in, out] (as is), bias
+Conv1d/2d/3d      weight [O, I/groups, *k], bias          params kernel [*k, I/groups, O], bias (grouped,
+                                                          depthwise and dilated convolutions alike)
+ConvTranspose2d   weight [I, O, kH, kW], bias             params kernel [kH, kW, I, O] spatially flipped:
+(``conv_transpose``)                                      ``nn.ConvTranspose(transpose_kernel=False)`` with
+                                                          padding ``k - 1 - p`` per side computes torch's
+BatchNorm1d/2d    weight, bias, running_mean,             params scale, bias; batch_stats mean, var,
+                  running_var, num_batches_tracked        num_batches_tracked (kept so nothing is lost)
+LayerNorm         weight, bias (1-D, no running stats)    params scale, bias
+GroupNorm         weight, bias (``kinds`` only)           params scale, bias
+RMSNorm           weight (``kinds`` only)                 params scale
+Embedding         weight [num, dim] (``kinds`` only:      params embedding [num, dim]
+                  a bias-free Linear looks the same)
+================  ======================================  ==============================================
 
 Every value is copied bit for bit (dtype kept), so a round trip is ``np.array_equal``; an entry that
 fits no layer raises ``ConversionError`` naming the key. The MLP's conversion (``torch_to_flax``,
@@ -31,7 +40,15 @@ from collections.abc import Mapping
 
 import numpy as np
 
-KINDS = ("linear", "conv2d", "batchnorm", "layernorm", "embedding")
+KINDS = ("linear", "gpt2_conv1d", "conv2d", "conv", "conv_transpose", "batchnorm", "layernorm", "groupnorm", "rmsnorm",
+         "embedding")
+# torch class name -> kind; by name so that this module never imports torch (HF's Conv1D included)
+_KIND_OF_CLASS = {"Linear": "linear", "NonDynamicallyQuantizableLinear": "linear", "Conv1D": "gpt2_conv1d",
+                  "Conv1d": "conv", "Conv2d": "conv", "Conv3d": "conv",
+                  "ConvTranspose1d": "conv_transpose", "ConvTranspose2d": "conv_transpose", "ConvTranspose3d": "conv_transpose",
+                  "BatchNorm1d": "batchnorm", "BatchNorm2d": "batchnorm", "BatchNorm3d": "batchnorm",
+                  "SyncBatchNorm": "batchnorm", "LayerNorm": "layernorm", "GroupNorm": "groupnorm", "RMSNorm": "rmsnorm",
+                  "Embedding": "embedding"}
 _BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 _FLAX_BUFFER = {"running_mean": "mean", "running_var": "var", "num_batches_tracked": "num_batches_tracked"}
 
@@ -65,6 +82,16 @@ def flax_path(torch_module_path: str) -> tuple[str, ...]:
 def torch_path(flax_module_path: tuple[str, ...]) -> str:
     """Inverse of ``flax_path``: a trailing ``_<digits>`` is a Sequential index."""
     return ".".join(re.sub(r"_(\d+)$", r".\1", p) for p in flax_module_path)
+
+
+def kinds_of(named_modules) -> dict[str, str]:
+    """``{module path: kind}`` for every module of a known layer type in ``model.named_modules()`` (by class name).
+
+    A module of a class this table does not know but that holds parameters is left out: ``state_dict_to_variables``
+    then guesses from its entries, or raises naming the key.
+    """
+    return {name: _KIND_OF_CLASS[type(m).__name__] for name, m in named_modules
+            if name and type(m).__name__ in _KIND_OF_CLASS}
 
 
 def _group(state_dict: Mapping[str, object]) -> OrderedDict[str, dict[str, np.ndarray]]:
@@ -129,20 +156,24 @@ def state_dict_to_variables(state_dict: Mapping[str, object], kinds: Mapping[str
         kind = _kind_of(module, leaves, kinds)
         path = flax_path(module)
         w = leaves.get("weight")
-        if kind == "linear":
+        if kind in ("linear", "gpt2_conv1d"):
             _expect(module, leaves, ("weight",), ("bias",))
             if w.ndim != 2:
-                raise ConversionError(f"state_dict key {module + '.weight'!r} has shape {w.shape}, expected [out, in]")
-            out = {"kernel": np.ascontiguousarray(w.T)}
-        elif kind == "conv2d":
+                raise ConversionError(f"state_dict key {module + '.weight'!r} has shape {w.shape}, expected a matrix")
+            out = {"kernel": np.ascontiguousarray(w.T if kind == "linear" else w)}  # Conv1D stores [in, out] already
+        elif kind in ("conv2d", "conv", "conv_transpose"):
             _expect(module, leaves, ("weight",), ("bias",))
-            if w.ndim != 4:
-                raise ConversionError(f"state_dict key {module + '.weight'!r} has shape {w.shape}, expected OIHW")
-            out = {"kernel": np.ascontiguousarray(w.transpose(2, 3, 1, 0))}  # OIHW -> HWIO
+            if w.ndim not in ((4,) if kind == "conv2d" else (3, 4, 5)):
+                raise ConversionError(f"state_dict key {module + '.weight'!r} has shape {w.shape}, expected "
+                                      + ("OIHW" if kind == "conv2d" else "[O or I, I or O, *kernel]"))
+            out = {"kernel": np.ascontiguousarray(conv_kernel_to_flax(w, transpose=kind == "conv_transpose"))}
         elif kind == "embedding":
             _expect(module, leaves, ("weight",))
             out = {"embedding": w}
-        else:  # batchnorm / layernorm: affine weight and bias are Flax's scale and bias
+        elif kind == "rmsnorm":
+            _expect(module, leaves, ("weight",))
+            out = {"scale": w}
+        else:  # batchnorm / layernorm / groupnorm: affine weight and bias are Flax's scale and bias
             optional = _BN_BUFFERS if kind == "batchnorm" else ()
             _expect(module, leaves, ("weight", "bias") + (("running_mean", "running_var") if kind == "batchnorm" else ()),
                     optional)
@@ -151,12 +182,24 @@ def state_dict_to_variables(state_dict: Mapping[str, object], kinds: Mapping[str
                 _set(stats, path, {_FLAX_BUFFER[b]: leaves[b] for b in _BN_BUFFERS if b in leaves}, "batch_stats")
         if "bias" in leaves:
             b = leaves["bias"]
-            n_out = w.shape[0]
+            n_out = w.shape[1 if kind in ("gpt2_conv1d", "conv_transpose") else 0]
+            if kind == "conv_transpose":
+                n_out = out["kernel"].shape[-1]
             if b.shape != (n_out,):
                 raise ConversionError(f"state_dict key {module + '.bias'!r} has shape {b.shape}, expected ({n_out},)")
             out["bias"] = b
         _set(params, path, out, "params")
     return {"params": params, "batch_stats": stats} if stats else {"params": params}
+
+
+def conv_kernel_to_flax(w: np.ndarray, transpose: bool = False) -> np.ndarray:
+    """torch's convolution weight in Flax's layout: ``[O, I, *k]`` -> ``[*k, I, O]``; a transposed convolution's
+    ``[I, O, *k]`` -> ``[*k, I, O]`` with every spatial axis flipped (``nn.ConvTranspose(transpose_kernel=False)``)."""
+    n = w.ndim - 2
+    spatial = tuple(range(2, 2 + n))
+    if not transpose:
+        return w.transpose(*spatial, 1, 0)
+    return np.flip(w.transpose(*spatial, 0, 1), axis=tuple(range(n)))
 
 
 def _walk(tree: Mapping, path: tuple[str, ...] = ()):
@@ -169,12 +212,15 @@ def _walk(tree: Mapping, path: tuple[str, ...] = ()):
             yield from _walk(v, path + (str(k),))
 
 
-def variables_to_state_dict(variables: Mapping[str, Mapping]) -> OrderedDict[str, np.ndarray]:
+def variables_to_state_dict(variables: Mapping[str, Mapping], kinds: Mapping[str, str] | None = None
+                            ) -> OrderedDict[str, np.ndarray]:
     """A torch state_dict (numpy, torch names and layouts) holding exactly the variables' values.
 
-    The layer kind follows from the Flax leaves: ``kernel`` 2-D is a Linear, 4-D a Conv2d;
-    ``embedding`` an Embedding; ``scale`` with ``batch_stats`` a BatchNorm, without a LayerNorm.
+    The layer kind follows from ``kinds`` (torch module path -> kind, as ``state_dict_to_variables`` takes it)
+    or else from the Flax leaves: ``kernel`` 2-D is a Linear, 3-5-D a convolution; ``embedding`` an
+    Embedding; ``scale`` with ``batch_stats`` a BatchNorm, without a LayerNorm (RMSNorm: no bias).
     """
+    kinds = dict(kinds or {})
     extra = set(variables) - {"params", "batch_stats"}
     if extra:
         raise ConversionError(f"unknown variables collection {min(extra)!r} (expected params, batch_stats)")
@@ -185,23 +231,29 @@ def variables_to_state_dict(variables: Mapping[str, Mapping]) -> OrderedDict[str
     for path, leaves in _walk(variables["params"]):
         name = "/".join(path)
         module = torch_path(path)
+        kind = kinds.get(module, "")
         leaves = {k: _numpy(v) for k, v in leaves.items()}
         if "kernel" in leaves:
             k = leaves["kernel"]
             _expect_flax(name, leaves, ("kernel",), ("bias",))
             if k.ndim == 2:
-                out[f"{module}.weight"] = np.ascontiguousarray(k.T)
-            elif k.ndim == 4:
-                out[f"{module}.weight"] = np.ascontiguousarray(k.transpose(3, 2, 0, 1))  # HWIO -> OIHW
+                out[f"{module}.weight"] = np.ascontiguousarray(k if kind == "gpt2_conv1d" else k.T)
+            elif k.ndim in (3, 4, 5) and kind != "conv_transpose":
+                n = k.ndim - 2
+                out[f"{module}.weight"] = np.ascontiguousarray(k.transpose(n + 1, n, *range(n)))  # [*k, I, O] -> [O, I, *k]
+            elif k.ndim in (3, 4, 5):
+                n = k.ndim - 2
+                flipped = np.flip(k, axis=tuple(range(n)))  # undo conv_kernel_to_flax's flip, then [*k, I, O] -> [I, O, *k]
+                out[f"{module}.weight"] = np.ascontiguousarray(flipped.transpose(n, n + 1, *range(n)))
             else:
-                raise ConversionError(f"params entry {name}/kernel has shape {k.shape}, expected [in, out] or HWIO")
+                raise ConversionError(f"params entry {name}/kernel has shape {k.shape}, expected [in, out] or [*k, I, O]")
             n_out = k.shape[-1]
         elif "embedding" in leaves:
             _expect_flax(name, leaves, ("embedding",))
             out[f"{module}.weight"] = leaves["embedding"]
             n_out = None
         elif "scale" in leaves:
-            _expect_flax(name, leaves, ("scale", "bias"))
+            _expect_flax(name, leaves, ("scale",) + (() if kind == "rmsnorm" else ("bias",)))
             out[f"{module}.weight"] = leaves["scale"]
             n_out = leaves["scale"].shape[0]
         else:
