@@ -45,7 +45,8 @@ KINDS = ("linear", "gpt2_conv1d", "conv2d", "conv", "conv_transpose", "batchnorm
 # torch class name -> kind; by name so that this module never imports torch (HF's Conv1D included)
 _KIND_OF_CLASS = {"Linear": "linear", "NonDynamicallyQuantizableLinear": "linear", "Conv1D": "gpt2_conv1d",
                   "Conv1d": "conv", "Conv2d": "conv", "Conv3d": "conv",
-                  "ConvTranspose1d": "conv_transpose", "ConvTranspose2d": "conv_transpose", "ConvTranspose3d": "conv_transpose",
+                  "ConvTranspose1d": "conv_transpose", "ConvTranspose2d": "conv_transpose",
+                  "ConvTranspose3d": "conv_transpose",
                   "BatchNorm1d": "batchnorm", "BatchNorm2d": "batchnorm", "BatchNorm3d": "batchnorm",
                   "SyncBatchNorm": "batchnorm", "LayerNorm": "layernorm", "GroupNorm": "groupnorm", "RMSNorm": "rmsnorm",
                   "Embedding": "embedding"}

@@ -1,0 +1,210 @@
+"""No wrong PASS: ports that are wrong in ways the derived tolerances once hid, through the public ``check_port``.
+
+Issue 29's classes: a port whose dropout never drops, shares one mask across the batch, drops in eval mode,
+or has another rate (the checker once swapped its own masks into every Flax Dropout, so it checked its own
+dropout, not the port's); a quantity whose float32 and float64 runs differ by more than rounding (it once
+widened its own tolerance); misuse that once ran silently (``steps=-1``, a torch model without parameters).
+Each class in Linen and, where the API differs, NNX. The correct twins pass, so each failure is the bug's.
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+
+from parity import PortCheckError, check_port
+from quickstart_parity_common.convert import kinds_of, state_dict_to_variables
+
+
+class TorchDrop(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(8, 32)
+        self.drop = torch.nn.Dropout(0.5)
+        self.out = torch.nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.out(self.drop(torch.relu(self.fc(x))))
+
+
+class LinenDrop(nn.Module):
+    bug: str = ""
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.relu(nn.Dense(32, name="fc")(x))
+        if self.bug == "never drops":
+            x = nn.Dropout(0.5, deterministic=True, name="drop")(x)
+        elif self.bug == "one mask per batch":
+            x = nn.Dropout(0.5, broadcast_dims=(0,), name="drop")(x, deterministic=not train)
+        elif self.bug == "drops in eval":
+            x = nn.Dropout(0.5, name="drop")(x, deterministic=False)
+        elif self.bug == "rate 0.3":
+            x = nn.Dropout(0.3, name="drop")(x, deterministic=not train)
+        else:
+            x = nn.Dropout(0.5, name="drop")(x, deterministic=not train)
+        return nn.Dense(10, name="out")(x)
+
+
+class NNXDrop(nnx.Module):
+    def __init__(self, bug: str = "", rngs: nnx.Rngs | None = None):
+        rngs = rngs or nnx.Rngs(0)
+        self.fc = nnx.Linear(8, 32, rngs=rngs)
+        self.drop = nnx.Dropout(0.5, broadcast_dims=(0,) if bug == "one mask per batch" else (), rngs=rngs)
+        self.out = nnx.Linear(32, 10, rngs=rngs)
+        self.bug = bug
+
+    def __call__(self, x):
+        x = nnx.relu(self.fc(x))
+        if self.bug in ("drops in eval", "never drops"):  # the call's flag overrides .train()/.eval()
+            x = self.drop(x, deterministic=self.bug == "never drops")
+        else:
+            x = self.drop(x)
+        return self.out(x)
+
+
+def nnx_from_torch(model: TorchDrop, bug: str = "") -> NNXDrop:
+    """The user's loader: torch's weights into the NNX port ([out, in] -> [in, out])."""
+    port = NNXDrop(bug)
+    for name in ("fc", "out"):
+        layer = getattr(model, name)
+        getattr(port, name).kernel[...] = jnp.asarray(layer.weight.detach().numpy().T)
+        getattr(port, name).bias[...] = jnp.asarray(layer.bias.detach().numpy())
+    return port
+
+
+@pytest.fixture(scope="module")
+def case():
+    torch.manual_seed(0)
+    model = TorchDrop()
+    rng = np.random.default_rng(0)
+    batch = (rng.standard_normal((16, 8)).astype(np.float32), rng.integers(0, 10, 16))
+    return model, state_dict_to_variables(model.state_dict(), kinds=kinds_of(model.named_modules())), batch
+
+
+def check(case, api, bug, steps=1):
+    model, variables, batch = case
+    if api == "linen":
+        report = check_port(model, LinenDrop(bug), variables, batch, steps=steps)
+    else:
+        report = check_port(model, nnx_from_torch(model, bug), None, batch, steps=steps)
+    print(f"--- {api}: {bug or 'correct'} ---\n{report}")
+    return report
+
+
+@pytest.mark.parametrize("api", ["linen", "nnx"])
+def test_correct_dropout_port_passes(case, api):
+    report = check(case, api, "", steps=2)
+    assert report.ok, str(report)
+    drop = [c for c in report.checks if c.phase == "forward (train)" and c.name == "drop"]
+    assert drop and drop[0].gap <= drop[0].tol  # the port's own dropout applied torch's mask
+
+
+@pytest.mark.parametrize("api", ["linen", "nnx"])
+@pytest.mark.parametrize("bug, says", [
+    ("never drops", "never drops in train mode"),
+    ("one mask per batch", "shares one mask along dims (0,)"),
+    ("drops in eval", "drops in eval mode"),
+])
+def test_wrong_dropout_port_fails_naming_it(case, api, bug, says):
+    report = check(case, api, bug)
+    assert not report.ok
+    assert any(says in p for p in report.problems), str(report)
+    mode = "forward (eval)" if bug == "drops in eval" else "forward (train)"
+    first = report.first_divergence(mode)
+    assert first is not None and first.name == "drop", str(report)
+
+
+def test_other_rate_fails(case):
+    report = check(case, "linen", "rate 0.3")
+    assert not report.ok
+    assert any("rate 0.3" in p for p in report.problems), str(report)
+    assert report.first_divergence("forward (train)").name == "drop"
+
+
+def test_eval_dropout_does_not_widen_its_tolerance(case):
+    """Issue 29's report printed ``drop: ... 2.353e+00 <= tol 8.615e+00``: the float32 and float64 JAX runs drew
+    other masks, so the JAX "rounding error" was the bug's size. The float64 runs disagreeing fails the check."""
+    report = check(case, "linen", "drops in eval")
+    drop = next(c for c in report.checks if c.phase == "forward (eval)" and c.name == "drop")
+    assert not drop.ok
+    assert "float64 runs disagree" in drop.reason or drop.gap > drop.tol, str(drop)
+
+
+class Float32Only(nn.Module):
+    """A port that computes something else in float32 only (a dtype-dependent branch): its float32-vs-float64
+    error is the bug, not rounding, and must not become its tolerance."""
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.relu(nn.Dense(32, name="fc")(x))
+        x = nn.Dropout(0.5, name="drop")(x, deterministic=not train)
+        y = nn.Dense(10, name="out")(x)
+        return y * 1.2 if y.dtype == jnp.float32 else y
+
+
+def test_float32_only_difference_is_not_rounding(case):
+    model, variables, batch = case
+    report = check_port(model, Float32Only(), variables, batch, steps=0)
+    print(report)
+    assert not report.ok
+    out = next(c for c in report.checks if c.phase == "forward (eval)" and c.name == "output")
+    assert out.gap <= out.tol  # the old verdict: inside the inflated bound
+    assert "more than rounding can" in out.reason, str(out)
+
+
+class FixedDtype(nn.Module):
+    """HF's Flax modules fix their computation dtype: a float64 run that is a float32 run in disguise."""
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.relu(nn.Dense(32, name="fc", dtype=jnp.float32)(x))
+        x = nn.Dropout(0.5, name="drop")(x, deterministic=not train)
+        return nn.Dense(10, name="out", dtype=jnp.float32)(x)
+
+
+def test_float64_run_in_float32_is_named(case):
+    model, variables, batch = case
+    report = check_port(model, FixedDtype(), variables, batch, steps=0)
+    assert not report.ok
+    assert any("float64 run computed its output in float32" in p for p in report.problems), str(report)
+
+
+class ClonedDtype(nn.Module):
+    """A module with a ``dtype`` field (as HF's are): the checker runs each precision in its own."""
+
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.relu(nn.Dense(32, name="fc", dtype=self.dtype)(x))
+        x = nn.Dropout(0.5, name="drop")(x, deterministic=not train)
+        return nn.Dense(10, name="out", dtype=self.dtype)(x)
+
+
+def test_module_with_dtype_field_runs_float64(case):
+    model, variables, batch = case
+    assert check_port(model, ClonedDtype(), variables, batch, steps=1).ok
+
+
+@pytest.mark.parametrize("steps", [-1, 1.5, True])
+def test_bad_steps_refused(case, steps):
+    model, variables, batch = case
+    with pytest.raises(PortCheckError, match="steps must be an integer >= 0"):
+        check_port(model, LinenDrop(), variables, batch, steps=steps)
+
+
+def test_torch_model_without_parameters_refused(case):
+    _, variables, batch = case
+    with pytest.raises(PortCheckError, match="no trainable parameters"):
+        check_port(torch.nn.ReLU(), LinenDrop(), variables, batch)
+
+
+def test_port_that_does_not_run_is_refused(case):
+    model, variables, _ = case
+    x = np.ones((4, 5), np.float32)  # 5 features where both models take 8
+    with pytest.raises(PortCheckError, match="does not run on the given inputs"):
+        check_port(model, LinenDrop(), variables, (x, np.zeros(4, int)))
