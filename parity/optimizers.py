@@ -35,7 +35,13 @@ import torch
 
 from jax_impl.train import make_optimizer
 
-__all__ = ["SGD", "Adam", "AdamW", "DampenedTraceState", "scale_by_torch_amsgrad", "torch_dampened_trace"]
+__all__ = ["SGD", "Adam", "AdamW", "DampenedTraceState", "TORCH_TO_OPTAX_STATE", "scale_by_torch_amsgrad",
+           "torch_dampened_trace"]
+
+# torch's per-parameter state keys -> the optax state field holding the same tensor, for
+# ``optax.tree_utils.tree_get(state, name)[leaf]``; torch's ``step`` is optax's ``count``.
+TORCH_TO_OPTAX_STATE = {"exp_avg": "mu", "exp_avg_sq": "nu", "max_exp_avg_sq": "nu_max", "momentum_buffer": "trace",
+                        "step": "count"}
 
 
 def _number(value, where: str, lo: float, hi: float = math.inf, *, lo_open: bool = False,

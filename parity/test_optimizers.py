@@ -20,7 +20,7 @@ import optax
 import pytest
 import torch
 
-from parity.optimizers import SGD, Adam, AdamW
+from parity.optimizers import SGD, TORCH_TO_OPTAX_STATE, Adam, AdamW
 from parity.tolerances import F64_ATOL
 
 STEPS = 120
@@ -148,9 +148,6 @@ def test_float64_parameters_agree(config):
     assert np.abs(t_losses - j_losses).max() <= F64_ATOL
 
 
-STATE_NAMES = {"exp_avg": "mu", "exp_avg_sq": "nu", "max_exp_avg_sq": "nu_max", "momentum_buffer": "trace"}
-
-
 @pytest.mark.parametrize("config", [c for c in CONFIGS if not isinstance(c, SGD) or c.momentum], ids=_id)
 def test_state_and_step_count_agree(config):
     _, t_state, _ = torch_run(config)
@@ -159,10 +156,10 @@ def test_state_and_step_count_agree(config):
     for k in NAMES:
         for t_name, value in t_state[k].items():
             if t_name == "step":
-                count = optax.tree_utils.tree_get(j_state, "count")
+                count = optax.tree_utils.tree_get(j_state, TORCH_TO_OPTAX_STATE[t_name])
                 assert value == STEPS and int(count) == STEPS, (k, value, count)
                 continue
-            j_leaf = optax.tree_utils.tree_get(j_state, STATE_NAMES[t_name])[k]
+            j_leaf = optax.tree_utils.tree_get(j_state, TORCH_TO_OPTAX_STATE[t_name])[k]
             gap = float(np.abs(value - j_leaf).max() / np.abs(value).max())
             assert gap <= F64_ATOL, (k, t_name, gap)
             compared += 1
