@@ -595,25 +595,32 @@ def _patched_calls(classes, paths, caps, calls, masks, step, names_j2t):
     """Every NNX module class's ``__call__`` records its output (and ``nnx.Dropout`` applies the shared mask)
     while the block runs; restored after, even on error."""
     saved = {}
+    active: set[int] = set()  # objects inside their own call: a subclass calling super().__call__ records once
 
-    def wrap(cls, orig):
+    def wrap(orig):
         def call(self, *args, **kwargs):
             name = paths.get(id(self))
-            if isinstance(self, nnx.Dropout) and name is not None:
-                det = kwargs.get("deterministic")
-                det = self.deterministic if det is None else det
-                drops = not det and self.rate > 0
-                calls.dropouts[name] = (drops, tuple(self.broadcast_dims), float(self.rate))
-                if drops:
-                    masks.step = step
-                    x = args[0]
-                    keep = masks.for_port(names_j2t.get(name), tuple(x.shape), self.broadcast_dims, self.rate, name)
-                    out = _drop(x, keep, self.rate)
+            if id(self) in active or name is None:
+                return orig(self, *args, **kwargs)
+            active.add(id(self))
+            try:
+                if isinstance(self, nnx.Dropout):
+                    det = kwargs.get("deterministic")
+                    det = self.deterministic if det is None else det
+                    drops = not det and self.rate > 0
+                    calls.dropouts[name] = (drops, tuple(self.broadcast_dims), float(self.rate))
+                    if drops:
+                        masks.step = step
+                        x = args[0]
+                        keep = masks.for_port(names_j2t.get(name), tuple(x.shape), self.broadcast_dims, self.rate, name)
+                        out = _drop(x, keep, self.rate)
+                    else:
+                        out = orig(self, *args, **kwargs)
                 else:
                     out = orig(self, *args, **kwargs)
-            else:
-                out = orig(self, *args, **kwargs)
-            if caps is not None and name is not None:
+            finally:
+                active.discard(id(self))
+            if caps is not None:
                 arr = _primary(out)
                 if arr is not None and jnp.issubdtype(arr.dtype, jnp.floating):
                     n = sum(k.split("#")[0] == name for k in caps)
@@ -621,18 +628,17 @@ def _patched_calls(classes, paths, caps, calls, masks, step, names_j2t):
             return out
         return call
 
+    owners = {next((k for k in cls.__mro__ if "__call__" in vars(k)), None) for cls in classes}
     try:
-        for cls in classes:
-            if "__call__" in vars(cls) or cls is nnx.Dropout:
-                saved[cls] = vars(cls).get("__call__")
-                cls.__call__ = wrap(cls, cls.__call__)
+        for owner in owners - {None}:
+            if owner.__module__.startswith("flax.nnx.pytreelib"):  # the metaclass machinery, not a layer
+                continue
+            saved[owner] = vars(owner)["__call__"]
+            owner.__call__ = wrap(saved[owner])
         yield
     finally:
-        for cls, orig in saved.items():
-            if orig is None:
-                del cls.__call__
-            else:
-                cls.__call__ = orig
+        for owner, orig in saved.items():
+            owner.__call__ = orig
 
 
 def _flax_side(flax_model, variables, mode_arg):
@@ -648,7 +654,7 @@ def _flax_side(flax_model, variables, mode_arg):
                          "an nnx.Module, or a Hugging Face Flax model")
 
 
-def _flax_runs(side0, batches, steps, optimizer, loss_fn, dtype, masks, names_j2t, output, flax_inputs):
+def _flax_runs(side0, batches, steps, tx, loss_fn, dtype, masks, names_j2t, output, flax_inputs):
     side = side0.at(dtype)
     prep = (lambda a: _to_jax(flax_inputs(a), dtype)) if flax_inputs else (lambda a: _to_jax(a, dtype))
     inputs, y = batches[0]
@@ -668,7 +674,6 @@ def _flax_runs(side0, batches, steps, optimizer, loss_fn, dtype, masks, names_j2
         o, _, stats, _ = s.apply(p, bx, True, masks, step, names_j2t, False)
         return loss_fn(_select(o, output), by), stats
 
-    tx = optimizer.optax()
     _, grads = jax.value_and_grad(loss_of, has_aux=True)(params, side, prep(inputs), _to_jax(y, dtype), 0)
     out["grads"] = {k: _numpy64(v) for k, v in grads.items()}
     opt_state = tx.init(params)
@@ -864,7 +869,8 @@ def check_port(torch_model: torch.nn.Module, flax_model, variables: Mapping | No
                optimizer: SGD | Adam | AdamW | None = None, loss: str | tuple[Callable, Callable] = "cross_entropy",
                output: str | Callable | tuple | None = None, flax_inputs: Callable | None = None,
                names: N.Rule = None, ignore: Mapping[str, str] | None = None,
-               layouts: Mapping[str, Callable] | None = None, mode_arg: str | None = None) -> PortReport:
+               layouts: Mapping[str, Callable] | None = None, mode_arg: str | None = None,
+               jax_optimizer=None) -> PortReport:
     """Check that ``flax_model`` computes what ``torch_model`` computes; see the module docstring for how.
 
     Args:
@@ -878,6 +884,8 @@ def check_port(torch_model: torch.nn.Module, flax_model, variables: Mapping | No
       steps: optimizer steps, on ``batch`` then ``more_batches`` in turn (0: forward and gradients only).
       lr: the learning rate of the default optimizer, ``SGD(lr)``.
       optimizer: ``parity.optimizers.SGD``, ``Adam`` or ``AdamW`` (torch.optim semantics on both sides).
+      jax_optimizer: the port's own optax transformation, checked against ``optimizer``'s torch one (by default
+        ``optimizer.optax()``, its proven twin): where a port's training code builds its own optimizer.
       loss: ``"cross_entropy"`` ((B, C) logits), ``"token_cross_entropy"`` ((B, T, V)), ``"mse"``, or a pair
         ``(torch_fn, jax_fn)`` of ``fn(output, targets) -> scalar``.
       output: which part of each side's output is the prediction: a key or attribute (``"logits"``), a function,
@@ -912,6 +920,9 @@ def check_port(torch_model: torch.nn.Module, flax_model, variables: Mapping | No
         raise PortCheckError("batch must be (inputs, targets)")
     torch_loss, jax_loss = _loss(loss)
     optimizer = _optimizer(optimizer, lr)
+    tx = optimizer.optax() if jax_optimizer is None else jax_optimizer
+    if not (hasattr(tx, "init") and hasattr(tx, "update")):
+        raise PortCheckError(f"jax_optimizer is a {type(tx).__name__}, expected an optax.GradientTransformation")
     t_out, j_out = output if isinstance(output, tuple) else (output, output)
     ignore = dict(ignore or {})
     side = _flax_side(flax_model, variables, mode_arg)
@@ -946,9 +957,9 @@ def check_port(torch_model: torch.nn.Module, flax_model, variables: Mapping | No
     j2t = {f: t for t, f in t2j.items()}
     masks.step = 0
 
-    runs["j32"] = _flax_runs(side, batches, steps, optimizer, jax_loss, jnp.float32, masks, j2t, j_out, flax_inputs)
+    runs["j32"] = _flax_runs(side, batches, steps, tx, jax_loss, jnp.float32, masks, j2t, j_out, flax_inputs)
     with jax.enable_x64(True):  # float64 JAX in this process, only inside this block
-        runs["j64"] = _flax_runs(side, batches, steps, optimizer, jax_loss, jnp.float64, masks, j2t, j_out, flax_inputs)
+        runs["j64"] = _flax_runs(side, batches, steps, tx, jax_loss, jnp.float64, masks, j2t, j_out, flax_inputs)
     t32, t64, j32, j64 = runs["t32"], runs["t64"], runs["j32"], runs["j64"]
     _dtype_problems(report, t64, j64)
     _dropout_problems(report, torch_model, j32, t2j)
