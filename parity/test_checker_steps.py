@@ -1,0 +1,84 @@
+"""The checker's step phase with the optimizers ports get wrong: Adam's eps inside the square root, AdamW's
+decay coupled, a learning rate off by the batch size. Each port's own optax transformation (``jax_optimizer``)
+is checked against torch.optim's; the proven twins (``parity.optimizers``) pass, so each failure is the bug's.
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import numpy as np
+import optax
+import pytest
+import torch
+
+from parity import SGD, Adam, AdamW, check_port
+from quickstart_parity_common.convert import kinds_of, state_dict_to_variables
+
+BATCH = 16
+
+
+class TorchLN(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(8, 16)
+        self.norm = torch.nn.LayerNorm(16)
+        self.out = torch.nn.Linear(16, 10)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.norm(self.fc(x))))
+
+
+class FlaxLN(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = nn.LayerNorm(epsilon=1e-5, name="norm")(nn.Dense(16, name="fc")(x))
+        return nn.Dense(10, name="out")(nn.relu(x))
+
+
+@pytest.fixture(scope="module")
+def case():
+    torch.manual_seed(0)
+    model = TorchLN()
+    rng = np.random.default_rng(0)
+    batches = [(rng.standard_normal((BATCH, 8)).astype(np.float32), rng.integers(0, 10, BATCH)) for _ in range(2)]
+    return model, state_dict_to_variables(model.state_dict(), kinds=kinds_of(model.named_modules())), batches
+
+
+def check(case, optimizer, jax_optimizer=None):
+    model, variables, batches = case
+    report = check_port(model, FlaxLN(), variables, batches[0], steps=3, more_batches=batches[1:],
+                        optimizer=optimizer, jax_optimizer=jax_optimizer)
+    print(report)
+    return report
+
+
+@pytest.mark.parametrize("optimizer", [SGD(0.1, momentum=0.9, weight_decay=1e-2), Adam(1e-2, weight_decay=1e-2),
+                                       AdamW(1e-2), Adam(1e-2, amsgrad=True)], ids=lambda o: type(o).__name__)
+def test_proven_twins_pass(case, optimizer):
+    assert check(case, optimizer).ok
+
+
+@pytest.mark.parametrize("name, optimizer, port", [
+    ("adam eps inside the square root", Adam(1e-2), optax.adam(1e-2, eps=0.0, eps_root=1e-8)),
+    ("adamw decay coupled (L2 in the gradient)", AdamW(1e-2, weight_decay=0.1),
+     optax.chain(optax.add_decayed_weights(0.1), optax.adam(1e-2))),
+    ("adam decay decoupled", Adam(1e-2, weight_decay=0.1), optax.adamw(1e-2, weight_decay=0.1)),
+    ("lr x batch size", SGD(0.1), optax.sgd(0.1 * BATCH)),
+    ("optax's amsgrad", Adam(1e-2, amsgrad=True), optax.amsgrad(1e-2)),
+])
+def test_wrong_optimizer_fails_at_the_first_step(case, name, optimizer, port):
+    report = check(case, optimizer, port)
+    assert not report.ok, name
+    first = report.first_divergence()
+    # forward and gradients are the model's and pass; the optimizer shows in the parameters after its update
+    assert first.phase.startswith("step"), str(report)
+    assert all(c.ok for c in report.checks if not c.phase.startswith("step"))
+
+
+def test_not_an_optimizer_is_refused(case):
+    from parity import PortCheckError  # noqa: PLC0415 -- the public name, next to its use
+
+    model, variables, batches = case
+    with pytest.raises(PortCheckError, match="expected parity.optimizers.SGD, Adam or AdamW"):
+        check_port(model, FlaxLN(), variables, batches[0], optimizer=torch.optim.SGD)
+    with pytest.raises(PortCheckError, match="expected an optax.GradientTransformation"):
+        check_port(model, FlaxLN(), variables, batches[0], optimizer=SGD(0.1), jax_optimizer="sgd")
