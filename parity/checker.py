@@ -198,7 +198,8 @@ class PortReport:
                 lines.append(f"  {phase}: {len(mine)} compared, all within tolerance (closest: {worst})")
         loose = {t: f for t, f in self.matched.items() if not f.endswith("(exact)")}
         if loose:
-            lines.append("  names matched by rule: " + ", ".join(f"{t} -> {f}" for t, f in loose.items()))
+            shown = list(loose.items())[:3]
+            lines.append(f"  names matched by rule: {len(loose)}, e.g. " + ", ".join(f"{t} -> {f}" for t, f in shown))
         if self.ignored:
             lines.append("  ignored: " + "; ".join(f"{t} ({why})" for t, why in self.ignored.items()))
         return "\n".join(lines)
@@ -384,7 +385,23 @@ def _torch_forward(model, inputs, train: bool, masks: _Masks | None, dtype, outp
     return acts, _select(raw, output), raw
 
 
+@contextmanager
+def _torch_default_dtype(dtype):
+    """Tensors the model makes itself (HF's attention masks: ``torch.full(..., finfo(dtype).min)``) in the run's dtype."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
 def _torch_runs(model0, batches, steps, optimizer, loss_fn, dtype, masks, output):
+    with _torch_default_dtype(dtype):
+        return _torch_runs_in(model0, batches, steps, optimizer, loss_fn, dtype, masks, output)
+
+
+def _torch_runs_in(model0, batches, steps, optimizer, loss_fn, dtype, masks, output):
     model = copy.deepcopy(model0).to(dtype)
     inputs, y = batches[0]
     out = {}
@@ -571,6 +588,9 @@ class _NNX:
         # a new State holding ``params_flat`` (traced under grad): the model's own Variables stay untouched
         params = nnx.from_flat_state([(path, var.replace(params_flat[tuple(str(p) for p in path)]))
                                       for path, var in nnx.to_flat_state(params)])
+        # fresh Variables for the rest too: BatchNorm writes its statistics, and a Variable made outside a
+        # jax.grad trace cannot be written inside it
+        rest = nnx.from_flat_state([(path, var.replace(var.get_value())) for path, var in nnx.to_flat_state(rest)])
         model = nnx.merge(graphdef, params, rest)
         model.train() if train else model.eval()
         calls = calls if calls is not None else _Calls()
@@ -674,13 +694,14 @@ def _flax_runs(side0, batches, steps, tx, loss_fn, dtype, masks, names_j2t, outp
         o, _, stats, _ = s.apply(p, bx, True, masks, step, names_j2t, False)
         return loss_fn(_select(o, output), by), stats
 
-    _, grads = jax.value_and_grad(loss_of, has_aux=True)(params, side, prep(inputs), _to_jax(y, dtype), 0)
-    out["grads"] = {k: _numpy64(v) for k, v in grads.items()}
+    grad_fn = jax.value_and_grad(loss_of, has_aux=True)
+    first = grad_fn(params, side, prep(inputs), _to_jax(y, dtype), 0)  # the gradient phase is step 1's gradient
+    out["grads"] = {k: _numpy64(v) for k, v in first[1].items()}
     opt_state = tx.init(params)
     out["steps"] = []
     for s in range(steps):
         bx, by = batches[s % len(batches)]
-        (loss, stats), g = jax.value_and_grad(loss_of, has_aux=True)(params, side, prep(bx), _to_jax(by, dtype), s)
+        (loss, stats), g = first if s == 0 else grad_fn(params, side, prep(bx), _to_jax(by, dtype), s)
         updates, opt_state = tx.update(g, opt_state, params)
         params = jax.tree_util.tree_map(lambda p, u: p + u, params, updates)
         side = side.with_stats(stats)
@@ -979,6 +1000,7 @@ def check_port(torch_model: torch.nn.Module, flax_model, variables: Mapping | No
     for mode in ("eval", "train"):
         phase = f"forward ({mode})"
         n = 0
+        missing: list[str] = []
         for name in t32[mode]:
             base, _, call = name.partition("#")
             why = N.ignored(base, ignore)
@@ -989,8 +1011,7 @@ def check_port(torch_model: torch.nn.Module, flax_model, variables: Mapping | No
             other = other + (f"#{call}" if call else "") if other is not None else None
             if other is None or other not in j32[mode]:
                 if base in leaf_modules:
-                    report.problems.append(f"{phase}: torch {name!r} has no JAX counterpart"
-                                           + (f" (matched {other!r}, which records no output)" if other else ""))
+                    missing.append(name + (f" (matched {other!r}, which records no output)" if other else ""))
                 continue
             report.checks.append(_check(phase, name, t32[mode][name], t64[mode][name], j32[mode][other],
                                         j64[mode][other], other))
@@ -1000,6 +1021,11 @@ def check_port(torch_model: torch.nn.Module, flax_model, variables: Mapping | No
             owns = any(N.flax_name(p[:-1]) == base for p in j32["start_params"])
             if base not in j2t and owns:
                 report.problems.append(f"{phase}: JAX layer {other!r} has no torch counterpart")
+        if missing:
+            report.problems.append(
+                f"{phase}: {len(missing)} torch layer(s) have no JAX counterpart: " + ", ".join(map(repr, missing[:8]))
+                + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+                + " (a step the port runs as a function: sow its output under that name, or ignore={name: why})")
         if n == 0:
             report.problems.append(f"{phase}: no layer could be compared (no submodule outputs matched by name)")
         if mode == "eval":

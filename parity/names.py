@@ -9,7 +9,9 @@ agree is never matched by a looser rule:
 2. ``index``: a trailing ``_<digits>`` is a list index (``h_0`` is ``h.0``, ``layers_3`` is ``layers.3``, and
    torch's ``fc_2`` is ``fc.2`` on both sides alike, so it still matches Flax's ``fc_2``);
 3. ``collapsed``: also a scope repeated right before itself is one scope (HF's Flax ResNet wraps torch's
-   ``layer.0`` as ``layer/layer_0``).
+   ``layer.0`` as ``layer/layer_0``);
+4. ``sequential``: also a ``layers`` scope right before an index is dropped on both sides (``nnx.Sequential``
+   keeps its children in ``layers``: torch's ``layer1.0.conv1`` is NNX's ``layer1/layers/0/conv1``).
 
 A name at a looser level is used only when exactly one torch and one Flax path share it (a two-way
 mapping); anything else is left unmatched for the caller to report. A user ``rule`` (a mapping of torch
@@ -22,7 +24,7 @@ import fnmatch
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-LEVELS = ("exact", "index", "collapsed")
+LEVELS = ("exact", "index", "collapsed", "sequential")
 _INDEX = re.compile(r"^(.*[^_])_(\d+)$")
 
 Rule = Mapping[str, str] | Sequence[tuple[str, str]] | Callable[[str], str] | None
@@ -42,8 +44,10 @@ def _tokens(parts: Sequence[str], level: str) -> tuple[str, ...]:
                 out += [m.group(1), m.group(2)]
                 continue
         out.append(part)
-    if level == "collapsed":
+    if level in ("collapsed", "sequential"):
         out = [t for i, t in enumerate(out) if i + 1 >= len(out) or out[i + 1] != t]
+    if level == "sequential":
+        out = [t for i, t in enumerate(out) if not (t == "layers" and i + 1 < len(out) and out[i + 1].isdigit())]
     return tuple(out)
 
 

@@ -213,7 +213,7 @@ def test_mismatched_layer_names_fail(real):
     v = {"params": {("layer_norm" if k == "norm" else k): p for k, p in v["params"].items()}}
     report = check_port(model, Renamed(), v, (np.ones((4, 8), np.float32), np.zeros(4, int)), steps=0)
     assert not report.ok
-    assert any("'norm' has no JAX counterpart" in p for p in report.problems), str(report)
+    assert any("have no JAX counterpart: 'norm'" in p for p in report.problems), str(report)
     assert any("JAX layer 'layer_norm' has no torch counterpart" in p for p in report.problems), str(report)
 
 
