@@ -29,7 +29,7 @@ def vary_constant_tensors(model: torch.nn.Module, seed: int) -> None:
 def hf_to_flax(torch_model: torch.nn.Module, flax_model, rename: Callable[[str], str] | None = None) -> dict:
     """``torch_model``'s weights in ``flax_model``'s tree, converted by HF's ``convert_pytorch_state_dict_to_flax``;
     ``flax_model`` is a ``FlaxPreTrainedModel``, best built with ``_do_init=False``: only its tree's names and shapes
-    (``params_shape_tree``) are used, and a random init costs seconds of XLA compilation (24 s for the tiny ResNet on
+    (``params_shape_tree``) are used, and a random init costs seconds of XLA compilation (up to 24 s for the tiny ResNet on
     this 2-core machine). ``rename`` maps a torch key first where HF's rules miss a name. Strict where
     ``from_pretrained`` is not: keys the Flax model does not have (GPT-2's tied ``lm_head``, which Flax reads from
     ``wte``) are dropped, and a Flax leaf left unfilled or of the wrong shape raises ``ValueError`` instead of keeping
