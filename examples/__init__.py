@@ -1,0 +1,1 @@
+"""Examples a user runs from the repository root; not part of the installed packages."""
