@@ -997,6 +997,9 @@ def check_port(torch_model: torch.nn.Module, flax_model, variables: Mapping | No
         report.checks.append(_check("start", leaf.torch_name, t, t, j, j, N.flax_name(leaf.flax_path)))
 
     leaf_modules = {n for n, m in torch_model.named_modules() if n and not list(m.children())}
+    for pattern in ignore:  # a typo in an ignore list must not silently ignore nothing
+        if not any(N.ignored(n, {pattern: ""}) is not None for n in tmods):
+            report.problems.append(f"ignore: {pattern!r} matches no torch module")
     for mode in ("eval", "train"):
         phase = f"forward ({mode})"
         n = 0

@@ -208,3 +208,25 @@ def test_port_that_does_not_run_is_refused(case):
     x = np.ones((4, 5), np.float32)  # 5 features where both models take 8
     with pytest.raises(PortCheckError, match="does not run on the given inputs"):
         check_port(model, LinenDrop(), variables, (x, np.zeros(4, int)))
+
+
+def test_ignore_pattern_matching_nothing_fails(case):
+    model, variables, batch = case
+    report = check_port(model, LinenDrop(), variables, batch, steps=0, ignore={"dorp": "a typo"})
+    assert not report.ok
+    assert any("'dorp' matches no torch module" in p for p in report.problems), str(report)
+
+
+def test_square_captures_keep_their_layout():
+    """A (B, T, C) output with T == C is compared as is, an NCHW one with C == H == W moved to NHWC: the layout
+    is the one the float64 runs agree on, not the first whose shape fits."""
+    from parity.checker import _check  # noqa: PLC0415 -- the comparison itself, on hand-made arrays
+
+    rng = np.random.default_rng(0)
+    seq = rng.standard_normal((2, 4, 4))  # (B, T, C), T == C
+    assert _check("f", "attn", seq, seq, seq, seq).gap == 0.0
+    nchw = rng.standard_normal((2, 3, 3, 3))
+    nhwc = np.moveaxis(nchw, 1, -1)
+    assert _check("f", "conv", nchw, nchw, nhwc, nhwc).gap == 0.0
+    wrong = _check("f", "conv", nchw, nchw, nhwc + 1, nhwc + 1)  # neither layout agrees: still fails
+    assert not wrong.ok
