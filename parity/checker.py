@@ -172,6 +172,7 @@ class PortReport:
     matched: dict[str, str] = field(default_factory=dict)  # torch module -> Flax module, with the rule
     ignored: dict[str, str] = field(default_factory=dict)  # torch module -> the user's reason
     seconds: float = 0.0
+    diagnosis: object = None  # parity.diagnose.Diagnosis of the first divergence (None when the report passes)
 
     @property
     def ok(self) -> bool:
@@ -186,6 +187,8 @@ class PortReport:
 
     def __str__(self) -> str:
         lines = [f"port check: {'PASS' if self.ok else 'FAIL'}"]
+        if self.diagnosis is not None:
+            lines.append(f"  diagnosis: {self.diagnosis}")
         lines += [f"  problem: {p}" for p in self.problems]
         for phase in self.phases():
             mine = [c for c in self.checks if c.phase == phase]
@@ -200,8 +203,11 @@ class PortReport:
         if loose:
             shown = list(loose.items())[:3]
             lines.append(f"  names matched by rule: {len(loose)}, e.g. " + ", ".join(f"{t} -> {f}" for t, f in shown))
-        if self.ignored:
-            lines.append("  ignored: " + "; ".join(f"{t} ({why})" for t, why in self.ignored.items()))
+        by_reason: dict[str, list[str]] = {}
+        for t, why in self.ignored.items():
+            by_reason.setdefault(why, []).append(t)
+        for why, ts in by_reason.items():
+            lines.append(f"  ignored ({why}): " + ", ".join(ts[:4]) + (f" and {len(ts) - 4} more" if len(ts) > 4 else ""))
         return "\n".join(lines)
 
 
@@ -356,8 +362,16 @@ def _torch_mask_shape(m, shape):
     return tuple(shape[:2]) + (1,) * (len(shape) - 2)  # Dropout1d/2d/3d: one draw per (sample, channel)
 
 
-def _torch_forward(model, inputs, train: bool, masks: _Masks | None, dtype, output=None):
-    """Run ``model`` (already in ``dtype``); returns (activations in call order, output array, raw output)."""
+def _detached(tree):
+    return jax.tree_util.tree_map(lambda t: t.detach().clone() if isinstance(t, torch.Tensor) else t, tree,
+                                  is_leaf=lambda t: isinstance(t, torch.Tensor))
+
+
+def _torch_forward(model, inputs, train: bool, masks: _Masks | None, dtype, output=None, keep_inputs=None):
+    """Run ``model`` (already in ``dtype``); returns (activations in call order, output array, raw output).
+
+    ``keep_inputs``, a dict, receives each module's first call's (args, kwargs): the diagnosis re-runs a layer on them.
+    """
     acts: dict[str, np.ndarray] = {}
     handles = []
     model.train(train)
@@ -371,12 +385,14 @@ def _torch_forward(model, inputs, train: bool, masks: _Masks | None, dtype, outp
                 return x * torch.as_tensor(keep, device=x.device).to(x.dtype) / (1 - mod.p)
             handles.append(m.register_forward_hook(drop))
 
-        def record(mod, args, out, name=name):
+        def record(mod, args, kwargs, out, name=name):
             arr = _primary(out)
             if isinstance(arr, torch.Tensor) and _is_float(arr):
                 n = sum(k.split("#")[0] == name for k in acts)
                 acts[name if not n else f"{name}#{n + 1}"] = _numpy64(arr)
-        handles.append(m.register_forward_hook(record))
+                if keep_inputs is not None and not n:
+                    keep_inputs[name] = (_detached(args), _detached(kwargs))
+        handles.append(m.register_forward_hook(record, with_kwargs=True))
     try:
         raw = _call(model, _to_torch(inputs, dtype))
     finally:
@@ -404,14 +420,18 @@ def _torch_runs(model0, batches, steps, optimizer, loss_fn, dtype, masks, output
 def _torch_runs_in(model0, batches, steps, optimizer, loss_fn, dtype, masks, output):
     model = copy.deepcopy(model0).to(dtype)
     inputs, y = batches[0]
-    out = {}
+    keep = dtype == torch.float64  # the float64 run keeps every layer's inputs for the diagnosis
+    out = {"eval_inputs": {}, "train_inputs": {}, "model": model if keep else None}
     with torch.no_grad():
-        out["eval"], o, _ = _torch_forward(model, inputs, False, masks, dtype, output)
+        out["eval"], o, _ = _torch_forward(model, inputs, False, masks, dtype, output,
+                                           out["eval_inputs"] if keep else None)
         out["eval_out"] = _numpy64(o)
         out["eval_dtype"] = str(o.dtype).replace("torch.", "")
     masks.step = 0
     train_model = copy.deepcopy(model)
-    acts, o, _ = _torch_forward(train_model, inputs, True, masks, dtype, output)
+    if keep:
+        out["model"] = copy.deepcopy(model)  # the float64 model at start (the steps below update ``model``)
+    acts, o, _ = _torch_forward(train_model, inputs, True, masks, dtype, output, out["train_inputs"] if keep else None)
     loss_fn(o, _to_torch(y, dtype)).backward()
     out["train"] = acts
     persistent = set(train_model.state_dict())
@@ -1062,6 +1082,12 @@ def check_port(torch_model: torch.nn.Module, flax_model, variables: Mapping | No
         size = max((c.scale for c in mine if np.isfinite(c.scale)), default=float("nan"))
         for c in mine:
             c.rounding_scale = size
+    if not report.ok and report.checks:
+        from .diagnose import Context, diagnose  # noqa: PLC0415 -- only a failing report pays for the diagnosis
+
+        first_input = jax.tree_util.tree_leaves(batches[0][0])[0]
+        report.diagnosis = diagnose(report, Context(t64, j64, leaves, optimizer, int(np.shape(first_input)[0])),
+                                    torch_model, t2j)
     report.seconds = time.perf_counter() - start
     return report
 

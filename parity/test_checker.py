@@ -98,6 +98,7 @@ def test_cnn_passes_every_check(cnn_case, real):
                         more_batches=[(train.x[BATCH:2 * BATCH], train.y[BATCH:2 * BATCH])])
     print(report)
     assert report.ok, str(report)
+    assert report.diagnosis is None  # a correct port gets none
     names = {c.name for c in report.checks}
     assert {"bn1.running_var", "bn2.running_mean", "conv1.weight", "fc1.bias", "dropout", "flatten", "loss"} <= names
     assert report.phases() == ["start", "forward (eval)", "forward (train)", "gradients", "step 1", "step 2", "step 3"]
@@ -107,18 +108,19 @@ def test_clean_copy_passes(cnn_case):
     assert run(cnn_case, steps=1).ok
 
 
-@pytest.mark.parametrize("bug, phase, first", [
-    ("nhwc flatten", "forward (eval)", "flatten"),
-    ("same padding", "forward (eval)", "conv2"),
-    ("flax momentum 0.1", "forward (train)", "bn1.running_mean"),
-    ("biased running var", "forward (train)", "bn1.running_var"),
+@pytest.mark.parametrize("bug, phase, first, cause", [
+    ("nhwc flatten", "forward (eval)", "flatten", "flattens NHWC"),
+    ("same padding", "forward (eval)", "conv2", "pads 'SAME'"),
+    ("flax momentum 0.1", "forward (train)", "bn1.running_mean", "Flax's momentum convention with torch's number"),
+    ("biased running var", "forward (train)", "bn1.running_var", "with the biased batch variance"),
 ])
-def test_control_names_the_layer(cnn_case, bug, phase, first):
+def test_control_names_the_layer(cnn_case, bug, phase, first, cause):
     variables = without_counters(cnn_case[1]) if bug == "flax momentum 0.1" else None
     report = run(cnn_case, bug, variables)
     assert not report.ok
     c = report.first_divergence()
     assert (c.phase, c.name) == (phase, first), str(report)
+    assert report.diagnosis is not None and report.diagnosis.cause and cause in report.diagnosis.cause, str(report)
     if bug in ("flax momentum 0.1", "biased running var"):
         # The outputs are right in both modes (train normalises with the batch's biased variance on both
         # sides): only the running statistics show the bug, and the checker looks at them.
@@ -133,6 +135,7 @@ def test_control_conv_kernel_reshaped(cnn_case):
     c = report.first_divergence()
     # the weights the port holds are not torch's in any layout: named before any output is compared
     assert (c.phase, c.name) == ("start", "conv2.weight"), str(report)
+    assert "reshaped to (3, 3, 16, 32) instead of transposed" in report.diagnosis.cause
     assert [x.name for x in report.checks if x.phase == "start" and not x.ok] == ["conv2.weight"]
     c = report.first_divergence("forward (eval)")
     assert c.name == "conv2", str(report)
@@ -172,6 +175,7 @@ def test_layernorm_epsilon(real):
     print(report)
     c = report.first_divergence()
     assert (c.phase, c.name) == ("forward (eval)", "norm"), str(report)
+    assert "LayerNorm epsilon is 1e-06 where torch's is 1e-05" in report.diagnosis.cause
 
 
 # --- the checker cannot pass vacuously ---------------------------------------------------------------------

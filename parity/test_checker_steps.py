@@ -57,21 +57,27 @@ def test_proven_twins_pass(case, optimizer):
     assert check(case, optimizer).ok
 
 
-@pytest.mark.parametrize("name, optimizer, port", [
-    ("adam eps inside the square root", Adam(1e-2), optax.adam(1e-2, eps=0.0, eps_root=1e-8)),
+@pytest.mark.parametrize("name, optimizer, port, cause", [
+    ("adam eps inside the square root", Adam(1e-2), optax.adam(1e-2, eps=0.0, eps_root=1e-8),
+     "Adam's eps is inside the square root"),
     ("adamw decay coupled (L2 in the gradient)", AdamW(1e-2, weight_decay=0.1),
-     optax.chain(optax.add_decayed_weights(0.1), optax.adam(1e-2))),
-    ("adam decay decoupled", Adam(1e-2, weight_decay=0.1), optax.adamw(1e-2, weight_decay=0.1)),
-    ("lr x batch size", SGD(0.1), optax.sgd(0.1 * BATCH)),
-    ("optax's amsgrad", Adam(1e-2, amsgrad=True), optax.amsgrad(1e-2)),
+     optax.chain(optax.add_decayed_weights(0.1), optax.adam(1e-2)), "AdamW's weight decay is coupled"),
+    ("adam decay decoupled", Adam(1e-2, weight_decay=0.1), optax.adamw(1e-2, weight_decay=0.1),
+     "Adam's weight decay is decoupled"),
+    ("lr x batch size", SGD(0.1), optax.sgd(0.1 * BATCH), "times the batch size (16)"),
+    ("optax's amsgrad", Adam(1e-2, amsgrad=True), optax.amsgrad(1e-2), None),
 ])
-def test_wrong_optimizer_fails_at_the_first_step(case, name, optimizer, port):
+def test_wrong_optimizer_fails_at_the_first_step(case, name, optimizer, port, cause):
     report = check(case, optimizer, port)
     assert not report.ok, name
     first = report.first_divergence()
     # forward and gradients are the model's and pass; the optimizer shows in the parameters after its update
-    assert first.phase.startswith("step"), str(report)
+    assert first.phase == ("step 2" if cause is None else "step 1"), str(report)
     assert all(c.ok for c in report.checks if not c.phase.startswith("step"))
+    if cause:
+        assert report.diagnosis.cause and cause in report.diagnosis.cause, str(report)
+    else:  # optax's AMSGrad keeps the maximum of the corrected moment: equal at step 1, apart from step 2 on
+        assert report.diagnosis.cause is None and "optimizer's state" in str(report.diagnosis), str(report)
 
 
 def test_not_an_optimizer_is_refused(case):

@@ -99,6 +99,7 @@ def check(case, api, bug, steps=1):
 def test_correct_dropout_port_passes(case, api):
     report = check(case, api, "", steps=2)
     assert report.ok, str(report)
+    assert report.diagnosis is None
     drop = [c for c in report.checks if c.phase == "forward (train)" and c.name == "drop"]
     assert drop and drop[0].gap <= drop[0].tol  # the port's own dropout applied torch's mask
 
@@ -230,3 +231,25 @@ def test_square_captures_keep_their_layout():
     assert _check("f", "conv", nchw, nchw, nhwc, nhwc).gap == 0.0
     wrong = _check("f", "conv", nchw, nchw, nhwc + 1, nhwc + 1)  # neither layout agrees: still fails
     assert not wrong.ok
+
+
+class Scaled(nn.Module):
+    """A bug with no catalogued cause: every layer right, the output scaled."""
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.relu(nn.Dense(32, name="fc")(x))
+        x = nn.Dropout(0.5, name="drop")(x, deterministic=not train)
+        return nn.Dense(10, name="out")(x) * 1.01
+
+
+def test_unknown_causes_are_not_misdiagnosed(case):
+    model, variables, batch = case
+    report = check_port(model, Scaled(), variables, batch, steps=0)
+    assert not report.ok and report.diagnosis.cause is None
+    assert "after its last layer" in str(report.diagnosis), str(report)
+    scaled = {"params": {**variables["params"], "fc": {**variables["params"]["fc"],
+                                                       "kernel": variables["params"]["fc"]["kernel"] * 1.01}}}
+    report = check_port(model, LinenDrop(), scaled, batch, steps=0)
+    assert report.first_divergence().name == "fc.weight"
+    assert report.diagnosis.cause is None and "no known cause (ruled out: reshaped" in str(report.diagnosis), str(report)
