@@ -23,22 +23,16 @@ pytest.importorskip("transformers", reason="the real pairs need transformers 4.x
 from examples.ports import gpt2, hf_resnet, torchvision_resnet  # noqa: E402
 from parity import Adam, check_port  # noqa: E402
 
-GPT2_IGNORE = {"lm_head": "tied to transformer.wte: Flax attends with the embedding",
-               "*.mlp.act": "GELU is a function in HF's Flax GPT-2"}
-RESNET_IGNORE = {"*.activation": "ReLU is a function in Flax", "*pooler": "pooling is a function in Flax",
-                 "*.shortcut": "an identity shortcut is no module in Flax", "classifier.0": "Flatten is a reshape"}
-TV_IGNORE = {"*relu": "ReLU is a function in the port", "*pool": "pooling is a function in the port"}
+GPT2_IGNORE = gpt2.CHECK["ignore"]
+RESNET_IGNORE = hf_resnet.CHECK["ignore"]
+TV_IGNORE = torchvision_resnet.CHECK["ignore"]
 
 
 # --- GPT-2 ---------------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def gpt():
-    model = gpt2.make_torch(0)  # dropout 0.1 as GPT-2's config has it
-    # HF's Flax GPT-2 drops attention weights inside dot_product_attention_weights, where no mask can be shared
-    model.config.attn_pdrop = 0.0
-    for block in model.transformer.h:
-        block.attn.attn_dropout.p = 0.0
+    model = gpt2.make_torch(0)  # embedding and residual dropout 0.1 as GPT-2's config has them (attention's 0)
     module, variables = gpt2.make_flax(model)
     return model, module, variables, gpt2.sample_inputs(0)
 

@@ -24,13 +24,8 @@ def _gpt2():
     from parity import Adam  # noqa: PLC0415
 
     model = gpt2.make_torch(0)
-    model.config.attn_pdrop = 0.0
-    for block in model.transformer.h:
-        block.attn.attn_dropout.p = 0.0
     module, variables = gpt2.make_flax(model)
-    kwargs = dict(steps=2, loss="token_cross_entropy", output="logits", flax_inputs=gpt2.flax_inputs, optimizer=Adam(1e-3),
-                  names={"transformer.drop": "transformer/dropout"},
-                  ignore={"lm_head": "tied", "*.mlp.act": "GELU is a function in Flax"})
+    kwargs = dict(steps=2, flax_inputs=gpt2.flax_inputs, optimizer=Adam(1e-3), **gpt2.CHECK)
     return model, module, variables, gpt2.sample_inputs(0), kwargs
 
 
@@ -39,7 +34,7 @@ def _resnet18():
 
     model = tv.make_torch(0)
     port, _ = tv.make_flax(model)
-    kwargs = dict(steps=1, flax_inputs=tv.flax_inputs, ignore={"*relu": "function", "maxpool": "function"})
+    kwargs = dict(steps=1, flax_inputs=tv.flax_inputs, **tv.CHECK)
     return model, port, None, tv.sample_inputs(0), kwargs
 
 

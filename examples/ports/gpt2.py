@@ -14,10 +14,16 @@ from examples.ports._glue import hf_to_flax, vary_constant_tensors
 CONFIG = dict(vocab_size=100, n_positions=16, n_embd=64, n_layer=2, n_head=4)
 BATCH, SEQ = 3, 8
 TRAIN_KWARG = ("deterministic", False)
+# the rest of the user's glue for parity.check_port (python -m parity.check --glue examples.ports.gpt2)
+CHECK = dict(loss="token_cross_entropy", output="logits", names={"transformer.drop": "transformer/dropout"},
+             ignore={"lm_head": "tied to transformer.wte: Flax attends with the embedding",
+                     "*.mlp.act": "GELU is a function in HF's Flax GPT-2"})
 
 
-def make_torch(seed: int = 0, pdrop: float = 0.1) -> GPT2LMHeadModel:
-    config = GPT2Config(**CONFIG, resid_pdrop=pdrop, embd_pdrop=pdrop, attn_pdrop=pdrop)
+def make_torch(seed: int = 0, pdrop: float = 0.1, attn_pdrop: float = 0.0) -> GPT2LMHeadModel:
+    # attn_pdrop 0 for the port check: HF's Flax GPT-2 drops attention weights inside dot_product_attention_weights,
+    # a function, so no mask can be shared with torch's attn_dropout module (embedding and residual dropout can)
+    config = GPT2Config(**CONFIG, resid_pdrop=pdrop, embd_pdrop=pdrop, attn_pdrop=attn_pdrop)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = GPT2LMHeadModel(config)

@@ -22,6 +22,11 @@ CONFIGS = {
 }
 NUM_LABELS, BATCH, SIZE = 10, 4, 32
 TRAIN_KWARG = ("deterministic", False)
+# the rest of the user's glue for parity.check_port (python -m parity.check --glue examples.ports.hf_resnet)
+CHECK = dict(output="logits", ignore={"*.activation": "ReLU is a function in Flax",
+                                      "*pooler": "pooling is a function in Flax",
+                                      "*.shortcut": "an identity shortcut is no module in Flax",
+                                      "classifier.0": "Flatten is a reshape"})
 BASIC_LAYER = re.compile(r"(\.layers\.\d+\.layer)\.(\d+)\.")
 
 

@@ -19,6 +19,8 @@ from examples.ports._glue import vary_constant_tensors
 
 NUM_CLASSES, BATCH, SIZE = 10, 4, 32
 TRAIN_KWARG = None  # NNX: model.train() / model.eval()
+# the rest of the user's glue for parity.check_port (python -m parity.check --glue examples.ports.torchvision_resnet)
+CHECK = dict(ignore={"*relu": "ReLU is a function in the port", "*pool": "pooling is a function in the port"})
 
 
 def conv(inplanes, planes, kernel, stride, padding, rngs):
