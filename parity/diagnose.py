@@ -138,6 +138,28 @@ class _Replace(torch.nn.Module):
         return self.fn(x)
 
 
+class _SdpaScale(torch.nn.Module):
+    """An attention module run with ``F.scaled_dot_product_attention``'s scale replaced (missing: 1; applied twice:
+    1/d), where the module calls it (HF's sdpa attentions and most modern ones do)."""
+
+    def __init__(self, attention, power: float):
+        super().__init__()
+        self.attention, self.power = attention, power
+
+    def forward(self, *args, **kwargs):
+        orig = F.scaled_dot_product_attention
+        power = self.power
+
+        def sdpa(q, k, v, *a, scale=None, **kw):
+            return orig(q, k, v, *a, scale=float(q.shape[-1]) ** -power, **kw)
+
+        torch.nn.functional.scaled_dot_product_attention = sdpa
+        try:
+            return self.attention(*args, **kwargs)
+        finally:
+            torch.nn.functional.scaled_dot_product_attention = orig
+
+
 def _mistakes(m: torch.nn.Module) -> Iterator[tuple[str, torch.nn.Module]]:
     kind = type(m).__name__
     for attr in ("eps", "variance_epsilon", "epsilon"):
@@ -196,7 +218,10 @@ def _mistakes(m: torch.nn.Module) -> Iterator[tuple[str, torch.nn.Module]]:
         for d in range(-3, 3):
             if d != m.dim:
                 yield f"the JAX side's softmax is over axis {d} where torch's is over {m.dim}", torch.nn.Softmax(dim=d)
-    if getattr(m, "scale_attn_weights", None) is True:  # HF GPT-2's attention
+    if "Attention" in kind:
+        yield "the JAX side's attention has no 1/sqrt(head_dim) scale (attention scale missing)", _SdpaScale(m, 0.0)
+        yield "the JAX side's attention scales by 1/head_dim (the 1/sqrt(head_dim) applied twice)", _SdpaScale(m, 1.0)
+    if getattr(m, "scale_attn_weights", None) is True:  # HF GPT-2's eager attention
         alt = copy.deepcopy(m)
         alt.scale_attn_weights = False
         yield "the JAX side's attention has no 1/sqrt(head_dim) scale (attention scale missing)", alt
