@@ -911,7 +911,7 @@ def check_port(torch_model: torch.nn.Module, flax_model, variables: Mapping | No
                output: str | Callable | tuple | None = None, flax_inputs: Callable | None = None,
                names: N.Rule = None, ignore: Mapping[str, str] | None = None,
                layouts: Mapping[str, Callable] | None = None, mode_arg: str | None = None,
-               jax_optimizer=None) -> PortReport:
+               jax_optimizer=None, torch_threads: int | None = 1) -> PortReport:
     """Check that ``flax_model`` computes what ``torch_model`` computes; see the module docstring for how.
 
     Args:
@@ -940,6 +940,9 @@ def check_port(torch_model: torch.nn.Module, flax_model, variables: Mapping | No
       mode_arg: the Linen ``__call__`` argument that sets train/eval (found among ``train``, ``deterministic``, ...
         when not given).
       mask_seed: seed of the numpy dropout masks shared by both sides.
+      torch_threads: torch's intra-op threads during the check (restored after): 1 by default, since check-sized
+        batches run several times faster on one thread than on a pool the other runs contend for; None keeps
+        torch's setting (a large model).
 
     Returns:
       A ``PortReport``: ``ok``, ``first_divergence(phase)``, ``problems``, ``matched``, and a readable ``str``.
@@ -947,6 +950,21 @@ def check_port(torch_model: torch.nn.Module, flax_model, variables: Mapping | No
     Raises:
       PortCheckError: on misuse (a negative ``steps``, a torch model without parameters, an unknown loss ...).
     """
+    if torch_threads is not None and (isinstance(torch_threads, bool) or not isinstance(torch_threads, int)
+                                      or torch_threads < 1):
+        raise PortCheckError(f"torch_threads must be an integer >= 1 or None, got {torch_threads!r}")
+    threads = torch.get_num_threads()
+    if torch_threads is not None:
+        torch.set_num_threads(torch_threads)
+    try:
+        return _check_port(torch_model, flax_model, variables, batch, steps, lr, more_batches, mask_seed, optimizer, loss,
+                           output, flax_inputs, names, ignore, layouts, mode_arg, jax_optimizer)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _check_port(torch_model, flax_model, variables, batch, steps, lr, more_batches, mask_seed, optimizer, loss, output,
+                flax_inputs, names, ignore, layouts, mode_arg, jax_optimizer) -> PortReport:
     import time  # noqa: PLC0415 -- only for the report's seconds
 
     start = time.perf_counter()
