@@ -120,10 +120,10 @@ def train(cfg: Config, params, x_np: np.ndarray, y_np: np.ndarray) -> dict:
                               tx=make_optimizer(cfg.lr))
     state = state.replace(step=jax.device_put(jnp.zeros((), jnp.int32), replicated))
     init_mismatch = replica_mismatches(state.params)
-    step = make_step(cfg, mesh)
+    step = make_step(cfg.form, mesh, cfg.grad_reduce)
     batch_sharding = NamedSharding(mesh, P(None, AXIS))
     placed = []
-    for g in epoch_groups(len(x_np), cfg):
+    for g in epoch_groups(len(x_np), cfg.batch_size, cfg.devices, cfg.split, cfg.same_shard):
         real = g["idx"] >= 0
         safe = np.where(real, g["idx"], 0)
         xs = np.where(real[..., None], x_np[safe], 0).astype(dtype)  # (S, N*m, 784)
