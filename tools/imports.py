@@ -205,10 +205,12 @@ def report(root: Path = REPO) -> str:
                     inner += target in g
                 elif tpkg in LAYER:
                     project[tests, tpkg].add(target)
+                elif (root / f"{tpkg}.py").exists():  # the root's conftest.py: the project's, no library
+                    project[tests, tpkg].add(target)
                 elif tpkg and tpkg not in _STDLIB and tpkg != "__future__":
                     libraries.add(tpkg)
         lines.append(f"{pkg}  (layer {LAYER[pkg]}: {len(own)} modules, {inner} imports among them)")
-        for tests, tpkg in sorted(project, key=lambda k: (k[0], LAYER[k[1]], k[1])):
+        for tests, tpkg in sorted(project, key=lambda k: (k[0], LAYER.get(k[1], len(LAYERS)), k[1])):
             lines.append(f"  {'its test modules ' if tests else ''}-> {tpkg}: {', '.join(sorted(project[tests, tpkg]))}")
         if not any(not tests for tests, _ in project):
             lines.append("  -> no project package")
