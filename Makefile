@@ -8,7 +8,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test data setup browser quickstart-torch quickstart-jax bench study clean
+.PHONY: run test test-fast data setup browser quickstart-torch quickstart-jax bench study clean
 
 setup: $(STAMP)
 
@@ -39,6 +39,11 @@ test: $(STAMP) data browser
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 
+# The edit-run loop: ruff, then the tests conftest.py's FAST list marks `fast` (a few from every package).
+test-fast: $(STAMP) data
+	$(PY) -m ruff check .
+	$(PY) -m pytest -m fast -q
+
 quickstart-torch: $(STAMP) data
 	$(PY) -m reference_torch
 
@@ -54,15 +59,16 @@ study: $(STAMP) data
 clean:
 	rm -rf $(VENV) .pytest_cache
 
-# The README's generated blocks (benchmarks, quickstart table, GPU parity table), rewritten from the JSON in
-# benchmarks/results/. `make quickstart-results` first re-runs both quickstart CLIs (minutes) for the table.
+# The generated blocks of README.md (headline ratios), docs/results.md (benchmarks, quickstart table, GPU parity
+# table) and docs/porting.md (the CNN's benchmark), rewritten from the JSON in benchmarks/results/ (the pages are
+# benchmarks/report.py's default). `make quickstart-results` first re-runs both quickstart CLIs (minutes) for the table.
 .PHONY: results quickstart-results
 results: $(STAMP)
-	$(PY) -m benchmarks.report --readme README.md
+	$(PY) -m benchmarks.report
 
 quickstart-results: $(STAMP) data
 	flock /tmp/bench.lock $(PY) -m benchmarks.quickstart
-	$(PY) -m benchmarks.report --readme README.md
+	$(PY) -m benchmarks.report
 
 # Mutation testing of parity/ and the two train.py (tools/mutate.py; not run in CI, minutes of CPU).
 .PHONY: mutate

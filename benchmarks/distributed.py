@@ -6,6 +6,8 @@ and JAX over N devices in both forms (sharded ``jit``, ``shard_map`` + ``pmean``
 is the warm-up (compilation, first all-reduces); the reported epoch is the last one. Every form
 trains from the same weights on the same batches, and the losses are checked against one device
 (``parity.distributed.compare`` needs float64 runs; here only the loss curves' largest gap is shown).
+The runs are the sides' own launchers (``reference_torch.launch``, ``jax_impl.launch``), one after
+another, so no form's clock runs while another form uses the cores.
 
 On CPU the numbers are NOT a scaling measurement: the N DDP processes, or JAX's N host devices,
 share the same cores (on the 2-core development machine: 2 cores for everything, plus the other
@@ -20,28 +22,61 @@ import json
 import os
 import platform
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import BatchSampler, DataLoader, SequentialSampler, TensorDataset
 
-from parity import distributed as PD
+from jax_impl import launch as jlaunch
+from jax_impl.distributed import Config as JConfig
 from quickstart_parity_common.cli import DeviceError, non_negative_int, positive_int, run_guarded
+from quickstart_parity_common.convert import torch_to_flax
 from quickstart_parity_common.data import DataError
-from quickstart_parity_common.shards import ShardError
-from reference_torch.launch import DistributedError
+from quickstart_parity_common.shards import DistributedError, ShardError
+from reference_torch import distributed as tdist
+from reference_torch import launch as tlaunch
+from reference_torch import train as ttrain
+from reference_torch.model import NeuralNetwork
 
 CPU_NOTE = ("CPU scaling is meaningless here: the {n} replicas (DDP processes or JAX host devices) share the "
             "machine's {cores} cores, and gloo all-reduces over loopback TCP; run with --device cuda on a "
             "machine with {n} GPUs for scaling numbers")
 
 
+def _one_device(cfg: tdist.Config) -> dict:
+    """The reference: ``reference_torch.train.train_epoch`` on one device over the preloaded split, in
+    file order, from the seed's weights (what every DDP rank starts from)."""
+    device = torch.device("cuda", 0) if cfg.device == "cuda" else torch.device("cpu")
+    torch.manual_seed(cfg.seed)
+    model = NeuralNetwork(cfg.hidden).to(device)
+    optimizer = ttrain.make_optimizer(model, cfg.lr)
+    ds = TensorDataset(*(torch.from_numpy(a).to(device) for a in tdist.load_train(cfg.data_dir, cfg.samples)))
+    loader = DataLoader(ds, batch_size=None, sampler=BatchSampler(SequentialSampler(ds), cfg.batch_size, drop_last=False))
+    losses, epoch_s = [], []
+    for _ in range(cfg.epochs):
+        start = time.perf_counter()
+        step_losses = ttrain.train_epoch(loader, model, torch.nn.CrossEntropyLoss(), optimizer, log=None)
+        losses.append(step_losses.double().cpu().numpy())
+        epoch_s.append(time.perf_counter() - start)  # train_epoch reads its losses back: synced
+    return {"losses": np.concatenate(losses), "epoch_s": epoch_s}
+
+
 def measure(devices: int, device: str = "cpu", epochs: int = 2, data_dir: str = "data", samples: int = 0) -> dict:
     """Every form's epoch times (``epoch_s``, the first one the warm-up) and samples/s of the last epoch."""
-    cfg = PD.DistConfig(devices=devices, epochs=epochs, device=device, data_dir=data_dir, samples=samples, verbose=False)
-    many = PD.run_forms(cfg, [PD.Run("f32")])["f32"]
-    one = PD.run_forms(PD.DistConfig(devices=1, epochs=epochs, device=device, data_dir=data_dir, samples=samples,
-                                     verbose=False), [PD.Run("f32", forms=("jax_sharded",))])["f32"]
+    cfg = tdist.Config(devices=devices, epochs=epochs, device=device, data_dir=data_dir, samples=samples)
+    tdist.check_config(cfg)
+    torch.manual_seed(cfg.seed)  # the DDP ranks' weights (each rank seeds the same), handed to JAX
+    init = torch_to_flax({k: v.numpy() for k, v in NeuralNetwork(cfg.hidden).state_dict().items()})
+    jax_cfg = {k: getattr(cfg, k) for k in ("epochs", "device", "data_dir", "samples", "seed", "lr", "batch_size", "hidden")}
+    limit = 30 * cfg.timeout_s  # a whole run: parity.distributed's limit on its JAX process
+    jax_many = jlaunch.run_many([JConfig(devices=devices, form=form, **jax_cfg) for form in ("sharded", "shard_map")],
+                                init, limit)
+    jax_one = jlaunch.run_many([JConfig(devices=1, form="sharded", **jax_cfg)], init, limit)[0]
+    many = {"one_device": _one_device(cfg), "ddp": tlaunch.run(cfg), "jax_sharded": jax_many[0],
+            "jax_shard_map": jax_many[1]}
+    one = {"jax_sharded": jax_one}
     n = samples or 60000
     rows = []
     reference = {"torch": many["one_device"]["epoch_s"][-1], "jax": one["jax_sharded"]["epoch_s"][-1]}

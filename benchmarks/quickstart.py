@@ -4,7 +4,7 @@ Runs ``python -m reference_torch`` and then ``python -m jax_impl`` (one after th
 once), keeps each one's printed output in ``<out>/quickstart_<side>.log`` and writes
 ``<out>/quickstart_<device>.json``: the machine, the versions, the commands, and each epoch's test
 accuracy and Avg loss read back from the tutorial's printed lines. ``make results`` renders the
-README's quickstart table from that JSON, so no accuracy or loss in the README is typed.
+quickstart table of docs/results.md from that JSON, so no accuracy or loss there is typed.
 """
 from __future__ import annotations
 

@@ -1,15 +1,19 @@
-"""Tables, charts and the README's benchmark sections, all from the JSON ``benchmarks.run`` writes.
+"""Tables, charts and the generated blocks of the README and docs/ pages, from the JSON the runs write.
 
-``python -m benchmarks.report --readme README.md`` (``make results``) rewrites the README between
-``<!-- bench:cpu -->`` and ``<!-- /bench:cpu -->`` (and the ``cuda`` pair) from
+``python -m benchmarks.report`` (``make results``; the pages ``README.md docs/results.md
+docs/porting.md`` unless ``--page`` names others) rewrites, in every page, the blocks it holds:
+between ``<!-- bench:cpu -->`` and ``<!-- /bench:cpu -->`` (and the ``cuda`` and CNN pairs) from
 ``benchmarks/results/bench_cpu.json`` and ``bench_cuda.json``, the quickstart table
-(``results:quickstart:cpu``) from ``benchmarks.quickstart``'s JSON and the GPU parity table
-(``results:parity:cuda``) from ``python -m parity --device cuda``'s reports: no number there is typed.
+(``results:quickstart:cpu``) from ``benchmarks.quickstart``'s JSON, the GPU parity table
+(``results:parity:cuda``) from ``python -m parity --device cuda``'s reports, and the README's
+headline ratios (``results:headline``) from the two benchmark runs: no number there is
+typed. Links in a block are relative to the page that holds it.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -227,10 +231,11 @@ def charts(out: dict, stem: Path) -> list[str]:
 # ---------------------------------------------------------------- README
 
 
-def section(data: dict, kind: str, json_path: str) -> str:
-    """The README's benchmark block for one device, from a run's JSON."""
+def section(data: dict, kind: str, json_path: str, charts_dir: str = "benchmarks/results") -> str:
+    """A page's benchmark block for one device, from a run's JSON (``charts_dir``: the charts' folder
+    as the page links it)."""
     if "devices" not in data:
-        return legacy_section(data, kind, json_path)
+        return legacy_section(data, kind, json_path, charts_dir)
     meta, dev = data["meta"], data["devices"][kind]
     lines = [f"Measured on **{machine_line(meta, kind)}** with `{meta['command']}` "
              f"([JSON]({json_path})): {meta['samples']:,} samples per epoch, batch {meta['batch_size']}, "
@@ -247,11 +252,11 @@ def section(data: dict, kind: str, json_path: str) -> str:
         lines.append(f"- torch-eager at {row['threads']} thread(s): {fmt_spread_s(row['epoch_equivalent_s'])} s/epoch"
                      f" from its first {row['probe_steps']} steps{chosen}")
     lines.append("")
-    lines += [f"![epoch time and share of the limit](benchmarks/results/{c})" for c in data.get("charts", [])]
+    lines += [f"![epoch time and share of the limit]({charts_dir}/{c})" for c in data.get("charts", [])]
     return "\n".join(lines)
 
 
-def legacy_section(data: dict, kind: str, json_path: str) -> str:
+def legacy_section(data: dict, kind: str, json_path: str, charts_dir: str = "benchmarks/results") -> str:
     """A run written before interleaved rounds: one sequence of epochs per variant, no spread."""
     meta = data["meta"]
     lines = [f"Measured on **{machine_line(meta, kind)}** ([JSON]({json_path})) by the earlier benchmark, which "
@@ -271,7 +276,7 @@ def legacy_section(data: dict, kind: str, json_path: str) -> str:
                      f"| {r.get('build_s', 0) + r['warmup_s'] + 4 * r['median_epoch_s']:.2f} | {r['samples_per_s']:,.0f} "
                      f"| {'n/a' if frac is None else f'{100 * frac:.2f}%'} |")
     lines.append("")
-    lines += [f"![epoch time per variant](benchmarks/results/{c})" for c in data.get("charts", [])]
+    lines += [f"![epoch time per variant]({charts_dir}/{c})" for c in data.get("charts", [])]
     return "\n".join(lines)
 
 
@@ -307,38 +312,65 @@ def parity_gpu_section(runs: dict[str, dict], paths: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-# (marker name, device kind, JSON file, required): ``<!-- bench:NAME -->`` blocks in the README.
+# The README's headline ratios (faster, baseline), looked up in each device's paired rounds (fp32 on the GPU).
+HEADLINE = (("torch-eager", "torch-tutorial"), ("jax-scan", "torch-eager"), ("jax-scan", "torch-cudagraph"))
+
+
+def headline_section(runs: dict[str, tuple[dict, str]]) -> str:
+    """One line per device (``{kind: (run JSON, its link)}``): the machine and the HEADLINE ratios it measured."""
+    lines = []
+    for kind, (data, link) in runs.items():
+        meta, dev = data["meta"], data["devices"][kind]
+        pairs = {(p["faster"].removesuffix("/fp32"), p["baseline"].removesuffix("/fp32")): p for p in dev["pairs"]}
+        found = [f"{a} {fmt_ratio(pairs[a, b])} over {b}" for a, b in HEADLINE if (a, b) in pairs]
+        where = meta["gpu"] if kind == "cuda" else f"{meta['cpu_model']}, {meta['cpu_count']} cores"
+        lines.append(f"- **{kind.upper()}** ({where}; [JSON]({link})): {'; '.join(found)} "
+                     "(median of paired rounds, min–max).")
+    return "\n".join(lines)
+
+
+# (marker name, device kind, JSON file, required): ``<!-- bench:NAME -->`` blocks, in one of the pages.
 BLOCKS = (("cpu", "cpu", "bench_cpu.json", True), ("cuda", "cuda", "bench_cuda.json", True),
           ("cnn:cpu", "cpu", "bench_cnn_cpu.json", False), ("cnn:cuda", "cuda", "bench_cnn_cuda.json", False))
 
 
-def rewrite_readme(readme: Path, results: Path = RESULTS) -> list[str]:
-    """Replace each ``<!-- bench:NAME -->`` block whose JSON exists; returns the names rewritten.
+# The pages holding generated blocks, as ``make results`` rewrites them from the repository's root.
+PAGES = ("README.md", "docs/results.md", "docs/porting.md")
 
-    The MLP's cpu and cuda markers must be there; the CNN's (``bench:cnn:cpu``) are optional.
-    """
-    text = readme.read_text()
-    done = []
-    for name, kind, file, required in BLOCKS:
-        path = results / file
+
+def rewrite_pages(pages: list[Path], results: Path = RESULTS) -> dict[Path, list[str]]:
+    """Replace, in each page, every generated block it holds whose JSON exists; returns the names
+    rewritten per page. The MLP's ``bench:cpu`` and ``bench:cuda`` markers must be in one of the pages
+    (the CNN's are optional)."""
+    texts = {page: page.read_text() for page in pages}
+    for name, _, _, required in BLOCKS:
         begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
-        if begin not in text or end not in text:
-            if required:
-                raise ValueError(f"{readme}: markers {begin} ... {end} not found")
-            continue
-        if not path.exists():
-            continue
-        text = _replace_block(text, begin, end, section(json.loads(path.read_text()), kind, _rel(path, readme)))
-        done.append(name)
-    extra = {"results:quickstart:cpu": lambda: _quickstart_block(readme, results),
-             "results:parity:cuda": lambda: _parity_gpu_block(readme, results)}
-    for name, make in extra.items():
-        begin, end = f"<!-- {name} -->", f"<!-- /{name} -->"
-        if begin in text and end in text and (block := make()) is not None:
-            text = _replace_block(text, begin, end, block)
-            done.append(name)
-    readme.write_text(text)
+        if required and not any(begin in t and end in t for t in texts.values()):
+            raise ValueError(f"{', '.join(map(str, pages))}: markers {begin} ... {end} not found")
+    done: dict[Path, list[str]] = {}
+    for page, text in texts.items():
+        done[page] = []
+        for name, kind, file, _ in BLOCKS:
+            path = results / file
+            begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+            if begin in text and end in text and path.exists():
+                text = _replace_block(text, begin, end, section(json.loads(path.read_text()), kind, _rel(path, page),
+                                                                _rel(results, page)))
+                done[page].append(name)
+        extra = {"results:quickstart:cpu": _quickstart_block, "results:parity:cuda": _parity_gpu_block,
+                 "results:headline": _headline_block}
+        for name, make in extra.items():
+            begin, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+            if begin in text and end in text and (block := make(page, results)) is not None:
+                text = _replace_block(text, begin, end, block)
+                done[page].append(name)
+        page.write_text(text)
     return done
+
+
+def rewrite_readme(readme: Path, results: Path = RESULTS) -> list[str]:
+    """``rewrite_pages`` of the one page ``readme``."""
+    return rewrite_pages([readme], results)[readme]
 
 
 def _replace_block(text: str, begin: str, end: str, block: str) -> str:
@@ -346,14 +378,20 @@ def _replace_block(text: str, begin: str, end: str, block: str) -> str:
     return re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: new, text, flags=re.S)
 
 
-def _rel(path: Path, readme: Path) -> str:
-    base = readme.resolve().parent
-    return str(path.relative_to(base) if path.is_relative_to(base) else path)
+def _rel(path: Path, page: Path) -> str:
+    """``path`` as a link from ``page``: relative (``../benchmarks/...`` from docs/), in ``/`` form."""
+    return Path(os.path.relpath(path.resolve(), page.resolve().parent)).as_posix()
 
 
 def _quickstart_block(readme: Path, results: Path) -> str | None:
     path = results / "cpu" / "quickstart_cpu.json"
     return quickstart_section(json.loads(path.read_text()), _rel(path, readme)) if path.exists() else None
+
+
+def _headline_block(page: Path, results: Path) -> str | None:
+    runs = {kind: results / f"bench_{kind}.json" for kind in ("cpu", "cuda")}
+    runs = {k: (json.loads(p.read_text()), _rel(p, page)) for k, p in runs.items() if p.exists()}
+    return headline_section({k: r for k, r in runs.items() if "devices" in r[0]}) if runs else None
 
 
 def _parity_gpu_block(readme: Path, results: Path) -> str | None:
@@ -367,15 +405,17 @@ def _parity_gpu_block(readme: Path, results: Path) -> str | None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--readme", default="README.md", help="the file whose bench:cpu / bench:cuda blocks are rewritten")
+    p.add_argument("--page", "--readme", dest="pages", nargs="+", default=list(PAGES),
+                   help="the pages whose generated blocks are rewritten (--readme: the earlier name)")
     p.add_argument("--results", default=str(RESULTS), help="folder holding bench_cpu.json and bench_cuda.json")
     a = p.parse_args(argv)
     try:
-        done = rewrite_readme(Path(a.readme), Path(a.results))
+        done = rewrite_pages([Path(page) for page in a.pages], Path(a.results))
     except (OSError, ValueError, KeyError) as e:
         print(f"{p.prog}: error: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
-    print(f"{a.readme}: rewrote the benchmark blocks of {', '.join(done) or 'nothing (no JSON found)'}")
+    for page, names in done.items():
+        print(f"{page}: rewrote the blocks {', '.join(names) or 'none (no JSON found)'}")
     return 0
 
 

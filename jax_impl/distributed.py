@@ -34,7 +34,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from quickstart_parity_common.cli import DeviceError
-from quickstart_parity_common.data import find_files, read_split, to_float
+from quickstart_parity_common.data import DataError, find_files, read_split, to_float
 from quickstart_parity_common.shards import check_divisible
 
 from .model import NeuralNetwork, init_params
@@ -120,10 +120,10 @@ def train(cfg: Config, params, x_np: np.ndarray, y_np: np.ndarray) -> dict:
                               tx=make_optimizer(cfg.lr))
     state = state.replace(step=jax.device_put(jnp.zeros((), jnp.int32), replicated))
     init_mismatch = replica_mismatches(state.params)
-    step = make_step(cfg, mesh)
+    step = make_step(cfg.form, mesh, cfg.grad_reduce)
     batch_sharding = NamedSharding(mesh, P(None, AXIS))
     placed = []
-    for g in epoch_groups(len(x_np), cfg):
+    for g in epoch_groups(len(x_np), cfg.batch_size, cfg.devices, cfg.split, cfg.same_shard):
         real = g["idx"] >= 0
         safe = np.where(real, g["idx"], 0)
         xs = np.where(real[..., None], x_np[safe], 0).astype(dtype)  # (S, N*m, 784)
@@ -174,7 +174,7 @@ def _unflat(flat) -> dict:
 
 
 def main(argv=None) -> int:
-    """Worker of ``python -m parity.distributed``: trains every config of ``--configs`` (JSON list of
+    """The JAX worker process ``jax_impl.launch`` starts: trains every config of ``--configs`` (JSON list of
     Config fields) from ``--init`` (npz, Flax layout ``layer/kernel``) and writes ``--out``."""
     p = argparse.ArgumentParser(prog="python -m jax_impl.distributed", description=main.__doc__,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -207,7 +207,7 @@ def main(argv=None) -> int:
                 "final_mismatch": result["final_mismatch"], "collectives": result["collectives"],
                 "epoch_s": result["epoch_s"],
                 "devices": [str(d) for d in make_mesh(cfg.devices, cfg.device).devices.flat], "config": asdict(cfg)}))
-    except (DeviceError, ValueError) as e:
+    except (DataError, DeviceError, ValueError) as e:
         print(f"{p.prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     return 0

@@ -5,25 +5,23 @@ a 1-D device mesh, the replicated state (``P()``), the global batch sharded over
 (``P("data")``), and one of two forms of the step (see ``distributed.py``). The epoch's global
 batches are laid out (padded with weight-0 samples where shards are uneven) so that one sharded
 array per group of equal-size steps feeds one compiled ``lax.scan``. No torch twin, on purpose.
+The functions take the settings they use, not ``distributed.Config``: ``distributed.py`` imports this
+module, so this one does not import it back.
 """
 from __future__ import annotations
 
 from functools import partial
-from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from quickstart_parity_common.shards import epoch_shards
 
-from .basics.distributed import weighted_loss
 from .train import TrainState
-
-if TYPE_CHECKING:
-    from .distributed import Config
 
 __all__ = [
     "AXIS",
@@ -37,6 +35,7 @@ __all__ = [
     "replicate",
     "scan_steps",
     "shards_seen",
+    "weighted_loss",
 ]
 
 AXIS = "data"
@@ -46,6 +45,12 @@ FORMS = ("sharded", "shard_map")
 def make_mesh(devices: int, device: str = "cpu") -> Mesh:
     """A 1-D mesh of the first ``devices`` devices, axis ``"data"``."""
     return Mesh(np.array(jax.devices("gpu" if device == "cuda" else "cpu")[:devices]), (AXIS,))
+
+
+def weighted_loss(params, apply_fn, x: jax.Array, y: jax.Array, w: jax.Array) -> jax.Array:
+    """Mean cross-entropy over the samples of weight 1 (padding has weight 0): ``nn.CrossEntropyLoss()``."""
+    ce = optax.softmax_cross_entropy_with_integer_labels(apply_fn({"params": params}, x), y)
+    return jnp.sum(w * ce) / jnp.maximum(jnp.sum(w), 1)  # mean over real samples (padding: w = 0)
 
 
 def make_sharded_step(scale: float = 1.0):
@@ -80,11 +85,11 @@ def make_shard_map_step(mesh: Mesh, grad_reduce: str = "mean", check_vma: bool =
     return jax.shard_map(local_step, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=(P(), P()), check_vma=check_vma)
 
 
-def make_step(cfg: Config, mesh: Mesh):
-    """The step ``cfg.form`` names, with ``cfg.grad_reduce``'s reduction."""
-    if cfg.form == "sharded":
-        return make_sharded_step(float(cfg.devices) if cfg.grad_reduce == "sum" else 1.0)
-    return make_shard_map_step(mesh, cfg.grad_reduce)
+def make_step(form: str, mesh: Mesh, grad_reduce: str = "mean"):
+    """The step ``form`` names (``FORMS``) over ``mesh``, with ``grad_reduce``'s reduction."""
+    if form == "sharded":
+        return make_sharded_step(float(mesh.shape[AXIS]) if grad_reduce == "sum" else 1.0)
+    return make_shard_map_step(mesh, grad_reduce)
 
 
 @partial(jax.jit, static_argnums=(0,), donate_argnums=(1,))
@@ -93,16 +98,18 @@ def scan_steps(step, state: TrainState, xs, ys, ws):
     return jax.lax.scan(step, state, (xs, ys, ws))
 
 
-def epoch_groups(n_samples: int, cfg: Config) -> list[dict[str, np.ndarray]]:
+def epoch_groups(n_samples: int, batch_size: int, devices: int, split: str = "exact",
+                 same_shard: bool = False) -> list[dict[str, np.ndarray]]:
     """The epoch's global batches laid out for the mesh: per step, shard r occupies rows
     ``[r*m, (r+1)*m)``, padded with index -1 (weight 0) to the largest shard ``m``. Consecutive steps
-    of the same ``m`` form one group (the full batches, then the last partial one)."""
+    of the same ``m`` form one group (the full batches, then the last partial one). ``split`` and
+    ``same_shard`` are ``distributed.Config``'s (``same_shard``: the control feeding shard 0 everywhere)."""
     groups: list[dict] = []
-    for shards in epoch_shards(n_samples, cfg.batch_size, cfg.devices, cfg.split):
-        if cfg.same_shard:
-            shards = [shards[0]] * cfg.devices
+    for shards in epoch_shards(n_samples, batch_size, devices, split):
+        if same_shard:
+            shards = [shards[0]] * devices
         m = max(len(s) for s in shards)
-        idx = np.full((cfg.devices, m), -1, np.int64)
+        idx = np.full((devices, m), -1, np.int64)
         for r, s in enumerate(shards):
             idx[r, : len(s)] = s
         if not groups or groups[-1]["m"] != m:

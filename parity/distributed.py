@@ -28,6 +28,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from jax_impl import launch as jlaunch
 from jax_impl.distributed import Config as JConfig
 from quickstart_parity_common.cli import DeviceError, non_negative_int, positive_int, run_guarded
 from quickstart_parity_common.data import DataError
@@ -88,50 +89,19 @@ def _side_config(cls, cfg: DistConfig, run: Run, **extra):
 
 
 def _start_jax(cfg: DistConfig, runs: list[tuple[int, Run]], init_sd, tmp: Path, dtype: str) -> subprocess.Popen:
-    """The JAX forms of ``runs`` in one process of their own: N host devices and x64 must be set
-    before JAX starts, and must not leak into this process."""
+    """The JAX forms of ``runs`` in one process of their own (``jax_impl.launch``: N host devices and
+    x64 must be set before JAX starts, and must not leak into this process)."""
     work = tmp / f"jax_{dtype}"
     work.mkdir()
-    np.savez(work / "init.npz", **{f"{layer}/{k}": v for layer, d in H.torch_to_flax(init_sd).items() for k, v in d.items()})
-    configs = [asdict(_side_config(JConfig, cfg, run, form=form.removeprefix("jax_")))
+    configs = [_side_config(JConfig, cfg, run, form=form.removeprefix("jax_"))
                for _, run in runs for form in run.forms if form.startswith("jax_")]
-    (work / "configs.json").write_text(json.dumps(configs))
-    env = dict(os.environ, JAX_PLATFORMS="cpu" if cfg.device == "cpu" else "cuda",
-               XLA_PYTHON_CLIENT_PREALLOCATE="false",
-               PYTHONPATH=os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
-    if cfg.device == "cpu":
-        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={cfg.devices}".strip()
-    if dtype == "float64":
-        env["JAX_ENABLE_X64"] = "1"
-    return subprocess.Popen([sys.executable, "-m", "jax_impl.distributed", "--configs", str(work / "configs.json"),
-                             "--init", str(work / "init.npz"), "--out", str(work)], env=env, cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return jlaunch.start(configs, H.torch_to_flax(init_sd), work)
 
 
 def _read_jax(proc: subprocess.Popen, work: Path, timeout_s: float) -> list[dict]:
-    try:
-        _, err = proc.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise launch.DistributedError(f"the JAX process did not finish in {timeout_s:.0f} s and was killed") from None
-    if proc.returncode != 0:
-        last = [line for line in err.strip().splitlines() if line.strip()]
-        raise launch.DistributedError(f"the JAX process failed: {last[-1] if last else proc.returncode}")
-    out, n = [], 0
-    while (work / f"run{n}.npz").exists():
-        meta = json.loads((work / f"run{n}.json").read_text())
-        with np.load(work / f"run{n}.npz") as f:
-            flat = {k: f[k] for k in f.files}
-        epochs = []
-        for e in range(meta["config"]["epochs"]):
-            layers = sorted({k.split("/")[1] for k in flat if k.startswith(f"epoch{e}/")})
-            epochs.append(H.flax_to_torch_numpy({layer: {"kernel": flat[f"epoch{e}/{layer}/kernel"],
-                                                         "bias": flat[f"epoch{e}/{layer}/bias"]} for layer in layers}))
-        shards = [np.split(flat[f"shard{d}"], np.cumsum(flat[f"shard{d}_count"])[:-1])
-                  for d in range(meta["config"]["devices"])]
-        out.append({"losses": flat["losses"], "epochs": epochs, "shards": shards, **meta})
-        n += 1
-    return out
+    """``jax_impl.launch.collect``'s results, their weights in torch's layout."""
+    return [{**res, "epochs": [H.flax_to_torch_numpy(params) for params in res["epochs"]]}
+            for res in jlaunch.collect(proc, work, timeout_s)]
 
 
 def run_forms(cfg: DistConfig, runs: list[Run]) -> dict[str, dict[str, dict]]:

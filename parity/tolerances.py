@@ -69,7 +69,7 @@ LOSS_STEP_BASE, LOSS_STEP_GROWTH = 1e-6, 1e-5
 LOSS_STEP_MARGIN = 10.0  # over "loss, steps 1-k" at k = 1, 10, 100, 938
 # Parameters after ``e`` epochs: 1e-5 * e**1.5. Calibrated at e = 1 ("params after 1 epoch", margin
 # below); later epochs from ``python -m parity --epochs 5`` on CPU: the rounding differences grow
-# faster than linearly (README, Results). Much longer runs belong to the float64 oracle.
+# faster than linearly (docs/results.md). Much longer runs belong to the float64 oracle.
 PARAM_BASE = 1e-5
 PARAM_MARGIN = 10.0
 # Test accuracy: the two sides may classify differently only test images whose top-2 logits are

@@ -30,6 +30,12 @@ class ShardError(ValueError):
     """A batch size or device count that data parallelism cannot run as asked."""
 
 
+class DistributedError(RuntimeError):
+    """A replica's process failed, died or timed out; the message names it. Both sides' launchers
+    (``reference_torch.launch``, ``jax_impl.launch``) raise this one class, so a caller running both
+    catches one name."""
+
+
 def check_divisible(batch_size: int, world: int) -> None:
     """The full global batches must split evenly (B / N per replica): the standard DDP recipe and
     JAX's ``NamedSharding`` (an ``IndivisibleError`` otherwise) both need it. Only the last, partial

@@ -4,7 +4,7 @@ jit, PRNG, pytrees and the quickstart three ways; plus the rule that a chapter p
 Tolerance sources: one SGD step and 20 steps follow parity/test_training.py (float32 on the same
 batches, 1e-6 relative per step); the float64 per-example loop bounds float32 gradients at 1e-4
 relative (a sum over 784 inputs in float32: ~1e-6 of the largest term, and a ReLU kink can move a
-single unit's row far more: README, and parity/test_forward_backward.py); everything else is exact
+single unit's row far more: docs/results.md, and parity/test_forward_backward.py); everything else is exact
 or small closed forms.
 """
 import importlib

@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from quickstart_parity_common.cli import DeviceError
 from quickstart_parity_common.data import find_files, read_split, to_float
 from quickstart_parity_common.shards import check_divisible, epoch_shards, loss_weight
 
-from .basics.distributed import train_step
 from .model import NeuralNetwork
 from .train import make_optimizer
 
@@ -35,6 +35,8 @@ __all__ = [
     "check_config",
     "load_train",
     "train",
+    "train_step",
+    "weighted_loss",
     "worker",
 ]
 
@@ -88,6 +90,23 @@ def load_train(data_dir: str, samples: int = 0) -> tuple[np.ndarray, np.ndarray]
     images, labels = read_split(find_files(data_dir), train=True)
     n = samples or len(images)
     return to_float(images[:n]).reshape(n, -1), labels[:n].astype(np.int64)
+
+
+def weighted_loss(pred: torch.Tensor, y: torch.Tensor, weight: float) -> torch.Tensor:
+    """This shard's mean cross-entropy times ``weight = n_r * N / b`` (1 for equal shards)."""
+    if len(y):
+        return nn.functional.cross_entropy(pred, y) * weight
+    return pred.sum() * 0.0  # an empty shard still joins the all-reduce, with zero gradients
+
+
+def train_step(ddp: DDP, optimizer, x: torch.Tensor, y: torch.Tensor, weight: float) -> torch.Tensor:
+    """One replica's step: ``weighted_loss`` of its shard; ``backward`` all-reduces the gradients
+    (sum / world size, in buckets) before ``step``."""
+    loss = weighted_loss(ddp(x), y, weight)
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    return loss.detach()
 
 
 def allreduce_sum_hook(state, bucket):  # no annotations: DDP compares them with dist.GradBucket, and

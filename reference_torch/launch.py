@@ -3,9 +3,8 @@
 ``torch.multiprocessing`` spawn, one process per replica, a TCP rendezvous on localhost. A rank
 that dies or hangs does not hang the others: every collective has the process group's timeout,
 and the parent stops all ranks as soon as one fails (``torch.multiprocessing``'s join), then
-raises DistributedError naming the rank. JAX needs no launcher of its own (its devices share one
-process); ``parity.distributed`` starts that process, because N host devices and x64 must be in its
-environment before JAX starts.
+raises DistributedError naming the rank. ``jax_impl/launch.py`` is the twin: JAX's N devices share
+one process, started apart because N host devices and x64 must be in its environment before JAX starts.
 """
 from __future__ import annotations
 
@@ -18,13 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch.multiprocessing as mp
 
+from quickstart_parity_common.shards import DistributedError
+
 from .distributed import Config, check_config, worker
 
 __all__ = ["DistributedError", "free_port", "run", "run_many"]
-
-
-class DistributedError(RuntimeError):
-    """A rank failed, died or timed out; the message names it."""
 
 
 def free_port() -> int:

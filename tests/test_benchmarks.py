@@ -2,6 +2,7 @@
 on a fake clock, the FLOP count, bad flags, the README rewrite, and a ``--quick`` run's JSON."""
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -242,3 +243,25 @@ def test_quick_run_writes_json_and_charts(data_dir, tmp_path):
     for chart in out["charts"]:
         assert (tmp_path / chart).stat().st_size > 10_000
     assert "jax-scan over jax-jit" in proc.stdout
+
+
+def test_blocks_rewritten_across_pages_with_links_from_each(tmp_path):
+    """``make results`` targets several pages: each gets the blocks it holds, its links relative to
+    itself, the README its headline ratios; the required blocks must be in one of the pages."""
+    results = REPO / "benchmarks" / "results"
+    (tmp_path / "docs").mkdir()
+    readme, page = tmp_path / "README.md", tmp_path / "docs" / "results.md"
+    readme.write_text("<!-- results:headline -->\ntyped 9.99×\n<!-- /results:headline -->\n")
+    page.write_text("<!-- bench:cpu -->\n<!-- /bench:cpu -->\n<!-- bench:cuda -->\n<!-- /bench:cuda -->\n")
+    done = report.rewrite_pages([readme, page], results)
+    assert done == {readme: ["results:headline"], page: ["cpu", "cuda"]}
+    head, text = readme.read_text(), page.read_text()
+    cpu = json.loads((results / "bench_cpu.json").read_text())
+    pair = next(p for p in cpu["devices"]["cpu"]["pairs"] if (p["faster"], p["baseline"]) == ("jax-scan", "torch-eager"))
+    assert "typed 9.99×" not in head and f"jax-scan {report.fmt_ratio(pair)} over torch-eager" in head
+    assert cpu["meta"]["cpu_model"] in head
+    for text_, base in ((head, tmp_path), (text, tmp_path / "docs")):  # every link resolves from its own page
+        targets = re.findall(r"\]\(([^)]+)\)", text_)
+        assert targets and all(not t.startswith("/") and (base / t).exists() for t in targets), targets
+    with pytest.raises(ValueError, match="bench:cpu"):
+        report.rewrite_pages([readme], results)

@@ -1,16 +1,16 @@
-"""The package boundaries, enforced over every .py file by AST (imports inside functions included),
-and the torch side's save/load run with JAX blocked (``jax`` not importable)."""
+"""The package boundaries, enforced over every .py file by AST (imports inside functions included):
+each package's forbidden libraries here, the layers and circles by ``tools/imports.py``; and the
+torch side's save/load run with JAX blocked (``jax`` not importable)."""
 from __future__ import annotations
 
-import ast
 import subprocess
 import sys
 import sys as _sys
-from pathlib import Path
 
 import pytest
 
 from tests.helpers import REPO
+from tools.imports import imported_roots, problems, report
 
 _STDLIB = set(_sys.stdlib_module_names)
 
@@ -27,22 +27,6 @@ COMMON_ALLOWED = {"numpy", "quickstart_parity_common"}
 COMMON_EXCEPTIONS = {("quickstart_parity_common/data.py", "torchvision"),
                      ("quickstart_parity_common/image_folder.py", "PIL"),
                      ("quickstart_parity_common/checkpoint.py", "safetensors")}
-
-
-def imported_roots(path: Path) -> list[tuple[int, str]]:
-    """(line, top-level package) of every import in ``path``, at any depth; relative imports are skipped
-    (they stay inside the package)."""
-    tree = ast.parse(path.read_text(), filename=str(path))
-    out = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            out += [(node.lineno, a.name.split(".")[0]) for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            out.append((node.lineno, node.module.split(".")[0]))
-        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "import_module"
-              and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
-            out.append((node.lineno, node.args[0].value.split(".")[0]))  # importlib.import_module("x")
-    return out
 
 
 def violations(package: str) -> list[str]:
@@ -68,6 +52,62 @@ def test_the_rule_sees_imports_inside_functions(tmp_path):
     f = tmp_path / "m.py"
     f.write_text("def load():\n    from parity.weights import hidden_of\n    import jax.numpy as jnp\n")
     assert [r for _, r in imported_roots(f)] == ["parity", "jax"]
+
+
+def test_no_circle_no_upward_import():
+    """``python -m tools.imports``'s rules over the whole project (docs/design.md, "Layers")."""
+    assert problems() == []
+
+
+def _tree(root, files: dict[str, str]):
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    return root
+
+
+def test_the_graph_rules_catch_each_kind(tmp_path):
+    """Each offence the project once had (an upward import, a sideways one, a program importing its
+    chapter, a circle held by a TYPE_CHECKING import) is named; a function-local import back, and a
+    test module using tests.helpers, are not offences."""
+    _tree(tmp_path, {
+        "quickstart_parity_common/__init__.py": "",
+        "quickstart_parity_common/data.py": "import reference_torch.model\n",  # upward
+        "reference_torch/__init__.py": "",
+        "reference_torch/model.py": "from quickstart_parity_common import data\n",
+        "reference_torch/train.py": "from .basics.distributed import step\n",  # the program on its chapter
+        "reference_torch/basics/__init__.py": "",
+        "reference_torch/basics/distributed.py": "from reference_torch.model import make\n",
+        "jax_impl/__init__.py": "",
+        "jax_impl/a.py": "from .b import x\ndef f():\n    from . import c\n",
+        "jax_impl/b.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .a import y\n",  # circle a-b
+        "jax_impl/c.py": "def g():\n    from .a import x\n",  # a -> c and c -> a only inside functions
+        "parity/__init__.py": "",
+        "parity/run.py": "from benchmarks import timing\n",  # sideways
+        "parity/test_run.py": "from tests.helpers import REPO\n",
+        "benchmarks/__init__.py": "",
+        "benchmarks/timing.py": "import numpy\n",
+        "tests/__init__.py": "",
+        "tests/helpers.py": "",
+    })
+    found = problems(tmp_path)
+    assert len(found) == 4, found
+    assert any("quickstart_parity_common.data imports reference_torch.model, a layer above" in p for p in found)
+    assert any("reference_torch.train imports its own chapter reference_torch.basics.distributed" in p for p in found)
+    assert any("parity.run imports benchmarks.timing, its own layer" in p for p in found)
+    assert any(p.endswith("circle jax_impl.a -> jax_impl.b -> jax_impl.a") for p in found)
+    listing = report(tmp_path)
+    assert "-> reference_torch: reference_torch.model" in listing and "its test modules -> tests: tests.helpers" in listing
+
+
+def test_the_import_graph_command():
+    """``python -m tools.imports`` prints every package and says the graph is clean (exit 0)."""
+    proc = subprocess.run([sys.executable, "-m", "tools.imports"], capture_output=True, text=True, cwd=REPO, check=False)
+    assert proc.returncode == 0, proc.stderr
+    for pkg in ("quickstart_parity_common", "reference_torch", "jax_impl", "parity", "quickstart_parity_guide",
+                "benchmarks", "tests", "tools"):
+        assert f"\n{pkg}  (layer " in "\n" + proc.stdout, pkg
+    assert proc.stdout.rstrip().endswith("no circle, no upward import") and proc.stderr == ""
 
 
 def test_torch_save_load_with_jax_blocked(tmp_path):

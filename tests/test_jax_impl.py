@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from jax_impl import checkpoint, loops, train
+from jax_impl import checkpoint, launch, loops, train
 from jax_impl.checkpoint import CheckpointError
 from jax_impl.data import device_dataset, load_fashion_mnist
+from jax_impl.distributed import Config as DistConfig
 from jax_impl.model import NeuralNetwork, count_params, init_params
 from parity.compare import uniform_init_violations
 from parity.weights import torch_to_flax
@@ -181,3 +182,15 @@ def test_import_without_torch():
     proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=REPO,
                           env={"PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_launch_turns_a_failed_or_late_process_into_one_error(tmp_path):
+    """``jax_impl.launch``: the worker's own error line comes back as DistributedError; a process past
+    its time is killed and named."""
+    params = jax.tree.map(np.asarray, init_params(jax.random.PRNGKey(0), (8,)))
+    bad = DistConfig(devices=1, hidden=(8,), samples=8, form="no-such-form")
+    with pytest.raises(launch.DistributedError,
+                       match=r"^the JAX process failed: python -m jax_impl.distributed: error: form 'no-such-form'"):
+        launch.run_many([bad], params, timeout_s=120)
+    with pytest.raises(launch.DistributedError, match=r"did not finish in 0 s and was killed"):
+        launch.run_many([bad], params, timeout_s=0.01)

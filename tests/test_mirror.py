@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-PAIRS = ["train", "model", "checkpoint", "data", "__main__", "cnn", "cnn_train", "distributed"] + [
+PAIRS = ["train", "model", "checkpoint", "data", "__main__", "cnn", "cnn_train", "distributed", "launch"] + [
     f"basics.{chapter}" for chapter in ("autograd", "datasets", "distributed", "functional", "jit", "layers",
                                         "optimization", "prng", "pytrees", "quickstart", "save_load", "tensors",
                                         "transforms")]
@@ -49,6 +49,16 @@ ONE_SIDE_ONLY = {
     ("reference_torch", "distributed"): {
         "allreduce_sum_hook": "the sum control as a DDP comm hook; JAX's is make_step's grad_reduce",
         "worker": "one DDP rank's process (reference_torch.launch starts N); the JAX worker process is main",
+        "weighted_loss": "one rank's shard loss; JAX's lives with its step forms in jax_impl.sharding",
+        "train_step": "one DDP rank's step; JAX's two forms are built by jax_impl.sharding.make_step",
+    },
+    ("reference_torch", "launch"): {
+        "free_port": "the DDP ranks' TCP rendezvous; JAX's devices share one process",
+        "run": "one config, blocking; JAX's process takes torch's weights as well (run_many, start)",
+    },
+    ("jax_impl", "launch"): {
+        "start": "the JAX process started without waiting, so it trains while DDP's ranks run",
+        "collect": "waits for start's process and reads its results; DDP's run_many joins its ranks itself",
     },
     ("jax_impl", "distributed"): {
         "test_metrics": "the worker's own test evaluation (a JSON field); parity evaluates DDP's weights",
@@ -97,7 +107,6 @@ def test_exceptions_listed_are_real():
 
 # Modules only one side has, and why (docs/design.md, "The mirror"); any other file must have its twin.
 ONE_SIDE_MODULES = {
-    "reference_torch.launch": "starts DDP's N processes; JAX's devices share one process (parity.distributed starts it)",
     "jax_impl.loops": "the compiled epoch and test pass; torch's loops are the tutorial's Python for-loops",
     "jax_impl.sharding": "mesh, step forms and batch layout; DDP keeps these inside the library",
     "jax_impl.nnx_model": "the same model in Flax NNX; torch has one module system",

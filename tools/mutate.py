@@ -2,7 +2,7 @@
 
 Each mutation is one textual change to one file, applied alone in a temporary copy of the
 repository; then a chosen fast subset of the tests runs there. A mutation the tests fail on is
-*killed*; one they pass is a *survivor*, to be explained in README ("Mutation testing") or killed
+*killed*; one they pass is a *survivor*, to be explained in docs/reliability.md ("Mutation testing") or killed
 by a new test. The subset per mutation is the one that should catch it; the whole run takes minutes.
 
     python tools/mutate.py            # every mutation

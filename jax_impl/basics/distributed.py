@@ -1,5 +1,6 @@
 """Data parallelism in JAX, the step at its smallest; mirrors ``reference_torch/basics/distributed.py``.
-``jax_impl/distributed.py`` runs them over N devices.
+``jax_impl/distributed.py`` runs them over N devices; ``weighted_loss`` is the program's own
+(``jax_impl/sharding.py``): the chapter shows it, it does not hold it.
 
 One process drives every device. The parameters are one array replicated on all devices
 (``P()``), each global batch one array split over the mesh axis (``P("data")``). ``train_step`` is
@@ -12,10 +13,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jax_impl.sharding import weighted_loss
 from quickstart_parity_common.shards import epoch_shards
 
 __all__ = ["as_numpy", "replicate", "setup", "train_epoch", "train_step", "train_step_shard_map", "weighted_loss"]
@@ -31,12 +32,6 @@ def setup(devices: int) -> Mesh:
 def replicate(params, mesh: Mesh):
     """The parameters on every device: one array, ``P()``; nothing to broadcast, one value by construction."""
     return jax.device_put(params, NamedSharding(mesh, P()))
-
-
-def weighted_loss(params, apply_fn, x: jax.Array, y: jax.Array, w: jax.Array) -> jax.Array:
-    """Mean cross-entropy over the samples of weight 1 (padding has weight 0): ``nn.CrossEntropyLoss()``."""
-    ce = optax.softmax_cross_entropy_with_integer_labels(apply_fn({"params": params}, x), y)
-    return jnp.sum(w * ce) / jnp.maximum(jnp.sum(w), 1)  # mean over real samples (padding: w = 0)
 
 
 @jax.jit

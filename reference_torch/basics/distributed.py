@@ -1,5 +1,6 @@
 """Data parallelism in torch, the loop at its smallest; ``jax_impl/basics/distributed.py`` has the
-same functions. ``reference_torch/distributed.py`` runs them over N processes.
+same functions. The step and its loss are the program's own (``reference_torch/distributed.py``, which
+runs them over N processes): the chapter shows them, it does not hold them.
 
 DDP keeps one full model per process. ``backward`` fires a hook per parameter as its gradient is
 ready; gradients are packed into buckets (25 MiB by default) and each full bucket is all-reduced
@@ -17,6 +18,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from quickstart_parity_common.shards import epoch_shards, loss_weight
+from reference_torch.distributed import train_step, weighted_loss
 
 __all__ = ["as_numpy", "replicate", "setup", "train_epoch", "train_step", "weighted_loss"]
 
@@ -30,23 +32,6 @@ def setup(rank: int, world: int, port: int, backend: str = "gloo", timeout_s: fl
 def replicate(model: nn.Module, device: torch.device) -> DDP:
     """Wrap the model: DDP broadcasts rank 0's weights so every replica starts the same."""
     return DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-
-def weighted_loss(pred: torch.Tensor, y: torch.Tensor, weight: float) -> torch.Tensor:
-    """This shard's mean cross-entropy times ``weight = n_r * N / b`` (1 for equal shards)."""
-    if len(y):
-        return nn.functional.cross_entropy(pred, y) * weight
-    return pred.sum() * 0.0  # an empty shard still joins the all-reduce, with zero gradients
-
-
-def train_step(ddp: DDP, optimizer, x: torch.Tensor, y: torch.Tensor, weight: float) -> torch.Tensor:
-    """One replica's step: ``weighted_loss`` of its shard; ``backward`` all-reduces the gradients
-    (sum / world size, in buckets) before ``step``."""
-    loss = weighted_loss(ddp(x), y, weight)
-    loss.backward()
-    optimizer.step()
-    optimizer.zero_grad()
-    return loss.detach()
 
 
 def train_epoch(ddp: DDP, optimizer, x: torch.Tensor, y: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
