@@ -11,6 +11,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,6 +139,25 @@ def save_path(text: str) -> str:
         _bad(text, f"folder {str(folder)!r} is not writable")
     if path.exists() and not os.access(path, os.W_OK):
         _bad(text, "exists and is not writable")
+    return text
+
+
+def out_dir(text: str) -> str:
+    """A report folder, checked while parsing so a run's report is never lost after its work: it (or,
+    if absent, the nearest folder above it, where it will be created) is a folder a real temporary
+    file can be written in."""
+    if text == "":
+        _bad(text, "empty; give a folder")
+    path = Path(text)
+    existing = next((p for p in (path, *path.parents) if p.exists() or p.is_symlink()), Path("."))
+    if not existing.is_dir():
+        _bad(text, f"{str(existing)!r} exists and is not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".probe.", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        _bad(text, f"folder {str(existing)!r} is not writable ({e.strerror})")
     return text
 
 
