@@ -16,9 +16,9 @@ from benchmarks.schedule import (
     run_rounds,
     spread,
 )
-from benchmarks.workload import flops_per_sample
+from benchmarks.workload import flops_per_sample, load_workload
 from quickstart_parity_common.report import test_line as format_test_line
-from tests.helpers import REPO, run_module
+from tests.helpers import REPO, run_module, write_tiny_dataset
 
 
 def test_flops_per_sample_is_the_quickstarts():
@@ -242,3 +242,14 @@ def test_quick_run_writes_json_and_charts(data_dir, tmp_path):
     for chart in out["charts"]:
         assert (tmp_path / chart).stat().st_size > 10_000
     assert "jax-scan over jax-jit" in proc.stdout
+
+
+def test_samples_past_the_data_refused_not_clamped(tmp_path, capsys):
+    """``--samples 5000`` on 1,024 images used to time 1,024 and record them as the run's samples."""
+    write_tiny_dataset(tmp_path, n_train=1024, n_test=16)
+    code = bench_run.main(["--samples", "5000", "--data-dir", str(tmp_path), "--out-dir", str(tmp_path / "out"),
+                           "--rounds", "1", "--no-sweep"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--samples 5000: the training set in" in err and "only 1024" in err, err
+    assert not (tmp_path / "out").exists()
+    assert load_workload(str(tmp_path), 1024).n == 1024  # all of it is still allowed
