@@ -5,15 +5,21 @@ over the tutorial and its share of the limit), the two medians and their spreads
 rounds) side by side. Two runs *agree* on a ratio when each run's median lies inside the other's
 min–max: the difference between the runs is then no larger than the round-to-round spread within
 either. The weaker reading, that the two min–max ranges overlap, is shown beside it. Exit 0 when
-they agree on every ratio (the strict reading), 1 otherwise (2 for a bad file).
+they agree on every ratio (the strict reading), 1 otherwise (2 for a bad file, or two runs that
+measured different things: another model, widths, batch size, sample count, round count or device,
+or the same run twice).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
 from pathlib import Path
+
+from quickstart_parity_common.cli import Parser
+
+# The settings two runs must share for their ratios to measure the same thing (benchmarks.run's meta).
+COMPARABLE = ("model", "hidden", "batch_size", "samples", "rounds", "quick")
 
 
 def ratios(run: dict) -> dict[str, dict]:
@@ -54,6 +60,25 @@ def compare(run_a: dict, run_b: dict) -> list[dict]:
             for k in ra if k in rb]
 
 
+def incomparable(run_a: dict, run_b: dict, names: tuple[str, str]) -> str | None:
+    """Why two runs' ratios cannot be compared (None if they can): one run twice agrees with itself
+    whatever it measured, and runs of other settings differ for that reason, not by noise."""
+    meta = [run.get("meta") for run in (run_a, run_b)]
+    for name, m in zip(names, meta, strict=True):
+        if not isinstance(m, dict):
+            return f"{name}: no meta (not a benchmarks.run JSON)"
+    if meta[0] == meta[1]:
+        return f"{names[0]} and {names[1]} hold the same run (timed at {meta[0].get('timed_at')}): it agrees with itself"
+    for field in COMPARABLE:
+        if meta[0].get(field) != meta[1].get(field):
+            return (f"not comparable: {field} is {meta[0].get(field)!r} in {names[0]} but {meta[1].get(field)!r} "
+                    f"in {names[1]}")
+    devices = [sorted(run["devices"]) for run in (run_a, run_b)]
+    if devices[0] != devices[1]:
+        return f"not comparable: devices {devices[0]} in {names[0]} but {devices[1]} in {names[1]}"
+    return None
+
+
 def table(rows: list[dict], names: tuple[str, str]) -> str:
     def cell(r):
         return f"{r['median']:.3g} ({r['min']:.3g}–{r['max']:.3g})"
@@ -69,7 +94,7 @@ def table(rows: list[dict], names: tuple[str, str]) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.agree", description=__doc__.split("\n\n")[0])
+    p = Parser(prog="python -m benchmarks.agree", description=__doc__.split("\n\n")[0])
     p.add_argument("a", help="the first run's JSON (python -m benchmarks.run writes bench_<device>.json)")
     p.add_argument("b", help="the second run's JSON")
     args = p.parse_args(argv)
@@ -80,10 +105,17 @@ def main(argv=None) -> int:
         except (OSError, ValueError) as e:
             print(f"python -m benchmarks.agree: error: {path}: {e}", file=sys.stderr)
             return 2
+    if Path(args.a).resolve() == Path(args.b).resolve():
+        print(f"python -m benchmarks.agree: error: {args.a} twice: a run always agrees with itself", file=sys.stderr)
+        return 2
     try:
-        rows = compare(*runs)
+        why = incomparable(*runs, (args.a, args.b))
+        rows = [] if why else compare(*runs)
     except (KeyError, TypeError, AttributeError) as e:
         print(f"python -m benchmarks.agree: error: not a benchmarks.run JSON (missing {e})", file=sys.stderr)
+        return 2
+    if why:
+        print(f"python -m benchmarks.agree: error: {why}", file=sys.stderr)
         return 2
     if not rows:
         print("python -m benchmarks.agree: error: the two runs share no paired ratio", file=sys.stderr)

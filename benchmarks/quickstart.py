@@ -20,7 +20,7 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from quickstart_parity_common.cli import positive_int
+from quickstart_parity_common.cli import HelpFormatter, Parser, out_dir, positive_int
 
 from .limits import cpu_model
 
@@ -90,14 +90,17 @@ def record(epochs: int, device: str, data_dir: str, out_dir: Path, progress=prin
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.quickstart", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(prog="python -m benchmarks.quickstart", description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     p.add_argument("--epochs", type=positive_int, default=5, help="epochs of each quickstart")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="the device both sides train on")
     p.add_argument("--data-dir", default="data", help="FashionMNIST folder (torchvision layout)")
     p.add_argument("--out-dir", default="", help="folder for the logs and quickstart_<device>.json "
                    "('': benchmarks/results/<device>)")
     a = p.parse_args(argv)
+    try:  # the default folder too, before the two runs
+        out_dir(a.out_dir or str(RESULTS / a.device))
+    except argparse.ArgumentTypeError as e:
+        p.error(f"argument --out-dir: {e}")
     try:
         record(a.epochs, a.device, a.data_dir, Path(a.out_dir or RESULTS / a.device))
     except (OSError, RuntimeError) as e:

@@ -28,7 +28,7 @@ import optax  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from quickstart_parity_common.cli import HelpFormatter, Parser, non_negative_int, positive_int  # noqa: E402
+from quickstart_parity_common.cli import HelpFormatter, Parser, non_negative_int, out_dir, positive_int  # noqa: E402
 from quickstart_parity_common.data import DataError  # noqa: E402
 
 from . import limits, report, schedule, variants  # noqa: E402
@@ -366,7 +366,7 @@ def parse_args(argv=None) -> Settings:
                         "to time whole epochs in every round")
     p.add_argument("--quick", action="store_true", help="smoke test: 1/20 of the data, at most 3 rounds (off by default)")
     p.add_argument("--data-dir", default="data", help="folder holding FashionMNIST/raw/")
-    p.add_argument("--out-dir", default=str(RESULTS), help="where the JSON and PNG files go")
+    p.add_argument("--out-dir", type=out_dir, default=str(RESULTS), help="where the JSON and PNG files go")
     a = p.parse_args(argv)
     precisions = tuple(dict.fromkeys(m.strip() for m in a.precision.split(",") if m.strip()))
     if not precisions or not set(precisions) <= {"fp32", "tf32"}:

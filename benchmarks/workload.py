@@ -16,7 +16,7 @@ from jax_impl import cnn_train as jcnn_train
 from jax_impl import train as jtrain
 from jax_impl.train import Config as JaxConfig
 from quickstart_parity_common.convert import state_dict_to_variables, torch_to_flax
-from quickstart_parity_common.data import find_files, read_split, to_float
+from quickstart_parity_common.data import DataError, find_files, read_split, to_float
 from reference_torch import cnn as tcnn
 from reference_torch.model import NeuralNetwork
 
@@ -152,7 +152,9 @@ def load_workload(data_dir: str, n: int | None = None, batch_size: int = 64, mod
     """
     images, labels = read_split(find_files(data_dir), train=True)
     x = to_float(images).reshape(len(images), -1)
-    n = len(labels) if n is None else min(n, len(labels))
+    if n is not None and n > len(labels):  # a clamped count would time, and label, another workload
+        raise DataError(f"--samples {n}: the training set in {data_dir} has only {len(labels)} images")
+    n = len(labels) if n is None else n
     hidden = MODELS[model].hidden if hidden is None else tuple(hidden)
     return Workload(x[:n], labels[:n], init_state_dict(model, hidden, seed), batch_size, 1e-3, tuple(hidden), model,
                     data_dir)

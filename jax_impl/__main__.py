@@ -2,7 +2,15 @@
 import sys
 
 from quickstart_parity_common.checkpoint import add_checkpoint_flags
-from quickstart_parity_common.cli import JAX_DEVICES, base_parser, run_guarded
+from quickstart_parity_common.cli import (
+    JAX_DEVICES,
+    Progress,
+    XLAFlagsError,
+    base_parser,
+    check_xla_flags,
+    interrupted,
+    run_guarded,
+)
 from quickstart_parity_common.data import DataError
 from quickstart_parity_common.report import NonFiniteLossError
 
@@ -15,6 +23,10 @@ def main(argv=None) -> int:
     if args.model == "cnn" and (args.checkpoint_dir or args.resume or args.load or args.limit_train):
         p.error("--model cnn: --checkpoint-dir, --resume, --load and --limit-train are for the MLP only "
                 "(not built yet for the CNN)")
+    try:  # before JAX starts: a bad XLA_FLAGS aborts the process there
+        check_xla_flags()
+    except XLAFlagsError as e:
+        p.exit(2, f"{p.prog}: error: {e}\n")
     # JAX is imported only once the flags are valid: a bad flag is refused in a second, not after
     # JAX's import (tests/test_cli_validation.py runs every bad flag as a subprocess).
     from . import cnn_train  # noqa: PLC0415 -- JAX after the flags (above)
@@ -22,9 +34,14 @@ def main(argv=None) -> int:
     from .train import Config, DeviceError, run  # noqa: PLC0415 -- as above
 
     config = Config(**vars(args))
+    progress = Progress(epochs=config.epochs, checkpoint_dir=config.checkpoint_dir)
     train_fn = cnn_train.run if config.model == "cnn" else run
-    return run_guarded(lambda: train_fn(config), (DataError, DeviceError, CheckpointError, NonFiniteLossError), p.prog)
+    return run_guarded(lambda: train_fn(config, progress), (DataError, DeviceError, CheckpointError, NonFiniteLossError),
+                       p.prog, progress)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # before run_guarded: parsing or the framework's import
+        sys.exit(interrupted("python -m jax_impl", None))

@@ -18,6 +18,8 @@ import numpy as np
 from flax.training import train_state
 from flax.traverse_util import flatten_dict
 
+from quickstart_parity_common.checkpoint import save_final
+from quickstart_parity_common.cli import Progress
 from quickstart_parity_common.report import (
     check_finite,
     check_finite_params,
@@ -100,9 +102,10 @@ def scan_epoch(state: CNNState, data: Batch, batch_size: int = 64, log=print) ->
     return loops.scan_epoch(_train_step, state, data, batch_size, log)
 
 
-def run(config: Config) -> dict:
+def run(config: Config, progress: Progress | None = None) -> dict:
     """``train.run`` with ``CNN``: train, save its variables, load them back, predict; the same printed lines as torch."""
     out = print if config.verbose else (lambda *a, **k: None)
+    progress = progress if progress is not None else Progress(epochs=config.epochs)
     device = resolve_device(config.device)
     check_outputs(config)
     out(f"Using {device.platform} device")
@@ -114,6 +117,7 @@ def run(config: Config) -> dict:
 
     history = {"accuracy": [], "avg_loss": [], "epoch_s": [], "losses": []}
     for t in range(config.epochs):
+        progress.epoch = t + 1
         out(epoch_header(t + 1))
         start = time.perf_counter()
         state, losses = train_epoch(state, train_arrays, config.batch_size, log=out)  # losses read = synced
@@ -122,10 +126,12 @@ def run(config: Config) -> dict:
         check_finite_params(flatten_dict({"params": state.params, "batch_stats": state.batch_stats}, sep="/"), t + 1)
         accuracy, avg_loss = evaluate(state, test_arrays, config.batch_size)
         end_epoch(history, t + 1, accuracy, avg_loss, losses, out, config.verbose)
+    progress.trained = True
     out("Done!")
 
     if config.save:
-        checkpoint.save({"params": state.params, "batch_stats": state.batch_stats}, config.save)
+        save_final(lambda p: checkpoint.save({"params": state.params, "batch_stats": state.batch_stats}, p),
+                   config.save, None)
         out(f"Saved JAX Model State to {config.save}")
         variables = checkpoint.load(config.save, init_variables(jax.random.PRNGKey(0)))
         state = state.replace(params=variables["params"], batch_stats=variables["batch_stats"])

@@ -4,6 +4,7 @@ The loops are pure compiled functions (``loops.py``): one ``lax.scan`` per epoch
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass
 
@@ -13,17 +14,21 @@ import numpy as np
 import optax
 from flax.training import train_state
 
+from quickstart_parity_common import checkpoint as common_checkpoint
 from quickstart_parity_common.checkpoint import (
-    check_target,
+    DATA_FIELD,
+    check_resume_epochs,
+    claim_checkpoint_dir,
     latest_resume_path,
-    prepare_checkpoint_dir,
     resume_path,
+    save_final,
 )
-from quickstart_parity_common.cli import DeviceError
-from quickstart_parity_common.data import CLASSES
+from quickstart_parity_common.cli import DeviceError, Progress
+from quickstart_parity_common.data import CLASSES, data_identity
 from quickstart_parity_common.report import (
     check_finite,
     check_finite_params,
+    check_finite_test,
     end_epoch,
     epoch_header,
     prediction_line,
@@ -81,6 +86,12 @@ def resolve_device(name: str) -> jax.Device:
     """``auto`` picks a GPU if JAX has one, else the CPU; an absent device is DeviceError."""
     if name not in ("auto", "cpu", "cuda", "gpu"):
         raise DeviceError(f"--device {name}: unknown device (use auto, cpu or cuda)")
+    platforms = os.environ.get("JAX_PLATFORMS", "")
+    try:  # every backend JAX_PLATFORMS names starts here, or none does
+        jax.devices()
+    except (RuntimeError, AssertionError) as e:  # an unknown name; or (an assert) a known one not installed here
+        first = " ".join(str(e).split())[:300] or "no backend it names starts on this machine (unset it to let JAX choose)"
+        raise DeviceError(f"JAX_PLATFORMS={platforms!r}: {first}") from None
     if name != "cpu":
         try:
             return jax.devices("gpu")[0]
@@ -88,7 +99,11 @@ def resolve_device(name: str) -> jax.Device:
             if name != "auto":
                 raise DeviceError(f"--device {name}: JAX {jax.__version__} sees no CUDA device on this machine "
                                   "(install jax[cuda12] on a machine with a GPU)") from None
-    return jax.devices("cpu")[0]
+    try:
+        return jax.devices("cpu")[0]
+    except (RuntimeError, AssertionError):  # JAX_PLATFORMS=cuda leaves the CPU backend unstarted: an assert
+        raise DeviceError(f"--device cpu: JAX_PLATFORMS={platforms!r} does not include cpu "
+                          "(unset it or add cpu)") from None
 
 
 def make_optimizer(lr: float = 1e-3, momentum: float = 0.0, weight_decay: float = 0.0) -> optax.GradientTransformation:
@@ -176,23 +191,21 @@ def predict(state: TrainState, test_data: tuple[np.ndarray, np.ndarray], index: 
 
 def check_outputs(config: Config) -> None:
     """Before any work: the save target and the checkpoint folder must be writable, so a run's
-    work is never lost at the end (CheckpointError otherwise)."""
-    if config.save and not config.load:
-        check_target(config.save)
-    if config.checkpoint_dir:
-        prepare_checkpoint_dir(config.checkpoint_dir)
-    elif config.resume:
-        raise checkpoint.CheckpointError("--resume needs --checkpoint-dir DIR (the folder holding the checkpoints)")
+    work is never lost at the end (CheckpointError otherwise); quickstart_parity_common.checkpoint.check_outputs."""
+    common_checkpoint.check_outputs(config.save, config.load, config.checkpoint_dir, config.resume)
 
 
-def run(config: Config) -> dict:
+def run(config: Config, progress: Progress | None = None) -> dict:
     """The whole quickstart: train ``config.epochs`` epochs, save, load back, predict.
 
     With ``checkpoint_dir`` a resumable checkpoint is written after every epoch, and ``resume``
     continues from the latest one; ``load`` evaluates a saved model instead of training.
-    Prints the tutorial's lines on stdout (epoch times on stderr) and returns what it measured.
+    Prints the tutorial's lines on stdout (epoch times on stderr) and returns what it measured;
+    ``progress`` follows where it is (for the line Ctrl-C prints).
     """
     out = print if config.verbose else (lambda *a, **k: None)
+    progress = progress if progress is not None else Progress()
+    progress.epochs, progress.checkpoint_dir = config.epochs, config.checkpoint_dir
     device = resolve_device(config.device)
     check_outputs(config)
     out(f"Using {device.platform} device")
@@ -203,6 +216,11 @@ def run(config: Config) -> dict:
     rng = jax.random.PRNGKey(config.seed)  # nothing but the initialisation draws from it
     params = jax.device_put(init_params(rng, config.hidden, config.model), device)
     state = create_train_state(params, config.lr, config.hidden, device, config.momentum, config.weight_decay, config.model)
+    run_config = asdict(config)
+    if config.checkpoint_dir:  # the folder is this run's from here on: its flags and its data
+        run_config[DATA_FIELD] = data_identity(load_fashion_mnist(config.data_dir, train=True), test_data) \
+            if config.limit_train else data_identity(training_data, test_data)
+        claim_checkpoint_dir(config.checkpoint_dir, run_config)
 
     history = {"accuracy": [], "avg_loss": [], "epoch_s": [], "losses": []}
     first_epoch, epochs = 0, config.epochs
@@ -212,22 +230,29 @@ def run(config: Config) -> dict:
         epochs = 0
     elif config.resume:
         path = latest_resume_path(config.checkpoint_dir, checkpoint.SUFFIX)
-        state, rng, first_epoch = checkpoint.load_resume(path, state, rng, asdict(config))
+        state, rng, first_epoch = checkpoint.load_resume(path, state, rng, run_config)
+        check_resume_epochs(first_epoch, epochs, path)
+        progress.checkpoint, progress.step = str(path), int(state.step)
         out(f"Resumed from {path} after epoch {first_epoch}")
     for t in range(first_epoch, epochs):
+        progress.epoch = t + 1
         out(epoch_header(t + 1))
         start = time.perf_counter()
         state, losses = train_epoch(state, train_arrays, config.batch_size, log=out)  # losses read = synced
         history["epoch_s"].append(time.perf_counter() - start)
         check_finite(losses, t + 1)
         check_finite_params(checkpoint.flatten(jax.device_get(state.params)), t + 1)
-        if config.checkpoint_dir:
-            checkpoint.save_resume(resume_path(config.checkpoint_dir, t + 1, checkpoint.SUFFIX), state, rng,
-                                   t + 1, asdict(config))
         accuracy, avg_loss = evaluate(state, test_arrays, config.batch_size)
-        end_epoch(history, t + 1, accuracy, avg_loss, losses, out, config.verbose)
+        end_epoch(history, t + 1, accuracy, avg_loss, losses, out, config.verbose)  # a NaN test loss stops here
+        if config.checkpoint_dir:
+            path = resume_path(config.checkpoint_dir, t + 1, checkpoint.SUFFIX)
+            checkpoint.save_resume(path, state, rng, t + 1, run_config)
+            progress.checkpoint = str(path)
+        progress.step = int(state.step)
+    progress.trained = True
     if config.load:
         accuracy, avg_loss = evaluate(state, test_arrays, config.batch_size)
+        check_finite_test(avg_loss)
         out(test_line(accuracy, avg_loss))
         history["accuracy"].append(accuracy)
         history["avg_loss"].append(avg_loss)
@@ -235,7 +260,7 @@ def run(config: Config) -> dict:
         out("Done!")
 
     if config.save and not config.load:
-        checkpoint.save(state.params, config.save)
+        save_final(lambda p: checkpoint.save(state.params, p), config.save, progress.checkpoint)
         out(f"Saved JAX Model State to {config.save}")
         params = init_params(jax.random.PRNGKey(0), config.hidden, config.model)
         state = state.replace(params=checkpoint.load(config.save, params))

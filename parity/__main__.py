@@ -12,7 +12,15 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 import argparse
 from pathlib import Path
 
-from quickstart_parity_common.cli import DeviceError, base_parser, non_negative_int
+from quickstart_parity_common.cli import (
+    DeviceError,
+    XLAFlagsError,
+    base_parser,
+    check_xla_flags,
+    non_negative_int,
+    out_dir,
+    run_guarded,
+)
 from quickstart_parity_common.data import DataError
 
 from .cnn_side_by_side import run as run_cnn
@@ -30,7 +38,7 @@ def parser() -> argparse.ArgumentParser:
                    help="GPU matmul precision: strict = true float32 on both sides; default = each library's default")
     p.add_argument("--threads", type=non_negative_int, default=0,
                    help="torch intra-op threads (0: torch's default, one per core)")
-    p.add_argument("--out-dir", default="runs", help="folder for the JSON report and the PNG plot")
+    p.add_argument("--out-dir", type=out_dir, default="runs", help="folder for the JSON report and the PNG plot")
     p.add_argument("--model", choices=("mlp", "cnn"), default="mlp",
                    help="cnn: the convnet pair, same dropout masks, float64 runs for the tolerances (CPU)")
     return p
@@ -44,17 +52,22 @@ def parse(argv=None) -> SideBySideConfig:
         p.error(f"--save {args.save}: name the torch checkpoint (e.g. model.pth); JAX's goes next to it as .msgpack")
     if args.model == "cnn" and (args.device != "cpu" or args.save):
         p.error("--model cnn runs on the CPU with float64 references and saves nothing: drop --device/--save")
+    try:  # JAX is imported but not started yet: a bad XLA_FLAGS would abort the process at its start
+        check_xla_flags()
+    except XLAFlagsError as e:
+        p.error(str(e))
     return SideBySideConfig(**vars(args))
 
 
 def main(argv=None) -> int:
     cfg = parse(argv)
-    try:
-        report = (run_cnn if cfg.model == "cnn" else run)(cfg)
-    except (DataError, DeviceError) as e:  # cli.run_guarded's one-line form, keeping the report
-        print(f"python -m parity: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
-    return 0 if report["ok"] else 1
+    result = {}
+    # One error line for a bad input or a failed allocation (--hidden 100000000), exit 130 for Ctrl-C.
+    code = run_guarded(lambda: result.setdefault("report", (run_cnn if cfg.model == "cnn" else run)(cfg)),
+                       (DataError, DeviceError), "python -m parity")
+    if code:
+        return code
+    return 0 if result["report"]["ok"] else 1
 
 
 if __name__ == "__main__":

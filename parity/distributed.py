@@ -11,7 +11,6 @@ processes next, the one-device run in this process.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -30,7 +29,15 @@ from torch import nn
 
 from jax_impl import launch as jlaunch
 from jax_impl.distributed import Config as JConfig
-from quickstart_parity_common.cli import DeviceError, non_negative_int, positive_int, run_guarded
+from quickstart_parity_common.cli import (
+    DeviceError,
+    HelpFormatter,
+    Parser,
+    non_negative_int,
+    out_dir,
+    positive_int,
+    run_guarded,
+)
 from quickstart_parity_common.data import DataError
 from quickstart_parity_common.shards import ShardError, epoch_shards
 from reference_torch import distributed as tdist
@@ -325,8 +332,7 @@ def plot(r32: dict, cmp: dict, path: Path, title: str) -> Path:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m parity.distributed", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(prog="python -m parity.distributed", description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     p.add_argument("--devices", type=positive_int, default=2, help="replicas: DDP processes and JAX devices")
     p.add_argument("--epochs", type=positive_int, default=1, help="training epochs")
     p.add_argument("--batch-size", type=positive_int, default=64, help="global batch (split over the replicas)")
@@ -337,7 +343,7 @@ def main(argv=None) -> int:
     p.add_argument("--samples", type=non_negative_int, default=0, help="train on the first N images (0: all 60000)")
     p.add_argument("--timeout", type=float, default=60.0, dest="timeout_s",
                    help="seconds a rank waits for a peer in a collective before failing")
-    p.add_argument("--out-dir", default="runs", help="folder for the JSON report and the PNG plot")
+    p.add_argument("--out-dir", type=out_dir, default="runs", help="folder for the JSON report and the PNG plot")
     args = p.parse_args(argv)
     result = {}
     code = run_guarded(lambda: result.setdefault("report", run(DistConfig(**vars(args)))),

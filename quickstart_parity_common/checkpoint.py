@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
@@ -32,6 +34,13 @@ DIGEST_KEY = "sha256"
 RESUME_NAME = "epoch-{epoch:04d}"
 # Config fields that change the numbers: a resumed run must use the checkpoint's values.
 RESUME_FIELDS = ("model", "hidden", "batch_size", "lr", "momentum", "weight_decay", "seed", "limit_train")
+# The data's identity (quickstart_parity_common.data.data_identity) in a resume checkpoint's config and the folder's record.
+DATA_FIELD = "data_sha256"
+# A checkpoint folder belongs to one run: RUN_FILE records that run's RESUME_FIELDS and data, LOCK_FILE
+# is held (flock) by the run writing there, so a second writer is refused while the first is alive.
+RUN_FILE = "run.json"
+LOCK_FILE = ".lock"
+_CHECKPOINT_NAME = re.compile(r"epoch-\d+(\..*)?")
 MODEL_NAMES = ("mlp", "cnn")
 PARAMS_FORMAT = "quickstart-parity/params-v1"
 RESUME_FORMAT = "quickstart-parity/resume-v1"
@@ -224,16 +233,116 @@ def latest_resume_path(checkpoint_dir: str | os.PathLike, suffix: str) -> Path:
     return max(found)[1]
 
 
-def check_config(saved: Mapping[str, object], current: Mapping[str, object], fields: tuple[str, ...], source: str) -> None:
-    """Raise CheckpointError naming the first of ``fields`` where the checkpoint's config differs."""
+def _differs(saved: Mapping[str, object], current: Mapping[str, object], fields: tuple[str, ...],
+             made: str) -> str | None:
+    """What the first of ``fields`` (then the data's identity, where ``current`` has one) differing
+    between ``saved`` and ``current`` says, naming its flag; None if they agree."""
     for name in fields:
         if name not in saved:
-            raise CheckpointError(f"{source}: the checkpoint's config has no field {name}")
+            return f"{made} has no field {name}"
         a, b = saved[name], current[name]
         if isinstance(b, tuple):
             a = tuple(a) if isinstance(a, list) else a
         if a != b:
-            raise CheckpointError(f"{source}: --{name.replace('_', '-')} is {b!r} but the checkpoint was made with {a!r}")
+            return f"--{name.replace('_', '-')} is {b!r} but {made} with {a!r}"
+    if DATA_FIELD in current and saved.get(DATA_FIELD) != current[DATA_FIELD]:
+        if DATA_FIELD not in saved:
+            return f"{made} without a record of its data (an older version): its data cannot be checked"
+        return (f"--data-dir {current.get('data_dir', '')!r} holds other data (sha256 {str(current[DATA_FIELD])[:12]}...) "
+                f"than {made} with (sha256 {str(saved[DATA_FIELD])[:12]}...)")
+    return None
+
+
+def check_config(saved: Mapping[str, object], current: Mapping[str, object], fields: tuple[str, ...], source: str) -> None:
+    """Raise CheckpointError naming the first of ``fields`` where the checkpoint's config differs, and
+    the data, where ``current`` carries its identity (DATA_FIELD) and the checkpoint another."""
+    why = _differs(saved, current, fields, "the checkpoint was made")
+    if why:
+        raise CheckpointError(f"{source}: {why}")
+
+
+def check_resume_epochs(first_epoch: int, epochs: int, source: str | os.PathLike) -> None:
+    """``--epochs`` counts from the start of the run: a checkpoint past it would save a longer-trained model."""
+    if first_epoch > epochs:
+        raise CheckpointError(f"{source}: --epochs {epochs} but this checkpoint was written after epoch {first_epoch} "
+                              f"(give --epochs {first_epoch} or more, or another --checkpoint-dir)")
+
+
+def _own_file(path: str | os.PathLike, checkpoint_dir: str | os.PathLike) -> bool:
+    """Whether ``path`` is a resume checkpoint or record of the folder ``checkpoint_dir``."""
+    name = Path(path).name
+    same = Path(path).resolve().parent == Path(checkpoint_dir).resolve()
+    return same and (bool(_CHECKPOINT_NAME.fullmatch(name)) or name in (RUN_FILE, LOCK_FILE))
+
+
+def check_outputs(save: str, load: str, checkpoint_dir: str, resume: bool) -> None:
+    """Before any work, both quickstarts: the save target and the checkpoint folder must be writable,
+    so a run's work is never lost at the end, and the save must not replace one of the folder's own
+    resume checkpoints (CheckpointError otherwise)."""
+    if save and not load:
+        check_target(save)
+        if checkpoint_dir and _own_file(save, checkpoint_dir):
+            raise CheckpointError(f"--save {save}: is a file of this run's --checkpoint-dir {checkpoint_dir} "
+                                  "(saving there would replace a resume checkpoint); give another path")
+    if checkpoint_dir:
+        prepare_checkpoint_dir(checkpoint_dir)
+    elif resume:
+        raise CheckpointError("--resume needs --checkpoint-dir DIR (the folder holding the checkpoints)")
+
+
+# Locks this process holds, by folder: a second run in the same process (a test, a notebook) reuses its own.
+_LOCKS: dict[Path, int] = {}
+
+
+def _lock(folder: Path) -> None:
+    key = folder.resolve()
+    if key in _LOCKS:
+        return
+    lock = folder / LOCK_FILE
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise CheckpointError(f"--checkpoint-dir {folder}: cannot create {lock} ({e.strerror})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise CheckpointError(f"--checkpoint-dir {folder}: another run (pid {holder}) is writing there; "
+                              "a checkpoint folder belongs to one run (give another folder)") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    _LOCKS[key] = fd  # held until this process ends: the kernel drops it even on SIGKILL
+
+
+def claim_checkpoint_dir(checkpoint_dir: str | os.PathLike, config: Mapping[str, object]) -> None:
+    """Make ``checkpoint_dir`` this run's, before its first epoch: lock it against a second writer,
+    and refuse it if it holds checkpoints of a run with other RESUME_FIELDS or other data
+    (``config[DATA_FIELD]``), naming the flag; else record this run's in RUN_FILE."""
+    folder = Path(checkpoint_dir)
+    _lock(folder)
+    record = folder / RUN_FILE
+    mine = {name: list(v) if isinstance(v, tuple) else v for name, v in config.items()
+            if name in RESUME_FIELDS or name == DATA_FIELD}
+    held = [p.name for p in folder.iterdir() if _CHECKPOINT_NAME.fullmatch(p.name)]
+    if held:
+        made = f"its checkpoints ({sorted(held)[-1]}, ...) were made"
+        if not record.exists():
+            raise CheckpointError(f"--checkpoint-dir {folder}: holds checkpoints but no {RUN_FILE} (written by an "
+                                  "older version): its run cannot be checked; give another folder")
+        try:
+            saved = json.loads(read_file(record))
+        except ValueError:
+            saved = None
+        if not isinstance(saved, dict):
+            raise CheckpointError(f"--checkpoint-dir {folder}: {record} is not a run record (JSON object)")
+        why = _differs(saved, config, RESUME_FIELDS, made)
+        if why:
+            raise CheckpointError(f"--checkpoint-dir {folder} belongs to another run: {why}; "
+                                  "give another folder (or the same flags)")
+        if saved == mine:
+            return
+    atomic_write(record, lambda f: f.write((json.dumps(mine, sort_keys=True) + "\n").encode()))
 
 
 def prepare_checkpoint_dir(checkpoint_dir: str | os.PathLike) -> None:
@@ -302,3 +411,26 @@ def safetensors_bytes(arrays: Mapping[str, np.ndarray], metadata: Mapping[str, s
     """A safetensors file of ``arrays`` whose metadata carries their ``digest``."""
     arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
     return safetensors.numpy.save(arrays, metadata={**metadata, DIGEST_KEY: digest(arrays)})
+
+
+def save_final(save: Callable[[Path], None], path: str | os.PathLike, last_checkpoint: str | os.PathLike | None) -> None:
+    """``save(path)``, the end of a training run; if it fails (disk full, ``ulimit -f``, EFBIG), one
+    CheckpointError saying where the trained weights still are: the run's last resume checkpoint
+    (``--resume`` with the same flags saves it again, training nothing), else a copy written to the
+    system's temporary folder, else that they are lost."""
+    try:
+        save(Path(path))
+        return
+    except CheckpointError as e:
+        failure = str(e)
+    if last_checkpoint:
+        raise CheckpointError(f"{failure}; the trained weights are kept in {last_checkpoint}: free space, then rerun "
+                              "the same command with --resume to save them")
+    rescue = Path(tempfile.gettempdir()) / f"{Path(path).stem}.rescued-{os.getpid()}{Path(path).suffix}"
+    try:
+        save(rescue)
+    except CheckpointError as e:
+        why = str(e).rsplit(": ", 1)[-1]
+        raise CheckpointError(f"{failure}; the trained weights are lost (a copy to {rescue} failed too: {why}); "
+                              "rerun with --checkpoint-dir DIR to keep every epoch") from None
+    raise CheckpointError(f"{failure}; the trained weights were saved to {rescue} instead")

@@ -9,8 +9,11 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
@@ -139,6 +142,25 @@ def save_path(text: str) -> str:
     return text
 
 
+def out_dir(text: str) -> str:
+    """A report folder, checked while parsing so a run's report is never lost after its work: it (or,
+    if absent, the nearest folder above it, where it will be created) is a folder a real temporary
+    file can be written in."""
+    if text == "":
+        _bad(text, "empty; give a folder")
+    path = Path(text)
+    existing = next((p for p in (path, *path.parents) if p.exists() or p.is_symlink()), Path("."))
+    if not existing.is_dir():
+        _bad(text, f"{str(existing)!r} exists and is not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".probe.", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        _bad(text, f"folder {str(existing)!r} is not writable ({e.strerror})")
+    return text
+
+
 def existing_file(text: str) -> str:
     """A regular file that exists and is readable (e.g. a ``--load PATH`` checkpoint)."""
     path = Path(text)
@@ -202,10 +224,52 @@ def base_parser(prog: str, description: str, save_default: str,
     return p
 
 
-def run_guarded(fn: Callable[[], object], errors: Sequence[type[BaseException]], prog: str) -> int:
-    """Run ``fn``; an expected error becomes ``prog: error: <one line>`` on stderr and exit code 2."""
+# The exit status of a run stopped by SIGINT, as a shell reports it (128 + 2).
+INTERRUPTED = 130
+
+
+@dataclass
+class Progress:
+    """Where a quickstart run is, kept up to date by its ``run``, for the one line Ctrl-C prints."""
+
+    epochs: int = 0
+    epoch: int = 0  # the epoch being trained (from 1); 0: not training yet
+    step: int = 0  # optimizer steps done when the last epoch ended
+    checkpoint_dir: str = ""
+    checkpoint: str = ""  # the last resume checkpoint written or resumed from
+    trained: bool = False  # every epoch done: saving or predicting
+
+    def where(self) -> str:
+        """``stopped in epoch 2 of 5 ...; <how to go on>``."""
+        if self.trained:
+            at = f"after training (all {self.epochs} epochs, {self.step} steps), before its end"
+        elif self.epoch:
+            at = f"in epoch {self.epoch} of {self.epochs} (after step {self.step})"
+        else:
+            at = "before training started"
+        if self.checkpoint:
+            return (f"stopped {at}; the last checkpoint is {self.checkpoint}: rerun the same command with --resume "
+                    "to continue from it")
+        if self.checkpoint_dir:
+            return f"stopped {at}; no epoch was checkpointed yet in {self.checkpoint_dir}: rerun the same command"
+        return f"stopped {at}; nothing was saved: rerun it (with --checkpoint-dir DIR, a run can be resumed)"
+
+
+def interrupted(prog: str, progress: Progress | None) -> int:
+    """The one line for Ctrl-C (stderr), and its exit status."""
+    print(f"{prog}: interrupted (Ctrl-C): {(progress or Progress()).where()}", file=sys.stderr)
+    return INTERRUPTED
+
+
+def run_guarded(fn: Callable[[], object], errors: Sequence[type[BaseException]], prog: str,
+                progress: Progress | None = None) -> int:
+    """Run ``fn``; an expected error becomes ``prog: error: <one line>`` on stderr and exit code 2;
+    an out-of-memory error one ``error: out of memory`` line; Ctrl-C one line saying where
+    ``progress`` stopped, exit 130 (atomic writes leave every checkpoint whole)."""
     try:
         fn()
+    except KeyboardInterrupt:
+        return interrupted(prog, progress)
     except tuple(errors) as e:  # type: ignore[misc]
         message = " ".join(str(e).split()) or type(e).__name__
         print(f"{prog}: error: {message}", file=sys.stderr)
@@ -240,3 +304,28 @@ def out_of_memory(e: BaseException) -> bool:
         return True
     text = f"{type(e).__name__} {e}".lower()
     return any(t in text for t in _OOM_TEXT)
+
+
+# XLA reads XLA_FLAGS when JAX starts its first backend, and an unknown or malformed flag is a fatal
+# log line and an abort there, which no Python code can catch: a child process starts the CPU backend
+# first (only when XLA_FLAGS is set; about a second), and its fatal line becomes one error line.
+_XLA_PROBE = "import jax; jax.devices()"
+
+
+class XLAFlagsError(Exception):
+    """``XLA_FLAGS`` names a flag XLA does not know, or a value it refuses."""
+
+
+def check_xla_flags(env: dict[str, str] | None = None) -> None:
+    """Raise XLAFlagsError with XLA's own words if ``XLA_FLAGS`` would abort JAX's start."""
+    env = dict(os.environ if env is None else env)
+    if not env.get("XLA_FLAGS", "").strip():
+        return
+    env.update(JAX_PLATFORMS="cpu", XLA_PYTHON_CLIENT_PREALLOCATE="false")
+    proc = subprocess.run([sys.executable, "-c", _XLA_PROBE], capture_output=True, text=True, env=env, check=False)
+    if proc.returncode == 0:
+        return
+    said = [line for line in proc.stderr.splitlines() if "XLA_FLAGS" in line or "flag" in line.lower()]
+    if said:  # a failure that is not XLA_FLAGS' is left to the run, which reports it itself
+        text = said[0].split("] ", 1)[-1].strip()
+        raise XLAFlagsError(f"XLA_FLAGS={env['XLA_FLAGS']!r}: XLA refuses it: {text}")

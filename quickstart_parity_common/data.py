@@ -243,6 +243,20 @@ def read_split(files: dict[str, Path], train: bool) -> tuple[np.ndarray, np.ndar
                        files[image_name], files[label_name])
 
 
+def data_identity(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray]) -> str:
+    """sha256 of both whole splits as parsed: each array's shape and values (labels as uint8).
+
+    Over the decoded pixels and labels rather than the files' bytes, so a ``.gz`` and its decompressed
+    copy, or Debian's folder and torchvision's, are one data set; any changed image or label is another.
+    """
+    h = hashlib.sha256()
+    for images, labels in (train, test):
+        for array in (np.asarray(images, dtype=np.uint8), np.asarray(labels).astype(np.uint8)):
+            h.update(f"{array.shape}".encode() + b"\0")
+            h.update(np.ascontiguousarray(array).tobytes())
+    return h.hexdigest()
+
+
 def to_float(images: np.ndarray) -> np.ndarray:
     """uint8 -> float32 in [0, 1], the same arithmetic as torchvision's ToTensor (x / 255)."""
     return images.astype(np.float32) / np.float32(255)

@@ -49,7 +49,8 @@ def prediction_line(predicted: str, actual: str) -> str:
 def end_epoch(history: dict, epoch: int, accuracy: float, avg_loss: float, losses, out, verbose: bool) -> None:
     """The end of a training epoch, as every run prints and records it: the tutorial's test line on
     ``out``, the epoch's training time (``history["epoch_s"][-1]``) on stderr, and the three per-epoch
-    lists of ``history`` extended."""
+    lists of ``history`` extended. A NaN or inf test loss stops the run first (NonFiniteLossError)."""
+    check_finite_test(avg_loss, epoch)
     out(test_line(accuracy, avg_loss))
     if verbose:
         print(f"[epoch {epoch}: {history['epoch_s'][-1]:.2f} s training]", file=sys.stderr)
@@ -81,3 +82,12 @@ def check_finite_params(params: Mapping[str, np.ndarray], epoch: int) -> None:
                 f"parameters became NaN or inf at epoch {epoch} ({name}); training stopped, "
                 "nothing saved (try a smaller --lr)"
             )
+
+
+def check_finite_test(avg_loss: float, epoch: int | None = None) -> None:
+    """Raise NonFiniteLossError if the test pass's Avg loss is NaN or inf (finite weights can still
+    overflow the logits): it is never printed as a result, and the run saves nothing."""
+    if not np.isfinite(avg_loss):
+        at = f"after epoch {epoch}" if epoch else "of the loaded model"
+        raise NonFiniteLossError(f"the test loss {at} is {float(avg_loss)}; stopped before saving "
+                                 "(try a smaller --lr or --momentum)")

@@ -2,7 +2,7 @@
 import sys
 
 from quickstart_parity_common.checkpoint import add_checkpoint_flags
-from quickstart_parity_common.cli import TORCH_DEVICES, base_parser, non_negative_int, run_guarded
+from quickstart_parity_common.cli import TORCH_DEVICES, Progress, base_parser, interrupted, non_negative_int, run_guarded
 from quickstart_parity_common.data import DataError
 from quickstart_parity_common.report import NonFiniteLossError
 
@@ -25,9 +25,14 @@ def main(argv=None) -> int:
     from .train import Config, DeviceError, run  # noqa: PLC0415 -- as above
 
     config = Config(**vars(args))
+    progress = Progress(epochs=config.epochs, checkpoint_dir=config.checkpoint_dir)
     train_fn = cnn_train.run if config.model == "cnn" else run
-    return run_guarded(lambda: train_fn(config), (DataError, DeviceError, CheckpointError, NonFiniteLossError), p.prog)
+    return run_guarded(lambda: train_fn(config, progress), (DataError, DeviceError, CheckpointError, NonFiniteLossError),
+                       p.prog, progress)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # before run_guarded: parsing or the framework's import
+        sys.exit(interrupted("python -m reference_torch", None))

@@ -59,11 +59,21 @@ def _torch_load(path: str | os.PathLike):
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({first})") from None
 
 
+def _write(path: str | os.PathLike, obj) -> None:
+    """``torch.save(obj)`` to ``path`` atomically: serialized in memory first, so a failed write (disk
+    full, ``ulimit -f``) is the OSError of a plain ``write``, a CheckpointError naming ``path``, not
+    torch's zip writer's ``RuntimeError: ... unexpected pos``."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    data = buffer.getvalue()
+    atomic_write(path, lambda f: f.write(data))
+
+
 def save(model: torch.nn.Module, path: str | os.PathLike) -> None:
     """``torch.save(model.state_dict(), path)``, atomically, with a sha256 of its tensors."""
     state = model.state_dict()
     state._metadata[METADATA_KEY] = {DIGEST_KEY: digest(_numpy(dict(state), str(path)))}
-    atomic_write(path, lambda f: torch.save(state, f))
+    _write(path, state)
 
 
 def load(path: str | os.PathLike, model: torch.nn.Module) -> torch.nn.Module:
@@ -99,7 +109,7 @@ def save_resume(path: str | os.PathLike, model: torch.nn.Module, optimizer: torc
         "config": json.dumps(dict(config), sort_keys=True),
     }
     payload[DIGEST_KEY] = digest(_numpy(payload, str(path)))
-    atomic_write(path, lambda f: torch.save(payload, f))
+    _write(path, payload)
 
 
 def load_resume(path: str | os.PathLike, model: torch.nn.Module, optimizer: torch.optim.Optimizer,

@@ -10,6 +10,8 @@ import time
 
 import torch
 
+from quickstart_parity_common.checkpoint import save_final
+from quickstart_parity_common.cli import Progress
 from quickstart_parity_common.report import (
     check_finite,
     check_finite_params,
@@ -40,9 +42,10 @@ __all__ = [
 ]
 
 
-def run(config: Config) -> dict:
+def run(config: Config, progress: Progress | None = None) -> dict:
     """``train.run`` with ``CNN``: train, save its state_dict, load it back, predict."""
     out = print if config.verbose else (lambda *a, **k: None)
+    progress = progress if progress is not None else Progress(epochs=config.epochs)
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
@@ -57,6 +60,7 @@ def run(config: Config) -> dict:
 
     history = {"accuracy": [], "avg_loss": [], "epoch_s": [], "losses": []}
     for t in range(config.epochs):
+        progress.epoch = t + 1
         out(epoch_header(t + 1))
         start = time.perf_counter()
         losses = train_epoch(train_dataloader, model, loss_fn, optimizer, log=out)  # losses read = synced
@@ -65,10 +69,11 @@ def run(config: Config) -> dict:
         check_finite_params({k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}, t + 1)
         accuracy, avg_loss = evaluate(test_dataloader, model, loss_fn)
         end_epoch(history, t + 1, accuracy, avg_loss, losses, out, config.verbose)
+    progress.trained = True
     out("Done!")
 
     if config.save:
-        checkpoint.save(model, config.save)
+        save_final(lambda p: checkpoint.save(model, p), config.save, None)
         out(f"Saved PyTorch Model State to {config.save}")
         model = checkpoint.load(config.save, CNN().to(device))
         out(f"Loaded PyTorch Model State from {config.save}")

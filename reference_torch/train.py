@@ -7,17 +7,21 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from quickstart_parity_common import checkpoint as common_checkpoint
 from quickstart_parity_common.checkpoint import (
-    check_target,
+    DATA_FIELD,
+    check_resume_epochs,
+    claim_checkpoint_dir,
     latest_resume_path,
-    prepare_checkpoint_dir,
     resume_path,
+    save_final,
 )
-from quickstart_parity_common.cli import DeviceError
-from quickstart_parity_common.data import CLASSES
+from quickstart_parity_common.cli import DeviceError, Progress
+from quickstart_parity_common.data import CLASSES, data_identity
 from quickstart_parity_common.report import (
     check_finite,
     check_finite_params,
+    check_finite_test,
     end_epoch,
     epoch_header,
     loss_line,
@@ -153,23 +157,27 @@ def predict(model, test_data, index: int = 0) -> tuple[str, str]:
 
 def check_outputs(config: Config) -> None:
     """Before any work: the save target and the checkpoint folder must be writable, so a run's
-    work is never lost at the end (CheckpointError otherwise)."""
-    if config.save and not config.load:
-        check_target(config.save)
-    if config.checkpoint_dir:
-        prepare_checkpoint_dir(config.checkpoint_dir)
-    elif config.resume:
-        raise checkpoint.CheckpointError("--resume needs --checkpoint-dir DIR (the folder holding the checkpoints)")
+    work is never lost at the end (CheckpointError otherwise); quickstart_parity_common.checkpoint.check_outputs."""
+    common_checkpoint.check_outputs(config.save, config.load, config.checkpoint_dir, config.resume)
 
 
-def run(config: Config) -> dict:
+def _identity(training_data, test_data) -> str:
+    """``data_identity`` of the whole splits torchvision read (``--limit-train``'s Subset unwrapped)."""
+    train = getattr(training_data, "dataset", training_data)
+    return data_identity((train.data.numpy(), train.targets.numpy()), (test_data.data.numpy(), test_data.targets.numpy()))
+
+
+def run(config: Config, progress: Progress | None = None) -> dict:
     """The whole quickstart: train ``config.epochs`` epochs, save, load back, predict.
 
     With ``checkpoint_dir`` a resumable checkpoint is written after every epoch, and ``resume``
     continues from the latest one; ``load`` evaluates a saved model instead of training.
-    Prints the tutorial's lines on stdout (epoch times on stderr) and returns what it measured.
+    Prints the tutorial's lines on stdout (epoch times on stderr) and returns what it measured;
+    ``progress`` follows where it is (for the line Ctrl-C prints).
     """
     out = print if config.verbose else (lambda *a, **k: None)
+    progress = progress if progress is not None else Progress()
+    progress.epochs, progress.checkpoint_dir = config.epochs, config.checkpoint_dir
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
@@ -181,6 +189,10 @@ def run(config: Config) -> dict:
     torch.manual_seed(config.seed)
     model = build_model(config.model, config.hidden).to(device)
     optimizer = make_optimizer(model, config.lr, config.momentum, config.weight_decay)
+    run_config = asdict(config)
+    if config.checkpoint_dir:  # the folder is this run's from here on: its flags and its data
+        run_config[DATA_FIELD] = _identity(training_data, test_data)
+        claim_checkpoint_dir(config.checkpoint_dir, run_config)
 
     history = {"accuracy": [], "avg_loss": [], "epoch_s": [], "losses": []}
     first_epoch, step, epochs = 0, 0, config.epochs
@@ -190,9 +202,12 @@ def run(config: Config) -> dict:
         epochs = 0
     elif config.resume:
         path = latest_resume_path(config.checkpoint_dir, checkpoint.SUFFIX)
-        first_epoch, step = checkpoint.load_resume(path, model, optimizer, asdict(config))
+        first_epoch, step = checkpoint.load_resume(path, model, optimizer, run_config)
+        check_resume_epochs(first_epoch, epochs, path)
+        progress.checkpoint, progress.step = str(path), step
         out(f"Resumed from {path} after epoch {first_epoch}")
     for t in range(first_epoch, epochs):
+        progress.epoch = t + 1
         out(epoch_header(t + 1))
         start = time.perf_counter()
         losses = train_epoch(train_dataloader, model, loss_fn, optimizer, log=out)  # losses read = synced
@@ -200,13 +215,17 @@ def run(config: Config) -> dict:
         step += len(losses)
         check_finite(losses.tolist(), t + 1)
         check_finite_params({k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}, t + 1)
-        if config.checkpoint_dir:
-            checkpoint.save_resume(resume_path(config.checkpoint_dir, t + 1, checkpoint.SUFFIX), model, optimizer,
-                                   t + 1, step, asdict(config))
         accuracy, avg_loss = evaluate(test_dataloader, model, loss_fn)
-        end_epoch(history, t + 1, accuracy, avg_loss, losses, out, config.verbose)
+        end_epoch(history, t + 1, accuracy, avg_loss, losses, out, config.verbose)  # a NaN test loss stops here
+        if config.checkpoint_dir:
+            path = resume_path(config.checkpoint_dir, t + 1, checkpoint.SUFFIX)
+            checkpoint.save_resume(path, model, optimizer, t + 1, step, run_config)
+            progress.checkpoint = str(path)
+        progress.step = step
+    progress.trained = True
     if config.load:
         accuracy, avg_loss = evaluate(test_dataloader, model, loss_fn)
+        check_finite_test(avg_loss)
         out(test_line(accuracy, avg_loss))
         history["accuracy"].append(accuracy)
         history["avg_loss"].append(avg_loss)
@@ -214,7 +233,7 @@ def run(config: Config) -> dict:
         out("Done!")
 
     if config.save and not config.load:
-        checkpoint.save(model, config.save)
+        save_final(lambda p: checkpoint.save(model, p), config.save, progress.checkpoint)
         out(f"Saved PyTorch Model State to {config.save}")
         model = checkpoint.load(config.save, build_model(config.model, config.hidden).to(device))
         out(f"Loaded PyTorch Model State from {config.save}")

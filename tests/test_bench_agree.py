@@ -13,8 +13,11 @@ def spread(median, lo, hi):
     return {"median": median, "min": lo, "max": hi}
 
 
-def run(pair, vs_tut, of_limit):
-    return {"devices": {"cpu": {
+META = {"model": "mlp", "hidden": [512, 512], "batch_size": 64, "samples": 60000, "rounds": 5, "quick": False}
+
+
+def run(pair, vs_tut, of_limit, timed_at="2026-11-25T18:51:10Z", **meta):
+    return {"meta": {**META, "timed_at": timed_at, **meta}, "devices": {"cpu": {
         "pairs": [{"what": "jax-scan vs torch-eager", **pair}],
         "variants": [{"key": "jax-scan", "vs_tutorial": vs_tut, "of_limit": of_limit},
                      {"key": "torch-tutorial", "vs_tutorial": None, "of_limit": spread(0.1, 0.1, 0.1)}]}}}
@@ -46,7 +49,7 @@ def test_overlap(a, b, ok):
 
 def test_every_ratio_is_compared_and_the_exit_code_says_it(tmp_path, capsys):
     a = run(spread(2.0, 1.8, 2.2), spread(3.0, 2.9, 3.1), spread(0.5, 0.4, 0.6))
-    b = run(spread(2.1, 1.9, 2.3), spread(3.5, 3.4, 3.6), spread(0.5, 0.45, 0.55))
+    b = run(spread(2.1, 1.9, 2.3), spread(3.5, 3.4, 3.6), spread(0.5, 0.45, 0.55), timed_at="2026-11-26T09:00:00Z")
     rows = agree.compare(a, b)
     assert [r["ratio"] for r in rows] == ["cpu: jax-scan vs torch-eager", "cpu: jax-scan over the tutorial",
                                           "cpu: jax-scan share of the limit", "cpu: torch-tutorial share of the limit"]
@@ -57,7 +60,8 @@ def test_every_ratio_is_compared_and_the_exit_code_says_it(tmp_path, capsys):
     assert agree.main([str(pa), str(pb)]) == 1
     out = capsys.readouterr().out
     assert "3/4 paired ratios agree" in out and "3/4 have overlapping" in out
-    assert agree.main([str(pa), str(pa)]) == 0
+    assert agree.main([str(pa), str(pa)]) == 2  # one file twice agrees with itself: refused, not "4/4 agree"
+    assert capsys.readouterr().err.count("error:") == 1
 
 
 def test_bad_files_exit_2(tmp_path, capsys):
@@ -69,3 +73,28 @@ def test_bad_files_exit_2(tmp_path, capsys):
     other.write_text(json.dumps({"devices": {}}))
     assert agree.main([str(other), str(other)]) == 2
     assert agree.main([str(tmp_path / "missing.json"), str(other)]) == 2
+
+
+@pytest.mark.parametrize("change, named", [
+    ({"model": "cnn"}, "model is 'mlp'"),
+    ({"samples": 256, "rounds": 2}, "samples is 60000"),
+    ({"rounds": 2}, "rounds is 5"),
+    ({"hidden": [64]}, "hidden is [512, 512]"),
+    ({"quick": True}, "quick is False"),
+    ({"timed_at": "2026-11-25T18:51:10Z"}, "hold the same run"),  # a copy of one run under another name
+    ({"device": "cuda"}, "devices ['cpu']"),
+])
+def test_runs_that_measured_different_things_refused(change, named, tmp_path, capsys):
+    a = run(spread(2.0, 1.8, 2.2), spread(3.0, 2.9, 3.1), spread(0.5, 0.4, 0.6))
+    b = run(spread(2.0, 1.8, 2.2), spread(3.0, 2.9, 3.1), spread(0.5, 0.4, 0.6), timed_at="2026-11-26T09:00:00Z")
+    if "device" in change:
+        b["devices"] = {"cuda": b["devices"].pop("cpu")}
+    else:
+        b["meta"].update(change)
+    pa, pb = tmp_path / "a.json", tmp_path / "b.json"
+    pa.write_text(json.dumps(a))
+    pb.write_text(json.dumps(b))
+    assert agree.main([str(pa), str(pb)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and "error:" in captured.err and named in captured.err, captured.err
+    assert captured.out == ""

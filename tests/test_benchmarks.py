@@ -17,9 +17,9 @@ from benchmarks.schedule import (
     run_rounds,
     spread,
 )
-from benchmarks.workload import flops_per_sample
+from benchmarks.workload import flops_per_sample, load_workload
 from quickstart_parity_common.report import test_line as format_test_line
-from tests.helpers import REPO, run_module
+from tests.helpers import REPO, run_module, write_tiny_dataset
 
 
 def test_flops_per_sample_is_the_quickstarts():
@@ -265,3 +265,14 @@ def test_blocks_rewritten_across_pages_with_links_from_each(tmp_path):
         assert targets and all(not t.startswith("/") and (base / t).exists() for t in targets), targets
     with pytest.raises(ValueError, match="bench:cpu"):
         report.rewrite_pages([readme], results)
+
+
+def test_samples_past_the_data_refused_not_clamped(tmp_path, capsys):
+    """``--samples 5000`` on 1,024 images used to time 1,024 and record them as the run's samples."""
+    write_tiny_dataset(tmp_path, n_train=1024, n_test=16)
+    code = bench_run.main(["--samples", "5000", "--data-dir", str(tmp_path), "--out-dir", str(tmp_path / "out"),
+                           "--rounds", "1", "--no-sweep"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--samples 5000: the training set in" in err and "only 1024" in err, err
+    assert not (tmp_path / "out").exists()
+    assert load_workload(str(tmp_path), 1024).n == 1024  # all of it is still allowed

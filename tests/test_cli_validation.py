@@ -7,6 +7,10 @@ the rows run a few at a time. ``{tmp}`` in a row is a temporary folder; ``{file}
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
+import subprocess
+import sys
 from functools import partial
 
 import jax
@@ -14,7 +18,7 @@ import numpy as np
 import pytest
 
 from quickstart_parity_common import cli
-from tests.helpers import at_once, run_module
+from tests.helpers import REPO, at_once, run_module
 
 SIDES = ("reference_torch", "jax_impl")
 
@@ -201,3 +205,49 @@ def test_widths_too_large_for_memory_end_in_one_line(module, tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert len(lines) == 1 and "error: out of memory" in lines[0], proc.stderr[-2000:]
+
+
+def _run_env(module: str, args: list[str], env: dict[str, str], cwd) -> subprocess.CompletedProcess:
+    """``python -m module args`` with ``env`` over this process's environment (run_module pins JAX_PLATFORMS)."""
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=REPO, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu", **env})
+
+
+# Environments and inputs that ended in a traceback or an abort before (issue 29): (module, flags, env, fragment).
+# {file} is a regular file. JAX_PLATFORMS=cuda on a machine with CUDA still fails: cpu is not among its backends.
+HOSTILE = {
+    "JAX_PLATFORMS=foo": ("jax_impl", [], {"JAX_PLATFORMS": "foo"}, "JAX_PLATFORMS='foo': Unable to initialize backend"),
+    "JAX_PLATFORMS=cuda --device cpu": ("jax_impl", ["--device", "cpu"], {"JAX_PLATFORMS": "cuda"}, "JAX_PLATFORMS='cuda'"),
+    "jax_impl XLA_FLAGS=--xla_foo": ("jax_impl", [], {"XLA_FLAGS": "--xla_foo"}, "Unknown flag in XLA_FLAGS: --xla_foo"),
+    "parity XLA_FLAGS=--xla_foo": ("parity", [], {"XLA_FLAGS": "--xla_foo"}, "Unknown flag in XLA_FLAGS: --xla_foo"),
+    "parity --hidden 100000000": ("parity", ["--epochs", "1", "--hidden", "100000000", "--out-dir", "{tmp}"], {},
+                                  "error: out of memory"),
+    "parity --out-dir a file": ("parity", ["--out-dir", "{file}"], {}, "exists and is not a folder"),
+    "parity --out-dir under a file": ("parity", ["--out-dir", "{file}/runs"], {}, "exists and is not a folder"),
+    "benchmarks.run --out-dir a file": ("benchmarks.run", ["--out-dir", "{file}"], {}, "exists and is not a folder"),
+}
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory) -> dict:
+    tmp = tmp_path_factory.mktemp("hostile")
+    (tmp / "a-file").write_text("not a folder")
+    return at_once({name: partial(_run_env, module, [f.format(tmp=tmp, file=tmp / "a-file") for f in flags], env, tmp)
+                    for name, (module, flags, env, _) in HOSTILE.items()})
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_hostile_environment_or_input_is_one_error_line(name, hostile):
+    """Refused before any work (nothing on stdout), or for the allocation, one line where it fails."""
+    module, _, _, fragment = HOSTILE[name]
+    _assert_refused(hostile[name], f"python -m {module}", fragment)
+
+
+@pytest.mark.parametrize("module", ["parity.distributed", "benchmarks.quickstart"])
+def test_other_parsers_print_one_line_not_a_usage_block(module, capsys):
+    main = importlib.import_module(module).main
+    with pytest.raises(SystemExit) as e:
+        main(["--no-such-flag"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and err.startswith(f"python -m {module}: error: "), err
+    assert "usage:" not in err

@@ -3,7 +3,8 @@
 Per side, four runs of ``python -m <side>`` (2 epochs, momentum and weight decay so the optimizer
 has state): two uninterrupted runs (determinism: byte-identical weights and stdout), one killed
 with SIGKILL in the middle of epoch 2, and its resumption from the epoch-1 checkpoint, which must
-end with the uninterrupted run's weights, bit for bit, and print its lines for epoch 2.
+end with the uninterrupted run's weights, bit for bit, and print its lines for epoch 2. Then what
+resume refuses (other data, an ``--epochs`` the checkpoint is past) and Ctrl-C (SIGINT) on either side.
 """
 from __future__ import annotations
 
@@ -13,14 +14,23 @@ import signal
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 
+import jax
 import numpy as np
 import pytest
 import torch
 from flax import serialization
 
-from quickstart_parity_common.checkpoint import flatten
-from tests.helpers import REPO, run_module
+from jax_impl import checkpoint as jck
+from jax_impl import train as jtrain
+from jax_impl.model import init_params
+from quickstart_parity_common.checkpoint import DATA_FIELD, CheckpointError, flatten
+from reference_torch import checkpoint as tck
+from reference_torch import train as ttrain
+from reference_torch.model import NeuralNetwork
+from tests.helpers import REPO, run_module, write_tiny_dataset
+from tests.test_checkpoint_faults import _cli
 
 # The run is killed from inside its own print of the KILL_AT-th "loss:" line: for torch inside the
 # training loop, for JAX inside the compiled epoch's host callback. Real SIGKILL, no clean-up.
@@ -121,7 +131,8 @@ def test_killed_in_epoch_2_then_resumed_is_bit_identical(runs):
     killed = runs["killed"]
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert "Epoch 2\n" in killed.stdout and "Done!" not in killed.stdout  # died inside epoch 2
-    assert runs["killed_files"] == [f"epoch-0001{suffix}"]  # only epoch 1's checkpoint, no temporary file
+    # only epoch 1's checkpoint (and the folder's lock and run record), no temporary file
+    assert runs["killed_files"] == [".lock", f"epoch-0001{suffix}", "run.json"]
     assert re.search(rf"Resumed from \S+epoch-0001{re.escape(suffix)} after epoch 1\n", runs["resumed"])
     assert _epoch_section(runs["resumed"], 2) == _epoch_section(runs["a"], 2)
     assert runs["resumed"].splitlines()[-1] == runs["a"].splitlines()[-1]  # the prediction
@@ -129,4 +140,82 @@ def test_killed_in_epoch_2_then_resumed_is_bit_identical(runs):
     assert a.keys() == resumed.keys()
     for name in a:
         assert a[name] == resumed[name], name
-    assert sorted(p.name for p in (tmp / "checkpoints").iterdir()) == [f"epoch-0001{suffix}", f"epoch-0002{suffix}"]
+    assert sorted(p.name for p in (tmp / "checkpoints").iterdir()) == [".lock", f"epoch-0001{suffix}", f"epoch-0002{suffix}",
+                                                                      "run.json"]
+
+
+def _resume_pair(side: str, path, saved: dict, current: dict):
+    """Save a resume checkpoint with config ``saved`` and load it back with config ``current``."""
+    if side == "reference_torch":
+        cfg = ttrain.Config(hidden=(8,))
+        model = NeuralNetwork(cfg.hidden)
+        opt = ttrain.make_optimizer(model, cfg.lr)
+        tck.save_resume(path, model, opt, 1, 1, {**asdict(cfg), **saved})
+        return lambda: tck.load_resume(path, model, opt, {**asdict(cfg), **current})
+    cfg = jtrain.Config(hidden=(8,))
+    state = jtrain.create_train_state(init_params(jax.random.PRNGKey(0), cfg.hidden), cfg.lr, cfg.hidden)
+    jck.save_resume(path, state, jax.random.PRNGKey(0), 1, {**asdict(cfg), **saved})
+    return lambda: jck.load_resume(path, state, jax.random.PRNGKey(0), {**asdict(cfg), **current})
+
+
+@pytest.mark.parametrize("side", list(SIDES))
+def test_resume_refuses_other_data_named(side, tmp_path):
+    """The checkpoint records the data's sha256; ``--data-dir`` of other images (same size) is refused."""
+    path = tmp_path / f"epoch-0001{SIDES[side]['suffix']}"
+    load = _resume_pair(side, path, {DATA_FIELD: "a" * 64}, {DATA_FIELD: "b" * 64, "data_dir": "other"})
+    with pytest.raises(CheckpointError, match=r"--data-dir 'other' holds other data \(sha256 bbbbbbbbbbbb...\)"):
+        load()
+    load = _resume_pair(side, path, {}, {DATA_FIELD: "b" * 64})
+    with pytest.raises(CheckpointError, match="without a record of its data"):
+        load()
+    _resume_pair(side, path, {DATA_FIELD: "a" * 64}, {DATA_FIELD: "a" * 64})()  # the same data: resumed
+
+
+@pytest.mark.parametrize("side", list(SIDES))
+def test_resume_refuses_epochs_before_the_checkpoint(side, tmp_path, capsys, monkeypatch):
+    """An epoch-2 checkpoint and ``--epochs 1``: refused (it used to save the 2-epoch model as the
+    1-epoch result). ``--epochs 2``: nothing left to train, the checkpoint's weights saved."""
+    monkeypatch.setenv("QSP_DEBIAN_DIR", str(tmp_path / "none"))
+    write_tiny_dataset(tmp_path, n_train=64, n_test=16)
+    suffix, ck = SIDES[side]["suffix"], tmp_path / "ck"
+    base = ["--hidden", "16", "--data-dir", str(tmp_path), "--checkpoint-dir", str(ck)]
+    code, _, err = _cli(side, [*base, "--epochs", "2", "--save", ""], capsys)
+    assert code == 0, err
+    code, out, err = _cli(side, [*base, "--epochs", "1", "--resume", "--save", str(tmp_path / f"m{suffix}")], capsys)
+    assert code == 2 and err.count("\n") == 1 and "--epochs 1 but this checkpoint was written after epoch 2" in err, err
+    assert not (tmp_path / f"m{suffix}").exists()
+    code, out, err = _cli(side, [*base, "--epochs", "2", "--resume", "--save", str(tmp_path / f"m{suffix}")], capsys)
+    assert code == 0, err
+    assert "after epoch 2\n" in out and "Epoch " not in out and "Done!" in out
+    if side == "reference_torch":
+        saved = torch.load(ck / f"epoch-0002{suffix}", weights_only=True)["model"]
+        assert _weights(side, tmp_path / f"m{suffix}") == {k: v.numpy().tobytes() for k, v in saved.items()}
+    else:
+        saved = serialization.msgpack_restore((ck / f"epoch-0002{suffix}").read_bytes())["params"]
+        assert _weights(side, tmp_path / f"m{suffix}") == {k: np.asarray(v).tobytes() for k, v in flatten(saved).items()}
+
+
+# The same wrapper, with a real SIGINT (Ctrl-C) in place of SIGKILL: the run's own handling, not a kill.
+INTERRUPT_WRAPPER = KILL_WRAPPER.replace("signal.SIGKILL", "signal.SIGINT")
+
+
+@pytest.mark.parametrize("side", list(SIDES))
+def test_ctrl_c_is_one_line_naming_where_and_resume_goes_on(side, data_dir, tmp_path):
+    """SIGINT inside epoch 2: no traceback, one line naming the epoch, the step and the epoch-1
+    checkpoint to ``--resume`` from, exit 130; that resume then finishes."""
+    suffix, ck = SIDES[side]["suffix"], tmp_path / "ck"
+    args = _args(side, data_dir, tmp_path / f"m{suffix}", ck)
+    proc = subprocess.run([sys.executable, "-c", INTERRUPT_WRAPPER, side, str(KILL_AT), *args], check=False,
+                          capture_output=True, text=True, cwd=REPO, timeout=600,
+                          env=dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu"))
+    lines = [line for line in proc.stderr.strip().splitlines() if not line.startswith("[epoch")]
+    assert proc.returncode == 130, proc.stderr[-3000:]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert re.fullmatch(rf"python -m {side}: interrupted \(Ctrl-C\): stopped in epoch 2 of 2 \(after step 110\); "
+                        rf"the last checkpoint is \S+epoch-0001{re.escape(suffix)}: rerun the same command with "
+                        r"--resume to continue from it", lines[0]), lines[0]
+    assert sorted(p.name for p in ck.iterdir()) == [".lock", f"epoch-0001{suffix}", "run.json"]
+    assert not (tmp_path / f"m{suffix}").exists()
+    resumed = run_module(side, *args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "after epoch 1\nEpoch 2\n" in resumed.stdout and (tmp_path / f"m{suffix}").exists()
