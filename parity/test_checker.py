@@ -15,6 +15,8 @@ from jax_impl import cnn as jcnn
 from parity.checker import check_port
 from quickstart_parity_common.convert import state_dict_to_variables
 from reference_torch.cnn import CNN as TorchCNN
+from tests.port_factories import FlaxNet as FlaxLN
+from tests.port_factories import TorchNet as TorchLN
 
 BATCH = 32  # real images: BatchNorm statistics over 32 x H x W positions
 
@@ -142,26 +144,6 @@ def test_control_conv_kernel_reshaped(cnn_case):
     # Gradients flow back through every layer after the bug, so they fail from conv1 on: the forward
     # pass localises, the gradient and step phases confirm.
     assert report.first_divergence("gradients") is not None
-
-
-class TorchLN(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc = torch.nn.Linear(8, 16)
-        self.norm = torch.nn.LayerNorm(16)
-        self.out = torch.nn.Linear(16, 10)
-
-    def forward(self, x):
-        return self.out(torch.relu(self.norm(self.fc(x))))
-
-
-class FlaxLN(nn.Module):
-    epsilon: float = 1e-5
-
-    @nn.compact
-    def __call__(self, x):
-        x = nn.LayerNorm(epsilon=self.epsilon, name="norm")(nn.Dense(16, name="fc")(x))
-        return nn.Dense(10, name="out")(nn.relu(x))
 
 
 def test_layernorm_epsilon(real):

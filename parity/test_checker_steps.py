@@ -4,7 +4,6 @@ is checked against torch.optim's; the proven twins (``parity.optimizers``) pass,
 """
 from __future__ import annotations
 
-import flax.linen as nn
 import numpy as np
 import optax
 import pytest
@@ -12,26 +11,10 @@ import torch
 
 from parity import SGD, Adam, AdamW, check_port
 from quickstart_parity_common.convert import kinds_of, state_dict_to_variables
+from tests.port_factories import FlaxNet as FlaxLN
+from tests.port_factories import TorchNet as TorchLN
 
 BATCH = 16
-
-
-class TorchLN(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc = torch.nn.Linear(8, 16)
-        self.norm = torch.nn.LayerNorm(16)
-        self.out = torch.nn.Linear(16, 10)
-
-    def forward(self, x):
-        return self.out(torch.relu(self.norm(self.fc(x))))
-
-
-class FlaxLN(nn.Module):
-    @nn.compact
-    def __call__(self, x):
-        x = nn.LayerNorm(epsilon=1e-5, name="norm")(nn.Dense(16, name="fc")(x))
-        return nn.Dense(10, name="out")(nn.relu(x))
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""Factories as a user's own module would have them, for ``python -m parity.check`` in tests/test_port_check_cli.py."""
+"""A small torch model and its Linen port (LayerNorm: torch's epsilon 1e-5, Flax's default 1e-6), and factories as a
+user's own module would have them, for the checker's tests and ``python -m parity.check`` in test_port_check_cli.py."""
 from __future__ import annotations
 
 import flax.linen as nn
