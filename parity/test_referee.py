@@ -29,12 +29,15 @@ from parity.compare import (
     compare_activations,
     compare_trees,
     flatten,
+    flax_activations,
     layer_order,
     leaf_diff,
+    torch_activations,
     uniform_init_violations,
 )
 from reference_torch import checkpoint as tcheckpoint
 from reference_torch import train as ttrain
+from reference_torch.model import NeuralNetwork as TorchNeuralNetwork
 from tests.helpers import write_tiny_dataset
 
 NONFINITE = [np.nan, np.inf, -np.inf]
@@ -143,6 +146,17 @@ def test_check_structure_names_missing_and_extra():
         compare_trees(missing, e, rtol=1, atol=1)  # compare_trees checks the structure first
 
 
+@pytest.mark.parametrize("count", [1, 2, 3])
+def test_check_structure_counts_the_rest(count):
+    """The message names the first missing and first extra leaf and counts the others, exactly."""
+    e = {f"e{i}": 0 for i in range(4)}
+    actual = {**{k: 0 for k in list(e)[count:]}, **{f"x{i}": 0 for i in range(count)}}
+    more = f" and {count - 1} more" if count > 1 else ""
+    with pytest.raises(AssertionError) as info:
+        check_structure(actual, e)
+    assert str(info.value) == f"tree structures differ: missing 'e0'{more}; unexpected 'x0'{more}"
+
+
 # --- activations and the first divergent layer ---------------------------------------------------
 
 def _acts(hidden=(4,), offsets=None):
@@ -170,6 +184,22 @@ def test_compare_activations_clean_and_first_divergence():
 def test_last_layer_divergence_is_found(bad):
     _, first = compare_activations(_acts(), _acts(offsets={"logits": bad}), (4,), rtol=1e-6, atol=1e-6)
     assert first == "logits"
+
+
+def test_torch_and_flax_activations_name_every_layer_and_agree():
+    """Both sides' activations of a tiny MLP with the same weights: every layer in layer_order, the values the
+    layers compute (flatten: the input; the last layer: the logits), equal to float32 rounding."""
+    torch.manual_seed(0)
+    model = TorchNeuralNetwork((4,))
+    x = np.random.default_rng(0).standard_normal((3, 1, 28, 28)).astype(np.float32)
+    t = torch_activations(model, torch.from_numpy(x))
+    f = flax_activations(H.torch_to_flax(model.state_dict()), (4,), x)
+    assert set(t) == set(f) == set(layer_order((4,)))
+    np.testing.assert_array_equal(t["flatten"], x.reshape(3, 784))
+    np.testing.assert_array_equal(t["linear_relu_stack_2"], t["logits"])
+    assert (t["linear_relu_stack_1"] >= 0).all() and (t["linear_relu_stack_0"] < 0).any()  # the ReLU's output
+    for name in layer_order((4,)):
+        np.testing.assert_allclose(f[name], t[name], rtol=1e-5, atol=1e-6, err_msg=name)
 
 
 def test_compare_activations_needs_every_layer():
