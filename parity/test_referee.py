@@ -400,6 +400,13 @@ def test_every_tolerance_has_room_above_its_measurement(calibration):
         assert tol >= MIN_HEADROOM * measured, f"{name}: {tol:.3e} < {MIN_HEADROOM} x {measured:.3e}"
 
 
+@pytest.mark.parametrize("largest", ["torch32-f64", "jax32-f64", "torch32-jax32"])
+def test_band_is_the_largest_of_the_three_errors(largest):
+    row = {"torch32-f64": 1e-7, "jax32-f64": 2e-7, "torch32-jax32": 3e-7, "scale": 1.0}
+    row[largest] = 5e-7
+    assert T.band(row) == 5e-7
+
+
 def test_formula_tolerances_rest_on_their_formulas():
     """Floors under the formulas' ceilings, recomputed here: a bound below the rounding it allows for fails."""
     eps32 = float(np.finfo(np.float32).eps)
@@ -410,7 +417,36 @@ def test_formula_tolerances_rest_on_their_formulas():
         assert rtol >= 4 * eps32, f"{name}: {rtol:.3e} is under 4 float32 ulps"  # "~8 EPS32"
     assert T.LAYERS == T.Tolerance(T.ACTIVATIONS.rtol, 1e-6, T.LAYERS.source)  # "as ACTIVATIONS", 3 images
     assert T.LAYERS.bound(1.0) >= worst_dot  # a 784-term dot product per unit
-    assert T.AUTOGRAD.atol * 10 == pytest.approx(T.AUTOGRAD.rtol)
+    for name, tol in (("LOSS_RTOL", T.LOSS_RTOL), ("AUTOGRAD", T.AUTOGRAD)):
+        assert tol.bound(1.0) <= 10 * eps32, f"{name}: atol + rtol at 1 is over 10 ulps"
+    assert T.F64_ATOL <= 1e-12  # docs/design.md: "float64 runs agree to about 1e-12 or better"
+    assert 1 < T.SAME_SIZE  # a ratio of two float32 errors of the same size: below 1 no pair passes
+    # formula_pins' ceilings are the formulas above, not looser ones
+    assert {name: limit for name, _, limit in T.formula_pins()} == {
+        "LOSS_RTOL": 10 * eps32, "AUTOGRAD": 10 * eps32, "LAYERS": T.ACTIVATIONS.atol + T.ACTIVATIONS.rtol,
+        "F64_ATOL": 1e-5 * T.loss_atol(0), "KINK": 4 * worst_dot}
+
+
+@pytest.mark.parametrize("mode, platform", [("strict", "cpu"), ("strict", "gpu"), ("default", "cpu"), ("default", "gpu")])
+def test_only_tf32_mode_on_a_gpu_widens_the_training_bounds(mode, platform):
+    tf32 = (mode, platform) == ("default", "gpu")
+    steps = np.array([1, 938, 4690])
+    loss = T.GPU["default"]["loss_factor"] if tf32 else 1.0
+    np.testing.assert_allclose(T.loss_atol(steps, mode, platform), T.loss_atol(steps) * loss, rtol=1e-15)
+    assert T.eval_loss_atol(mode, platform) == pytest.approx(T.EVAL_LOSS.atol * loss, rel=1e-15)
+    params = T.GPU_DEFAULT_PARAM_FACTOR if tf32 else 1.0
+    assert T.param_atol(2, mode, platform) == pytest.approx(T.PARAM_BASE * 2**1.5 * params, rel=1e-15)
+
+
+def test_pins_take_the_largest_scale_and_every_step_count(calibration):
+    numbers = json.loads(json.dumps(calibration["numbers"]))
+    numbers["activations (random batch)"]["scale"] = 1e3 * numbers["activations (real batch)"]["scale"]
+    pins = {name: tol for name, tol, *_ in T.pins(numbers)}
+    assert pins["ACTIVATIONS"] == T.ACTIVATIONS.bound(numbers["activations (random batch)"]["scale"])
+    numbers["activations (random batch)"]["scale"] = 1e-3 * numbers["activations (real batch)"]["scale"]
+    pins = {name: tol for name, tol, *_ in T.pins(numbers)}
+    assert pins["ACTIVATIONS"] == T.ACTIVATIONS.bound(numbers["activations (real batch)"]["scale"])
+    assert [n for n in pins if n.startswith("loss_atol")] == [f"loss_atol(step {k})" for k in (1, 10, 100, 938)]
 
 
 def test_margins_ceiling_is_the_largest_margin_used(calibration):
