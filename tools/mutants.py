@@ -54,6 +54,9 @@ TESTS = {
     "quickstart_parity_common/convert.py": ("parity/test_checker.py", "tests/test_jax_impl.py"),
 }
 
+# Survivors that can change a result but that no fast test can see, by the same key: the reason, and what would.
+EXPLAINED: dict[tuple[str, str, str], str] = {}
+
 # Survivors that cannot change a verdict, by (file, the mutated line's text stripped, operator): the reason.
 EQUIVALENT: dict[tuple[str, str, str], str] = {
     ("parity/compare.py", "if abs(w.var() - b * b / 3) > 5 * b * b * math.sqrt(4 / 45) / math.sqrt(n):", "compare > -> >="):
@@ -70,6 +73,7 @@ _ARITH = {ast.Add: ("+", "-"), ast.Sub: ("-", "+"), ast.Mult: ("*", "/"), ast.Di
 class Mutant:
     file: str
     line: int
+    column: int  # characters into the line
     function: str
     operator: str
     original: str  # the replaced text
@@ -80,7 +84,8 @@ class Mutant:
     outcome: str = ""
     seconds: float = 0.0
     pytest: str = ""
-    equivalent: str = ""
+    equivalent: str = ""  # why this survivor cannot change any result (EQUIVALENT)
+    explained: str = ""  # why this survivor is left alive (EXPLAINED): it can, but the fast subset cannot see it
 
 
 class _Source:
@@ -161,7 +166,7 @@ def generate(path: str, text: str) -> list[Mutant]:
         except SyntaxError:
             return
         line = text.count("\n", 0, a) + 1
-        found.append(Mutant(path, line, function_of(a), operator, old, new, a, b,
+        found.append(Mutant(path, line, a - src.starts[line - 1], function_of(a), operator, old, new, a, b,
                             src.lines[line - 1].strip()))
 
     for node in ast.walk(tree):
@@ -239,7 +244,7 @@ def run_forked(root: Path, tests: tuple[str, ...], timeout: int) -> tuple[int, s
     started, so the fork is safe), runs pytest in the copy."""
     for name in _WARM:
         __import__(name)
-    log = root.parent / f"{root.name}.log"
+    log = root / ".mutants-pytest.log"
     pid = os.fork()
     if pid == 0:  # the child: never returns
         code = 1
@@ -277,16 +282,26 @@ def _verdict(code: int) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python tools/mutants.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("targets", nargs="+", help="files to mutate, relative to the repository root")
+    p.add_argument("targets", nargs="*", help="files to mutate, relative to the repository root")
     p.add_argument("--tests", default="", help="pytest arguments for every target (default: TESTS, per target)")
     p.add_argument("-k", default="", help="only mutants in functions whose name contains this (default: all)")
     p.add_argument("--list", action="store_true", help="list the mutants and exit (default: off)")
     p.add_argument("--test-timeout", type=int, default=60, help="seconds one test may run (default: 60)")
     p.add_argument("--timeout", type=int, default=300, help="seconds one mutant's test run may take (default: 300)")
+    p.add_argument("--survivors-of", default="", metavar="JSON",
+                   help="run only the mutants that were not killed in this earlier results file and carry the others' "
+                        "outcomes over (valid while the targets are unchanged and tests were only added; default: run all)")
+    p.add_argument("--explain", action="store_true",
+                   help="re-apply EQUIVALENT and EXPLAINED to --json's results and exit (no run; default: off)")
     p.add_argument("--spawn", action="store_true",
                    help="a fresh python per mutant (tools/mutate.py's run_tests) instead of a fork (default: fork)")
     p.add_argument("--json", default="tools/generated_mutants.json", help="results file ('' to skip; default: %(default)s)")
     args = p.parse_args(argv)
+    if args.explain:
+        return explain(args.json)
+    if not args.targets:
+        print("error: name at least one file to mutate (e.g. parity/compare.py)", file=sys.stderr)
+        return 2
     plans = {}
     for target in args.targets:
         if not (REPO / target).is_file():
@@ -298,6 +313,21 @@ def main(argv=None) -> int:
         text = (REPO / target).read_text()
         tests = tuple(shlex.split(args.tests)) if args.tests else TESTS[target]
         plans[target] = (text, tests, [m for m in generate(target, text) if args.k in m.function])
+    carried: dict[tuple, dict] = {}
+    if args.survivors_of:
+        try:
+            earlier = json.loads((REPO / args.survivors_of).read_text())["mutants"]
+        except (OSError, ValueError, KeyError) as exc:
+            print(f"error: {args.survivors_of}: not a tools/mutants.py results file ({exc})", file=sys.stderr)
+            return 2
+        carried = {_key(m): m for m in earlier if m["outcome"] in ("killed", "timeout")}
+        for target, (_, _, mutants) in plans.items():
+            known = {_key(m) for m in earlier}
+            new = [m for m in mutants if _key(asdict(m)) not in known]
+            if new:  # the target changed since: its line numbers and mutants are not the earlier ones
+                print(f"error: {target}: {len(new)} mutants not in {args.survivors_of} (first: line {new[0].line}); "
+                      "run all", file=sys.stderr)
+                return 2
     if args.list:
         for target, (_, tests, mutants) in plans.items():
             print(f"{target}: {len(mutants)} mutants, tests: {' '.join(tests)}")
@@ -319,6 +349,11 @@ def main(argv=None) -> int:
                 print(f"error: {target}: its tests fail unmutated ({tail})", file=sys.stderr)
                 return 2
             for m in mutants:
+                if _key(asdict(m)) in carried:
+                    old = carried[_key(asdict(m))]
+                    m.outcome, m.seconds, m.pytest = old["outcome"], old["seconds"], old["pytest"]
+                    results.append(m)
+                    continue
                 (root / target).write_text(text[:m.start] + m.mutated + text[m.end:])
                 t0 = time.perf_counter()
                 try:
@@ -327,24 +362,53 @@ def main(argv=None) -> int:
                     (root / target).write_text(text)
                 m.seconds = round(time.perf_counter() - t0, 1)
                 m.outcome = _verdict(code)
-                m.equivalent = EQUIVALENT.get((m.file, m.line_text, m.operator), "") if m.outcome == "survived" else ""
+                _explain(m)
                 results.append(m)
                 print(f"{m.outcome:<9} {m.file}:{m.line} {m.operator:<20} {m.original!r} -> {m.mutated!r}"
                       f"{' (equivalent)' if m.equivalent else ''}  {m.seconds} s", flush=True)
+    _report(results, {t: list(plans[t][1]) for t in plans}, time.perf_counter() - start, args.json)
+    return 0
+
+
+def _key(m: dict) -> tuple:
+    """One mutant, across runs of the same file (the offsets are not in the results file)."""
+    return m["file"], m["line"], m["column"], m["line_text"], m["operator"], m["original"], m["mutated"]
+
+
+def _explain(m: Mutant) -> None:
+    key = (m.file, m.line_text, m.operator)
+    m.equivalent = EQUIVALENT.get(key, "") if m.outcome == "survived" else ""
+    m.explained = EXPLAINED.get(key, "") if m.outcome == "survived" and not m.equivalent else ""
+
+
+def _report(results: list[Mutant], targets: dict, seconds: float, json_path: str) -> None:
     detected = sum(m.outcome in ("killed", "timeout") for m in results)
     equivalent = sum(bool(m.equivalent) for m in results)
-    survivors = [m for m in results if m.outcome != "killed" and m.outcome != "timeout" and not m.equivalent]
-    total = time.perf_counter() - start
+    survivors = [m for m in results if m.outcome not in ("killed", "timeout") and not m.equivalent]
     summary = (f"generated mutation score: {detected}/{len(results) - equivalent} killed "
                f"({sum(m.outcome == 'timeout' for m in results)} by timeout), {equivalent} equivalent, "
-               f"{len(survivors)} survived, in {total:.0f} s")
+               f"{len(survivors)} survived ({sum(bool(m.explained) for m in survivors)} explained), in {seconds:.0f} s")
     print(summary)
     for m in survivors:
-        print(f"  survivor {m.file}:{m.line} ({m.function}) {m.operator}: {m.line_text}")
-    if args.json:
-        out = {"summary": summary, "targets": {t: list(plans[t][1]) for t in plans}, "seconds": round(total),
+        print(f"  survivor {m.file}:{m.line} ({m.function}) {m.operator}: {m.line_text}"
+              + (f"  [{m.explained}]" if m.explained else ""))
+    if json_path:
+        out = {"summary": summary, "targets": targets, "seconds": round(seconds),
                "mutants": [{k: v for k, v in asdict(m).items() if k not in ("start", "end")} for m in results]}
-        (REPO / args.json).write_text(json.dumps(out, indent=1) + "\n")
+        (REPO / json_path).write_text(json.dumps(out, indent=1) + "\n")
+
+
+def explain(json_path: str) -> int:
+    """Re-apply EQUIVALENT and EXPLAINED to a results file, without running anything."""
+    try:
+        data = json.loads((REPO / json_path).read_text())
+        results = [Mutant(start=0, end=0, **m) for m in data["mutants"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"error: {json_path}: not a tools/mutants.py results file ({exc})", file=sys.stderr)
+        return 2
+    for m in results:
+        _explain(m)
+    _report(results, data["targets"], data["seconds"], json_path)
     return 0
 
 
