@@ -421,7 +421,10 @@ def test_formula_tolerances_rest_on_their_formulas():
         assert tol.bound(1.0) <= 10 * eps32, f"{name}: atol + rtol at 1 is over 10 ulps"
     assert T.F64_ATOL <= 1e-12  # docs/design.md: "float64 runs agree to about 1e-12 or better"
     assert 1 < T.SAME_SIZE  # a ratio of two float32 errors of the same size: below 1 no pair passes
-    # formula_pins' ceilings are the formulas above, not looser ones
+    # formula_pins compares the tolerances themselves with the formulas above, not looser ones
+    assert {name: tol for name, tol, _ in T.formula_pins()} == {
+        "LOSS_RTOL": T.LOSS_RTOL.rtol, "AUTOGRAD": T.AUTOGRAD.rtol, "LAYERS": T.LAYERS.atol + T.LAYERS.rtol,
+        "F64_ATOL": T.F64_ATOL, "KINK": T.KINK}
     assert {name: limit for name, _, limit in T.formula_pins()} == {
         "LOSS_RTOL": 10 * eps32, "AUTOGRAD": 10 * eps32, "LAYERS": T.ACTIVATIONS.atol + T.ACTIVATIONS.rtol,
         "F64_ATOL": 1e-5 * T.loss_atol(0), "KINK": 4 * worst_dot}
