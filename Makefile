@@ -74,3 +74,10 @@ quickstart-results: $(STAMP) data
 .PHONY: mutate
 mutate: $(STAMP) data
 	flock /tmp/bench.lock $(PY) tools/mutate.py
+
+# Generated first-order mutants of the referee (tools/mutants.py: comparisons, arithmetic, constants x10 and /10,
+# max/min, and/or, not, return None), each under a per-test timeout; not run in CI, minutes of CPU.
+# Other targets (the port checker, the converter): python tools/mutants.py FILE ... (TESTS maps each to its tests).
+.PHONY: mutate-generated
+mutate-generated: $(STAMP) data
+	flock /tmp/bench.lock $(PY) tools/mutants.py parity/compare.py parity/tolerances.py

@@ -165,18 +165,32 @@ def compare_activations(torch_acts: Mapping[str, np.ndarray], flax_acts: Mapping
 
 # --- initialisation -----------------------------------------------------------------------------
 
+# The false-alarm rate each statistical bound of ``uniform_init_violations`` is set for, per leaf and check.
+INIT_FALSE_ALARM = 1e-6
+
+
 def uniform_init_violations(params) -> list[str]:
     """Where ``params`` do not look drawn from U(-b, b), b = 1/sqrt(fan_in), as torch's nn.Linear draws.
 
-    Bounds are 5 standard errors: mean of n uniform samples has sd b/sqrt(3n); the sample variance
-    has sd b^2 sqrt(4/45)/sqrt(n) (Var(X^2) = E[X^4] - E[X^2]^2 = b^4/5 - b^4/9). A false alarm
-    per check is < 1e-6; the support check is exact. Those statistics cannot see a constant leaf of
-    a few values (the output bias has 10), so a constant leaf is flagged on its own.
+    Each bound holds a genuine draw of n values with a false alarm near ``INIT_FALSE_ALARM``:
+    - support, |w| <= b rounded up to float32: torch and JAX draw float32 values in [float32(-b), float32(b)),
+      the lower end included (JAX: 1 value in 2^23, so 5% of 784x512 kernels hold it), and float32(1/28) is
+      1/28 * (1 + 4.5e-8); with float64's b a genuine JAX init (``PRNGKey(5)``) failed.
+    - range filled, max |w| >= b * 1e-6**(1/n): |w|/b is U(0, 1), so P(max |w| < c b) = c**n exactly. It sees a
+      narrower interval (a wrong fan, a bias drawn 10x too small) that the moments below miss on few values:
+      on the last layer's 10-value bias the variance bound is wider than b^2/3 itself.
+    - mean, |mean| <= 5 b/sqrt(3n): the mean's sd is b/sqrt(3n); the normal tail beyond 5 sd is 5.7e-7
+      (a uniform is strictly sub-Gaussian: at most 2 exp(-12.5) = 7.5e-6 for any n).
+    - variance, |var - b^2/3| <= 5 b^2 sqrt(4/45)/sqrt(n): Var(X^2) = E[X^4] - E[X^2]^2 = b^4/5 - b^4/9.
+    A constant leaf is flagged on its own (with a clearer message). What the statistics cannot see on
+    10 values, at this false-alarm rate: a scale error above 10**-0.6 = 0.25 of b, or U(0, b) (all 10
+    values positive is 1 in 1024 for a genuine draw); a port with such an initialiser fails on its kernels.
     """
     problems = []
     for name, layer in params.items():
         fan_in = layer["kernel"].shape[0]
         b = 1 / math.sqrt(fan_in)
+        top = max(b, float(np.float32(b)))
         for part, w in layer.items():
             w = np.asarray(w, np.float64).ravel()
             n = w.size
@@ -185,8 +199,11 @@ def uniform_init_violations(params) -> list[str]:
                 continue
             if n > 1 and w.min() == w.max():  # e.g. a zero bias of 10: too few values for the variance check
                 problems.append(f"{name}/{part}: all {n} values equal {w[0]:.4g}")
-            if np.abs(w).max() > b:
-                problems.append(f"{name}/{part}: |w| max {np.abs(w).max():.4g} > bound {b:.4g}")
+            largest = np.abs(w).max()
+            if largest > top:
+                problems.append(f"{name}/{part}: |w| max {largest:.4g} > bound {top:.4g}")
+            if largest < b * INIT_FALSE_ALARM ** (1 / n):
+                problems.append(f"{name}/{part}: |w| max {largest:.4g} fills only {largest / b:.4g} of the bound {b:.4g}")
             if abs(w.mean()) > 5 * b / math.sqrt(3 * n):
                 problems.append(f"{name}/{part}: mean {w.mean():.3g}")
             if abs(w.var() - b * b / 3) > 5 * b * b * math.sqrt(4 / 45) / math.sqrt(n):
