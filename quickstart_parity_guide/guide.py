@@ -64,6 +64,24 @@ INTRO = ("Each chapter of the tutorial as small functions in `reference_torch/ba
          "parity/test_nnx.py` asserts "
          "the numbers agree.")
 NO_COUNTERPART = "*(no counterpart: see the differences below)*"
+INPUTS_MARK = "(inputs: "
+# What a chapter's rows feed both sides, unless a row says otherwise. "torch's ... fed to both": the JAX
+# function shown draws its own from a JAX key, so run alone it gives other numbers.
+ROW_INPUTS = {
+    "tensors": "`x = [[1., 2.], [3., 4.]]` or none, both sides",
+    "datasets": "the FashionMNIST test split; seed 0 in each side's own generator",
+    "transforms": "test image 0, both sides",
+    "layers": "torch's `minibatch(0)` and `make_layers(0)` weights, fed to both; JAX's own draw other numbers",
+    "autograd": "torch's `tutorial_inputs(0)`, fed to both; JAX's own `tutorial_inputs` draws other numbers",
+    "save_load": "torch's seed-0 init trained 300 steps, or JAX's `jax.random.key(0)` init, as the row says",
+    "optimization": "torch's seed-0 init and the first training images in file order, fed to both",
+    "functional": "torch's seed-0 init, the first 8 training images, torch's `tutorial_inputs(0)`, fed to both",
+    "jit": "the values listed, both sides",
+    "prng": "seed 0 in each side's own generator",
+    "pytrees": "torch's seed-0 `NeuralNetwork()`, fed to both",
+    "quickstart": "torch's seed-0 init and training batch 0, fed to all three",
+    "distributed": "torch's seed-0 init and the first training images, fed to both",
+}
 
 
 @dataclass
@@ -76,6 +94,13 @@ class Chapter:
     extra: str = ""  # markdown after the numbers (e.g. a figure)
     more_sides: list[tuple[str, str]] = field(default_factory=list)  # (label, module) after torch and JAX
     jax_label: str = "JAX"  # the column title of jax_impl.basics.<module>
+
+    def rows(self, data_dir: str) -> list[tuple]:
+        """``numbers(data_dir)``, each row's ``what`` ending in what it feeds in: its own ``(inputs: ...)``
+        where it has one, else the chapter's ``ROW_INPUTS``. A reader who runs one side's functions on
+        their own inputs gets other numbers; the label says which inputs these are."""
+        return [(what if INPUTS_MARK in what else f"{what} {INPUTS_MARK}{ROW_INPUTS[self.module]})", *values)
+                for what, *values in self.numbers(data_dir)]
 
     @property
     def sides(self) -> list[tuple[str, str]]:
@@ -177,7 +202,7 @@ def _layers(data_dir):
         ("`walk_through`: hidden1[0, :4]", tw["hidden1"][0, :4], jw["hidden1"][0, :4]),
         ("`walk_through`: probabilities[0]", tw["probabilities"][0], jw["probabilities"][0]),
         ("`walk_through`: predicted", tw["predicted"], jw["predicted"]),
-        ("`named_parameters(model)`", t_layers.named_parameters(NeuralNetwork()),
+        ("`named_parameters(model)` (inputs: each side's own init)", t_layers.named_parameters(NeuralNetwork()),
          j_layers.named_parameters(init_params(jax.random.PRNGKey(0)))),
     ]
 
@@ -187,14 +212,18 @@ def _autograd(data_dir):
     ts_, js_ = t_autograd.single_layer(**inputs), j_autograd.single_layer(**inputs)
     args = {k: inputs[k] for k in ("x", "w", "b")}
     tj, jj = t_autograd.jacobian_products(), j_autograd.jacobian_products()
+    tf, jf = t_autograd.frozen_bias(**inputs), j_autograd.frozen_bias(**inputs)
+    eye = "(inputs: `eye(5)`, both sides)"
     return [
         ("`single_layer`: loss", float(ts_["loss"]), float(js_["loss"])),
         ("`single_layer`: grad_b", ts_["grad_b"], js_["grad_b"]),
-        ("`frozen_bias`: grad_b", t_autograd.frozen_bias(**inputs)["grad_b"], j_autograd.frozen_bias(**inputs)["grad_b"]),
+        ("`frozen_bias`: grad_b of the frozen bias (torch: `b.grad`; JAX: through `stop_gradient`)",
+         tf["grad_b"], jf["grad_b"]),
+        ("`frozen_bias`: grad_w, row 0", tf["grad_w"][0], jf["grad_w"][0]),
         ("`tracking`", str(t_autograd.tracking(**args)), str(j_autograd.tracking(**args))),
-        ("`jacobian_products()`: first, row 0", tj["first"][0], jj["first"][0]),
-        ("`jacobian_products()`: second, row 0", tj["second"][0], jj["second"][0]),
-        ("`jacobian_products()`: after zero, row 0", tj["after_zero"][0], jj["after_zero"][0]),
+        ("`jacobian_products()`: first, row 0 " + eye, tj["first"][0], jj["first"][0]),
+        ("`jacobian_products()`: second, row 0 " + eye, tj["second"][0], jj["second"][0]),
+        ("`jacobian_products()`: after zero, row 0 " + eye, tj["after_zero"][0], jj["after_zero"][0]),
     ]
 
 
@@ -355,7 +384,9 @@ def _jit(data_dir):
     return [
         ("`control_flow([2, -3, 2])`: gradients", tc["grads"], jc["grads"]),
         ("the same: times the Python body ran (grad, not jit)", tc["grad_traces"], jc["grad_traces"]),
-        ("the same under a compiler (`jit(grad(f))`)", tc["compiled"], jc["compiled"]),
+        ("the same, compiled whole (`torch.compile(fullgraph=True)`, `jax.jit`)", tc["compiled"], jc["compiled"]),
+        ("the same under `torch.compile` allowing graph breaks (its default)", tc["graph_breaks"], jc["graph_breaks"]),
+        ("the branch as an operator (`torch.cond`, `lax.cond`), compiled: gradients", tc["cond_grads"], jc["cond_grads"]),
         ("`tracing_counts([3, 3, 4, 3])`: Python body runs", t_jit.tracing_counts(shapes)["python_runs"],
          j_jit.tracing_counts(shapes)["python_runs"]),
         ("`static_argument(n = 1, 2, 2, 3)`: results", t_jit.static_argument(ns)["results"],
@@ -376,8 +407,10 @@ def _prng(data_dir):
         ("`reseed_repeats()`", t_prng.reseed_repeats(), j_prng.reseed_repeats()),
         ("`independent_streams()`: all distinct", t_prng.independent_streams()["all_distinct"],
          j_prng.independent_streams()["all_distinct"]),
-        ("`replay_step(step=5)`: step 5 drawn directly equals step 5 in order",
+        ("`replay_step(step=5)`: step 5 drawn directly equals step 5 in order (seeded per step)",
          t_prng.replay_step()["direct_equals_in_order"], j_prng.replay_step()["direct_equals_in_order"]),
+        ("`replay_step()`: (seed 0, step 1000) draws what (seed 1, step 0) draws", t_prng.replay_step()["collides"],
+         j_prng.replay_step()["collides"]),
     ]
 
 
@@ -421,6 +454,42 @@ def _quickstart(data_dir):
     ]
 
 
+def _distributed(data_dir):
+    rows = importlib.import_module("parity.distributed").basics_numbers(data_dir)
+    first, rebuilt = ddp_bucket_sizes()
+    no_buckets = "(one program: XLA schedules the all-reduces)"
+    return rows + [
+        ("DDP gradient buckets, first step (bytes) (inputs: the MLP, 1 gloo rank)", first, no_buckets),
+        ("DDP gradient buckets from the second step, `rebuilt_bucket_sizes` (bytes) (inputs: the same)", rebuilt,
+         no_buckets),
+    ]
+
+
+def ddp_bucket_sizes(steps: int = 3) -> tuple[str, str]:
+    """(``bucket_sizes``, ``rebuilt_bucket_sizes``) of DDP's reducer after ``steps`` steps of the MLP, from
+    ``_get_ddp_logging_data`` on one gloo rank (bucket sizes do not depend on the world size): DDP buckets
+    by registration order for the first step, then rebuilds them in the order gradients arrived, with a
+    1 MiB first bucket (``dist._DEFAULT_FIRST_BUCKET_BYTES``) so the first all-reduce starts early."""
+    import torch.distributed as dist  # noqa: PLC0415 -- only this chapter needs a process group
+    from torch.nn.parallel import DistributedDataParallel  # noqa: PLC0415 -- as above
+
+    with tempfile.TemporaryDirectory() as tmp:
+        dist.init_process_group("gloo", init_method=f"file://{tmp}/store", rank=0, world_size=1)
+        try:
+            torch.manual_seed(0)
+            model = DistributedDataParallel(NeuralNetwork())
+            opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+            x, y = torch.rand(8, 784), torch.randint(0, 10, (8,))
+            for _ in range(steps):
+                torch.nn.functional.cross_entropy(model(x), y).backward()
+                opt.step()
+                opt.zero_grad()
+            data = model._get_ddp_logging_data()
+        finally:
+            dist.destroy_process_group()
+    return data["bucket_sizes"], data.get("rebuilt_bucket_sizes", "(not rebuilt)")
+
+
 def jax_get(tree):
     return jax.device_get(tree)
 
@@ -430,9 +499,12 @@ CHAPTERS = [
                                    "matmul_three_ways", "multiply_three_ways", "single_element", "in_place_add",
                                    "numpy_bridge"],
             _tensors, [
-                "**Mutable vs immutable.** `x[:, 1] = 0` and `x.add_(5)` change the tensor; JAX arrays never change: "
-                "`x.at[:, 1].set(0)` and `x.at[...].add(5)` return new arrays (inside `jit`, XLA reuses the buffer "
-                "when it can).",
+                "**Mutable vs immutable.** `x[:, 1] = 0` and `x.add_(5)` change the tensor; a JAX array never "
+                "changes: `x.at[:, 1].set(0)` and `x + 5` return new arrays (inside `jit`, XLA reuses the buffer "
+                "when it can, and `donate_argnums` lets it reuse an input's: see the jit chapter). For state that "
+                "must change in place, JAX 0.10 has `jax.new_ref(x)`: a mutable `Ref` (`ref[...] += 5` writes into "
+                "it, also inside `jit`), the counterpart of torch's in-place ops; the arrays themselves stay "
+                "immutable.",
                 "**Memory shared with numpy.** `t.numpy()` and `torch.from_numpy(n)` alias the same CPU memory, by "
                 "contract. JAX promises no such thing either way: `jnp.asarray(n)` defaults to `copy=None`, which its "
                 "docstring defines as \"only copy when necessary\", and `jax.device_put(n)` on the CPU aliases a 64-byte-"
@@ -468,8 +540,10 @@ CHAPTERS = [
         "`init` returns the parameters and `apply` takes them.",
         "**Layout.** torch stores `weight` as `[out, in]` and computes `x @ W.T`; Flax stores `kernel` as `[in, out]`. "
         "Names map one to one (`linear_relu_stack.0.weight` is `linear_relu_stack_0/kernel`, transposed).",
-        "**`model.eval()` vs flags.** torch switches modes on the object; a Flax module takes `train`/`deterministic` "
-        "as call arguments (this MLP has no dropout or batch norm, so both modes compute the same).",
+        "**`model.eval()` vs flags.** torch switches modes on the object, and so does NNX: `model.eval()` and "
+        "`model.train()` set `deterministic`/`use_running_average` on every `nnx.Dropout`/`nnx.BatchNorm` inside. "
+        "A Linen module takes `train`/`deterministic` as call arguments instead. (This MLP has no dropout or batch "
+        "norm, so both modes compute the same.)",
     ]),
     Chapter("Automatic differentiation", "autograd", ["tutorial_inputs", "loss_and_logits", "single_layer", "frozen_bias",
                                                       "tracking", "detach_grad", "jacobian_products"], _autograd, [
@@ -481,9 +555,11 @@ CHAPTERS = [
         "`jax.lax.stop_gradient`.",
         "**Eager vs tracing.** torch records the graph as operations run. `jax.grad` also runs the Python function, "
         "on *every* call, with tracers that carry the concrete values: a Python `if x > 0` works under `jax.grad` "
-        "(measured: 3 calls, 3 traces; see the jit chapter). Only `jax.jit` traces with *abstract* values (shape and "
-        "dtype only), once per input signature, and there `if x > 0` raises `TracerBoolConversionError`; use "
-        "`jnp.where`/`lax.cond`, or make the argument static.",
+        "(measured: 3 calls, 3 traces; see the jit chapter). `jax.jit` traces with *abstract* values (shape and "
+        "dtype only), once per input signature, and so do the bodies of `lax.scan`, `lax.cond` and `lax.while_loop`; "
+        "`jax.vmap`'s tracer holds a whole batch, so `if x > 0` on one example cannot be decided either. There "
+        "`if x > 0` raises (`TracerBoolConversionError` under `jit`); use `jnp.where`/`lax.cond`, or make the "
+        "argument static.",
     ]),
     Chapter("Save and load the model", "save_load", ["save_weights", "load_weights", "save_whole_model", "load_whole_model",
                                                      "load_untrusted", "write_crafted_pickle", "save_safetensors",
@@ -522,7 +598,10 @@ CHAPTERS = [
     Chapter("Functional transforms", "functional", ["model_grad", "per_sample_grads", "jacobians", "hvp", "log1pexp",
                                                      "custom_grad", "checkpointed", "higher_order"], _functional, [
         "**`torch.func` is JAX's model inside torch.** `functional_call(model, params, x)` turns a module into a "
-        "function of a params dict, so `grad`, `vmap`, `jacrev`, `jvp` apply as in JAX. JAX has only this style.",
+        "function of a params dict, so `grad`, `vmap`, `jacrev`, `jvp` apply as in JAX. JAX's own transforms take only "
+        "this style (functions of arrays and pytrees); Flax NNX puts module objects on top, and `nnx.grad`/`nnx.vmap` "
+        "(or `nnx.split` to a pytree and `nnx.merge` back) hand them to the same transforms: see the quickstart "
+        "chapter.",
         "**Per-sample gradients** are `vmap(grad(loss_of_one_example))` on both sides; both match a float64 loop of "
         "one `backward()` per example (rows above). Without `vmap`, torch's `backward()` only gives the batch sum.",
         "**Custom gradients.** `torch.autograd.Function` has `forward(ctx, ...)`/`backward(ctx, g)` with "
@@ -543,11 +622,19 @@ CHAPTERS = [
     ]),
     Chapter("jit: tracing and compiling", "jit", ["control_flow", "tracing_counts", "static_argument", "donation", "ready"],
             _jit, [
-        "**grad traces, jit traces abstractly.** `jax.grad(f)` runs `f`'s Python on every call, with concrete values "
-        "inside the tracers (so `if x > 0` works). `jax.jit(f)` runs it once per input signature (shapes, dtypes, "
-        "static arguments) with abstract tracers, compiles, and replays the compiled program afterwards: Python side "
-        "effects (`print`, appending to a list) happen only while tracing. A new shape means a new trace "
+        "**grad traces concretely, jit abstractly.** `jax.grad(f)` runs `f`'s Python on every call, with concrete "
+        "values inside the tracers (so `if x > 0` works). `jax.jit(f)` runs it once per input signature (shapes, "
+        "dtypes, static arguments) with abstract tracers, compiles, and replays the compiled program afterwards: "
+        "Python side effects (`print`, appending to a list) happen only while tracing. A new shape means a new trace "
         "(`tracing_counts`: 2 runs for shapes 3, 3, 4, 3).",
+        "**Compiler against compiler.** torch's counterpart of `jax.jit` is `torch.compile` (TorchDynamo captures the "
+        "graph, Inductor compiles it). It differs in what happens at Python it cannot capture: an `if` on a tensor "
+        "is a *graph break*, so `torch.compile(f)` runs that part in Python and compiles the pieces around it "
+        "(`torch._dynamo.explain` counts 1 break above); `jax.jit` has no fallback, it compiles all of `f` or "
+        "fails. `torch.compile(f, fullgraph=True)` refuses graph breaks and then fails as `jax.jit` does "
+        "(`Unsupported: Data-dependent branching`). The branch as an operator compiles on both sides: `torch.cond` "
+        "is `lax.cond`'s twin (same gradients above). The rows use Dynamo with `backend=\"eager\"`: the capture, "
+        "which is what decides graph breaks, without Inductor's seconds of code generation.",
         "**Static arguments** (`static_argnames`) are Python values baked into the trace: each distinct value is a "
         "separate compilation. Use them for shapes, flags and loop counts, never for data.",
         "**Donation** (`donate_argnums`) lets XLA write the output into an input's buffer, torch's in-place `add_` "
@@ -556,9 +643,9 @@ CHAPTERS = [
         "**Asynchronous dispatch.** A JAX call returns a future at once; `block_until_ready()` (or reading the value) "
         "waits. A benchmark that stops the clock without blocking times the dispatch, not the work. torch on CPU runs "
         "synchronously, but on CUDA it is asynchronous too (`torch.cuda.synchronize()`).",
-        "**torch's tracer** is `torch.compile` (TorchDynamo): it too caches per input signature and recompiles on a "
-        "new shape (then marks the dimension dynamic). It is not measured here: its first compile takes seconds, "
-        "too slow for a guide regenerated by a test (`python -m benchmarks.run` times `torch.compile`).",
+        "**Recompiles.** `torch.compile` too caches per input signature and recompiles on a new shape (then marks "
+        "the dimension dynamic); `jax.config.update(\"jax_log_compiles\", True)` logs every JAX compilation, the way "
+        "to spot a recompile per step. Timings are not measured here (`python -m benchmarks.run` times both).",
     ]),
     Chapter("Random numbers: generators vs keys", "prng", ["same_call_twice", "reseed_repeats", "independent_streams",
                                                           "replay_step"], _prng, [
@@ -566,8 +653,11 @@ CHAPTERS = [
         "`torch.Generator` is an explicit but still mutable one. A JAX key is an immutable value: the same key always "
         "draws the same numbers, so each new draw needs a new key from `jax.random.split`.",
         "**`fold_in(key, step)`** derives a key from data (a step, a worker index): step 5's noise is a function of "
-        "(seed, 5) alone, drawable in any order, inside `jit`/`vmap`, on any device. With a stateful generator, step "
-        "5's draw depends on every draw before it.",
+        "(seed, 5) alone, drawable in any order, inside `jit`/`vmap`, on any device. One stateful generator advanced "
+        "step by step cannot do that (step 5's draw depends on every draw before it); torch gets the same property "
+        "with a `Generator` per step seeded from (seed, step), as `replay_step` does, but the seed mix is the "
+        "user's: `seed * 1000 + step` makes (seed 0, step 1000) and (seed 1, step 0) the same stream (row above), "
+        "where `fold_in` hashes the step into the key.",
         "The numbers differ between the frameworks (different generators and algorithms); the properties agree.",
     ]),
     Chapter("Pytrees and state_dict", "pytrees", ["parameter_order", "scale_all", "flatten_to_vector", "global_norm"],
@@ -587,12 +677,18 @@ CHAPTERS = [
         "**Flax NNX** (`jax_impl/nnx_model.py`): also a Python object owning its parameters (`nnx.Param`), updated in "
         "place by `nnx.Optimizer.update`; `nnx.jit`/`nnx.value_and_grad` split the object into a pytree and merge it "
         "back around the traced function. The closest to torch, and what Flax's docs now recommend to new users. "
+        "Its `train_step` (`jax_impl/nnx_model.py`) does not donate its buffers, so XLA keeps the old parameters "
+        "and optimizer state alive next to the new ones during the step; `nnx.jit(train_step, "
+        "donate_argnames=(\"model\", \"optimizer\"))` would let it update them in place, as the Linen epoch's "
+        "donated state does. "
         "`parity/test_nnx.py` trains it 300 real steps from torch's weights and compares it with torch at the same "
         "tolerances as the Linen twin.",
         "**Flax Linen** (`jax_impl/model.py`, `jax_impl/train.py`): the module is a stateless description, `init` "
         "returns a params dict and `apply` takes it; the step is a pure function `(state, batch) -> (state, metrics)`. "
-        "Maintained, and what most existing Flax code uses; its purity is what lets `jax_impl.train` compile a whole "
-        "epoch as one `lax.scan` over a donated state.",
+        "Maintained, and what most existing Flax code uses. `jax_impl.train` compiles a whole epoch as one `lax.scan` "
+        "over a donated state; NNX can do the same by `nnx.split`ting the model into a graph definition and a state "
+        "pytree, scanning over the state, and `nnx.merge`ing after (Flax's performance guide), so purity is a "
+        "convenience of Linen, not a thing only it allows.",
         "**When to pick which.** Porting torch code or writing new models with state (batch norm, caches, RNG "
         "streams): NNX. Extending a Linen codebase, or wanting every step to be a plain pure function with no object "
         "graph to split: Linen. The numbers are the same either way (table above).",
@@ -603,13 +699,16 @@ CHAPTERS = [
     ], jax_label="Flax Linen", more_sides=[("Flax NNX", "jax_impl.nnx_model")]),
     Chapter("Data parallelism: DDP and JAX sharding", "distributed",
             ["setup", "replicate", "weighted_loss", "train_step", "train_step_shard_map", "train_epoch"],
-            lambda data_dir: __import__("parity.distributed", fromlist=["basics_numbers"]).basics_numbers(data_dir), [
+            _distributed, [
         "**N processes vs one program.** DDP runs N processes, each with a full model and its own loop; they meet only "
         "in collectives (gloo on CPU, NCCL on GPUs). JAX runs one program over N devices: the parameters are one array "
         "replicated (`P()`), each global batch one array split over the mesh axis (`P(\"data\")`).",
         "**Bucketed all-reduce of sums / N vs a sharded mean.** DDP hooks every parameter: as gradients are ready during "
-        "`backward` they are packed into buckets (25 MiB by default; this MLP's 669,706 float32 gradients, 2.7 MB, fit "
-        "one) and each bucket is all-reduced while `backward` goes on; the reducer divides by the world size and the "
+        "`backward` they are packed into buckets and each bucket is all-reduced while `backward` goes on. The first "
+        "step uses `bucket_cap_mb` (25 MiB), so this MLP's 669,706 float32 gradients (2.7 MB) are one bucket; DDP then "
+        "rebuilds the buckets in the order the gradients arrived (`Reducer::rebuild_buckets`), with a 1 MiB first "
+        "bucket, so from the second step on there are two all-reduces (the rows above, read from DDP's own logging "
+        "data). The reducer divides by the world size and the "
         "all-reduce sums, so every replica holds (g_0 + ... + g_(N-1)) / N. Under `jit`, `train_step` is the one-device "
         "step: the batch mean becomes a partial sum per device plus one all-reduce, and the gradients follow (the compiled "
         "program holds `all-reduce` and no `all-gather` of the batch; `parity/test_distributed.py` checks it). "
@@ -671,7 +770,7 @@ def build(data_dir: str = "data") -> list[Built]:
     for chapter in CHAPTERS:
         mods = [importlib.import_module(module) for _, module in chapter.sides]
         pairs = [(name, [_source(mod, name) for mod in mods]) for name in chapter.functions]
-        numbers = chapter.numbers(data_dir)
+        numbers = chapter.rows(data_dir)
         for what, *values in numbers:
             if len(values) != len(mods):
                 raise ValueError(f"{chapter.title}: row {what!r} has {len(values)} values for {len(mods)} sides")

@@ -1,5 +1,5 @@
 """The committed study guide is what ``python -m quickstart_parity_guide`` generates from the current code."""
-from quickstart_parity_guide.guide import CHAPTERS, GUIDE, generate
+from quickstart_parity_guide.guide import CHAPTERS, GUIDE, INPUTS_MARK, ROW_INPUTS, generate
 
 
 def test_guide_is_current(data_dir, guide):
@@ -14,3 +14,12 @@ def test_guide_covers_every_chapter():
         assert f"## {chapter.title}" in text
         for name in chapter.functions:
             assert f"### `{name}`" in text
+
+
+def test_every_row_says_what_it_feeds_in(guide):
+    """The JAX functions shown draw their own inputs from JAX keys; a row fed torch's draws must say so,
+    or a reader running the JAX side alone gets other numbers and no reason why."""
+    for b in guide:
+        for what, *_ in b.numbers:
+            assert INPUTS_MARK in what and what.rstrip().endswith(")"), f"{b.chapter.title}: {what!r} names no inputs"
+    assert set(ROW_INPUTS) == {c.module for c in CHAPTERS}
