@@ -11,6 +11,7 @@ import importlib
 import inspect
 import pickle
 import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -203,7 +204,7 @@ def _layers(data_dir):
         ("`walk_through`: probabilities[0]", tw["probabilities"][0], jw["probabilities"][0]),
         ("`walk_through`: predicted", tw["predicted"], jw["predicted"]),
         ("`named_parameters(model)` (inputs: each side's own init)", t_layers.named_parameters(NeuralNetwork()),
-         j_layers.named_parameters(init_params(jax.random.PRNGKey(0)))),
+         j_layers.named_parameters(init_params(jax.random.key(0)))),
     ]
 
 
@@ -232,7 +233,7 @@ def _save_load(data_dir):
     with tempfile.TemporaryDirectory() as tmp:
         t_save_load.save_safetensors(model, f"{tmp}/m.safetensors")
         params = j_save_load.load_safetensors(f"{tmp}/m.safetensors")
-        j_save_load.save_safetensors(init_params(jax.random.PRNGKey(0)), f"{tmp}/p.safetensors")
+        j_save_load.save_safetensors(init_params(jax.random.key(0)), f"{tmp}/p.safetensors")
         from_jax = t_save_load.load_safetensors(f"{tmp}/p.safetensors")
         refused = []
         for side, exc in ((t_save_load, pickle.UnpicklingError), (j_save_load, Exception)):
@@ -663,12 +664,13 @@ CHAPTERS = [
     Chapter("Pytrees and state_dict", "pytrees", ["parameter_order", "scale_all", "flatten_to_vector", "global_norm"],
             _pytrees, [
         "**Order.** A `state_dict` is an ordered dict in registration order: `weight` then `bias`. A Flax params tree "
-        "is nested dicts, and `jax.tree_util` flattens a dict in *sorted key order*, so every layer lists `bias` "
+        "is nested dicts, and `jax.tree` flattens a dict in *sorted key order*, so every layer lists `bias` "
         "before `kernel`. Code that pairs leaves by position across the two (a flat vector, an optimizer state) must "
         "map by name, as `parity/weights.py` does.",
         "**Mapping over parameters.** torch iterates `named_parameters()` or the state_dict; JAX's `jax.tree.map` "
         "applies a function to every leaf of any nesting and returns the same structure. `ravel_pytree` is "
-        "`parameters_to_vector` plus the inverse function; `optax.global_norm` is the norm `clip_grad_norm_` uses.",
+        "`parameters_to_vector` plus the inverse function; `optax.tree.norm` is the norm `clip_grad_norm_` uses "
+        "(`optax.global_norm`, its old name, is deprecated).",
     ]),
     Chapter("The model and its train step, three ways", "quickstart",
             ["NeuralNetwork", "torch_linear_init", "loss_fn", "train_step"],
@@ -761,6 +763,7 @@ class Built:
     sides: list[tuple[str, str]]  # (label, module) per column: torch, JAX, then the chapter's more_sides
     pairs: list[tuple[str, list[str | None]]]  # (function name, its source per side; None: no counterpart)
     numbers: list[tuple]  # (what, value per side), computed on the real data
+    deprecations: list[str] = field(default_factory=list)  # warnings raised while computing them
 
 
 def build(data_dir: str = "data") -> list[Built]:
@@ -770,12 +773,16 @@ def build(data_dir: str = "data") -> list[Built]:
     for chapter in CHAPTERS:
         mods = [importlib.import_module(module) for _, module in chapter.sides]
         pairs = [(name, [_source(mod, name) for mod in mods]) for name in chapter.functions]
-        numbers = chapter.rows(data_dir)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")  # every warning, not once per location: each is recorded
+            numbers = chapter.rows(data_dir)
+        deprecations = [f"{Path(w.filename).name}:{w.lineno}: {w.category.__name__}: {w.message}" for w in caught
+                        if issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning, FutureWarning))]
         for what, *values in numbers:
             if len(values) != len(mods):
                 raise ValueError(f"{chapter.title}: row {what!r} has {len(values)} values for {len(mods)} sides")
         sides = [(label, mod.__name__) for (label, _), mod in zip(chapter.sides, mods, strict=True)]
-        built.append(Built(chapter, sides, pairs, numbers))
+        built.append(Built(chapter, sides, pairs, numbers, deprecations))
     return built
 
 

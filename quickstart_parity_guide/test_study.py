@@ -23,3 +23,25 @@ def test_every_row_says_what_it_feeds_in(guide):
         for what, *_ in b.numbers:
             assert INPUTS_MARK in what and what.rstrip().endswith(")"), f"{b.chapter.title}: {what!r} names no inputs"
     assert set(ROW_INPUTS) == {c.module for c in CHAPTERS}
+
+
+# Spellings that still run (so no warning says so) but that the JAX docs call legacy or superseded: a
+# reader copies what the guide shows.
+LEGACY = {"jax.random.PRNGKey(": "jax.random.key", "optax.global_norm(": "optax.tree.norm",
+          "tree_flatten_with_path(": "jax.tree.flatten_with_path + keystr", ".devices()))": "x.device",
+          "opt_state[0].trace": "optax.tree_utils.tree_get(opt_state, 'trace')", "x.at[...].add(": "x + 5"}
+
+
+def test_shown_code_raises_no_deprecation_warning(guide):
+    """Computing every chapter's numbers runs the code each chapter shows: no DeprecationWarning,
+    PendingDeprecationWarning or FutureWarning may come out of it."""
+    for b in guide:
+        assert not b.deprecations, f"{b.chapter.title}: {b.deprecations}"
+
+
+def test_shown_code_uses_current_apis(guide):
+    for b in guide:
+        for name, sources in b.pairs:
+            for src in filter(None, sources):
+                for old, new in LEGACY.items():
+                    assert old not in src, f"{b.chapter.title}, {name}: {old} (use {new})"

@@ -9,6 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.tree_util import keystr
 
 from jax_impl.model import torch_linear_init
 
@@ -16,7 +17,7 @@ __all__ = ["make_layers", "minibatch", "named_parameters", "walk_through"]
 
 
 def minibatch(seed: int = 0) -> np.ndarray:
-    return np.asarray(jax.random.uniform(jax.random.PRNGKey(seed), (3, 28, 28)))
+    return np.asarray(jax.random.uniform(jax.random.key(seed), (3, 28, 28)))
 
 
 class _Stack(nn.Module):
@@ -32,7 +33,7 @@ class _Stack(nn.Module):
 
 def make_layers(seed: int = 0) -> dict:
     """Parameters of both Dense layers, from an explicit key (``{"layer1": {"kernel", "bias"}, ...}``)."""
-    return _Stack().init(jax.random.PRNGKey(seed), jnp.zeros((1, 28, 28)))["params"]
+    return _Stack().init(jax.random.key(seed), jnp.zeros((1, 28, 28)))["params"]
 
 
 def walk_through(images: np.ndarray, layers: dict) -> dict:
@@ -47,6 +48,6 @@ def walk_through(images: np.ndarray, layers: dict) -> dict:
 
 
 def named_parameters(params) -> list[tuple[str, tuple[int, ...]]]:
-    """Parameter paths from ``jax.tree_util`` (``linear_relu_stack_0/kernel``) and shapes."""
-    flat, _ = jax.tree_util.tree_flatten_with_path(params)
-    return [("/".join(str(k.key) for k in path), tuple(leaf.shape)) for path, leaf in flat]
+    """Parameter paths (``linear_relu_stack_0/kernel``, by ``keystr``) and shapes, in ``jax.tree`` order."""
+    flat, _ = jax.tree.flatten_with_path(params)
+    return [(keystr(path, simple=True, separator="/"), tuple(leaf.shape)) for path, leaf in flat]

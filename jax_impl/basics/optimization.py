@@ -23,7 +23,7 @@ def sgd_steps(params: dict, x: np.ndarray, y: np.ndarray, steps: int, batch_size
               lr: float = 1e-3, momentum: float = 0.9) -> dict:
     """The same steps as ``value_and_grad`` -> ``tx.update`` -> ``optax.apply_updates`` (what
     ``TrainState.apply_gradients`` does); returns the losses, the final params and the momentum
-    trace (``opt_state[0].trace``), Flax layout."""
+    trace (``optax.tree_utils.tree_get(opt_state, "trace")``), Flax layout."""
     model = NeuralNetwork()
     tx = optax.sgd(lr, momentum=momentum)  # trace = g + momentum * trace; p -= lr * trace
     opt_state = tx.init(params)  # the "momentum buffers": zeros, a pytree like params
@@ -43,7 +43,7 @@ def sgd_steps(params: dict, x: np.ndarray, y: np.ndarray, steps: int, batch_size
                                        y[i * batch_size:(i + 1) * batch_size])
         losses.append(float(loss))
     return {"losses": np.array(losses), "params": jax.device_get(params),
-            "momentum": jax.device_get(opt_state[0].trace)}
+            "momentum": jax.device_get(optax.tree_utils.tree_get(opt_state, "trace"))}
 
 
 def forgotten_zero_grad(params: dict, x: np.ndarray, y: np.ndarray) -> dict:
