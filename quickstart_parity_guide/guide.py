@@ -86,6 +86,16 @@ ROW_INPUTS = {
 
 
 @dataclass
+class Exercise:
+    """A question, its answer as code a reader can run, and ``check``: an expression over the answer's
+    names (plus ``t`` and ``j``, the chapter's torch and JAX modules) that is True when the answer is
+    right. ``quickstart_parity_guide/test_study.py`` runs every answer and its check."""
+    question: str
+    answer: str
+    check: str
+
+
+@dataclass
 class Chapter:
     title: str
     module: str  # the module name under reference_torch/basics and jax_impl/basics
@@ -102,6 +112,10 @@ class Chapter:
         their own inputs gets other numbers; the label says which inputs these are."""
         return [(what if INPUTS_MARK in what else f"{what} {INPUTS_MARK}{ROW_INPUTS[self.module]})", *values)
                 for what, *values in self.numbers(data_dir)]
+
+    @property
+    def exercises(self) -> list[Exercise]:
+        return EXERCISES.get(self.module, [])
 
     @property
     def sides(self) -> list[tuple[str, str]]:
@@ -551,6 +565,10 @@ CHAPTERS = [
         "**`.grad` accumulation vs returned gradients.** `backward()` adds into `.grad` (hence 8s and 4s on the second "
         "call and the `zero_grad()` in every training step); `jax.grad`/`jax.vjp` return fresh values, and accumulating "
         "is an explicit `+`.",
+        "**In place.** The tutorial notes that in-place operations on tensors autograd needs are discouraged: "
+        "they can overwrite values backward needs (torch then raises at `backward`) and lose history. JAX arrays "
+        "cannot be modified, so the question does not arise; `jax.grad` of a function using `x.at[i].set(v)` just "
+        "works.",
         "**What is differentiated.** torch tracks tensors with `requires_grad`; JAX differentiates the arguments named "
         "by `argnums`. `torch.no_grad()`/`detach()` correspond to computing outside the function or "
         "`jax.lax.stop_gradient`.",
@@ -561,6 +579,24 @@ CHAPTERS = [
         "`jax.vmap`'s tracer holds a whole batch, so `if x > 0` on one example cannot be decided either. There "
         "`if x > 0` raises (`TracerBoolConversionError` under `jit`); use `jnp.where`/`lax.cond`, or make the "
         "argument static.",
+    ]),
+    Chapter("Optimizing model parameters", "optimization", ["sgd_steps", "forgotten_zero_grad", "train_epoch", "evaluate"],
+            _optimization, [
+        "**Three calls vs one expression.** torch: `loss.backward()` writes `.grad` on every parameter, "
+        "`optimizer.step()` reads them and updates the parameters in place, `optimizer.zero_grad()` clears `.grad`. "
+        "JAX: `jax.value_and_grad` *returns* the gradients, `tx.update(grads, opt_state, params)` returns updates and "
+        "a new optimizer state, `optax.apply_updates` returns new params (`TrainState.apply_gradients` is those two "
+        "calls). Nothing is stored on the parameters, so there is nothing to zero.",
+        "**Optimizer state is a pytree you carry.** `optimizer.state[p]['momentum_buffer']` is hidden inside the "
+        "optimizer, keyed by parameter object; optax's `TraceState.trace` has the params' structure. torch's buffer "
+        "starts as the first gradient, optax's trace starts at zeros and adds `g + momentum * 0`: the same numbers "
+        "from step 1, as the table shows.",
+        "**Loops.** The tutorial's `train_loop` is Python per batch, and so is the JAX `train_epoch` shown here "
+        "(Flax NNX: `nnx.Optimizer` is the train state, holding the optax transform and its state next to a reference "
+        "to the model; `nnx.jit` compiles one step, donating the model's and optimizer's buffers so XLA may update "
+        "them in place; plain `optax.sgd(1e-3)`, the tutorial's optimizer; the test asserts torch's losses step by "
+        "step). The quickstart program's `jax_impl.train.train_epoch` goes further and compiles the whole epoch as "
+        "one `lax.scan` over a Linen `TrainState`. The test loop sums per-batch losses on the host in both.",
     ]),
     Chapter("Save and load the model", "save_load", ["save_weights", "load_weights", "save_whole_model", "load_whole_model",
                                                      "load_untrusted", "write_crafted_pickle", "save_safetensors",
@@ -580,21 +616,6 @@ CHAPTERS = [
         "**safetensors is the shared format**: tensors and names only, no code. Written in torch's names and layout, "
         "either side reads the other's file and predicts the same classes on all 10,000 test images "
         "(`parity/test_basics.py`, after one full epoch).",
-    ]),
-    Chapter("Optimizing model parameters", "optimization", ["sgd_steps", "forgotten_zero_grad", "train_epoch", "evaluate"],
-            _optimization, [
-        "**Three calls vs one expression.** torch: `loss.backward()` writes `.grad` on every parameter, "
-        "`optimizer.step()` reads them and updates the parameters in place, `optimizer.zero_grad()` clears `.grad`. "
-        "JAX: `jax.value_and_grad` *returns* the gradients, `tx.update(grads, opt_state, params)` returns updates and "
-        "a new optimizer state, `optax.apply_updates` returns new params (`TrainState.apply_gradients` is those two "
-        "calls). Nothing is stored on the parameters, so there is nothing to zero.",
-        "**Optimizer state is a pytree you carry.** `optimizer.state[p]['momentum_buffer']` is hidden inside the "
-        "optimizer, keyed by parameter object; optax's `TraceState.trace` has the params' structure. torch's buffer "
-        "starts as the first gradient, optax's trace starts at zeros and adds `g + momentum * 0`: the same numbers "
-        "from step 1, as the table shows.",
-        "**Loops.** The tutorial's `train` loop is Python per batch; `jax_impl.train.train_epoch` compiles the whole "
-        "epoch into one `lax.scan` (the train step must then be a pure function of `(state, batch)`). The test loop "
-        "sums per-batch losses on the host in both.",
     ]),
     Chapter("Functional transforms", "functional", ["model_grad", "per_sample_grads", "jacobians", "hvp", "log1pexp",
                                                      "custom_grad", "checkpointed", "higher_order"], _functional, [
@@ -810,9 +831,109 @@ def generate(data_dir: str = "data", built: list[Built] | None = None) -> str:
         if chapter.extra:
             out += ["", chapter.extra]
         out += ["", "### Differences in kind", ""] + [f"- {d}" for d in chapter.differences] + [""]
+        out += exercises_markdown(chapter)
     return "\n".join(out)
+
+
+def exercises_markdown(chapter: Chapter) -> list[str]:
+    """The chapter's exercises, each answer folded away (``<details>``), as markdown lines."""
+    if not chapter.exercises:
+        return []
+    out = ["### Exercises", ""]
+    for i, ex in enumerate(chapter.exercises, start=1):
+        out += [f"{i}. {ex.question}", "", "<details><summary>Answer</summary>", "", "```python", ex.answer.strip(),
+                "```", "", "</details>", ""]
+    return out
 
 
 def numbers_title(sides: int) -> str:
     """The heading over a chapter's numbers."""
     return "The numbers " + ("both" if sides == 2 else f"all {sides}") + " produce"
+
+
+EXERCISES = {
+    "tensors": [Exercise(
+        "`in_place_add` returns a new array. Do the update in place with `jax.new_ref`, and read the result back.",
+        """import jax
+import jax.numpy as jnp
+
+x = jnp.array([[1.0, 2.0], [3.0, 4.0]])
+ref = jax.new_ref(x)  # a mutable Ref holding x's value
+ref[...] += 5  # writes into the Ref (also inside jit); x itself never changes
+answer = ref[...]""",
+        "bool((answer == x + 5).all()) and bool((x == jnp.array([[1.0, 2.0], [3.0, 4.0]])).all())")],
+    "layers": [Exercise(
+        "Build the tutorial's `nn.Linear(in_features=28*28, out_features=20)` as a Flax NNX layer. What shape is "
+        "its kernel, and why is it not torch's `(20, 784)`?",
+        """from flax import nnx
+
+layer1 = nnx.Linear(28 * 28, 20, rngs=nnx.Rngs(0))  # nnx.Rngs: the named key streams NNX draws parameters from
+answer = layer1.kernel.shape  # [in, out]: Flax computes x @ kernel, torch x @ weight.T""",
+        "tuple(answer) == (784, 20) and layer1.bias.shape == (20,)")],
+    "autograd": [Exercise(
+        "torch's `jacobian_products` passes `retain_graph=True` to every `backward`. What does a second `backward` "
+        "do without it, and does JAX's `vjp_fn` need anything like it?",
+        """import jax
+import jax.numpy as jnp
+import torch
+
+inp = torch.eye(5, requires_grad=True)
+out = (inp + 1).pow(2)
+out.backward(torch.ones_like(inp))  # frees the graph's saved tensors
+try:
+    out.backward(torch.ones_like(inp))
+    torch_second = "ran"
+except RuntimeError:  # "Trying to backward through the graph a second time"
+    torch_second = "RuntimeError"
+_, vjp_fn = jax.vjp(lambda inp: (inp + 1) ** 2, jnp.eye(5))
+first, again = vjp_fn(jnp.ones((5, 5)))[0], vjp_fn(jnp.ones((5, 5)))[0]  # a plain function: reusable
+answer = (torch_second, bool((first == again).all()))""",
+        'answer == ("RuntimeError", True)')],
+    "optimization": [Exercise(
+        "torch's `forgotten_zero_grad` sums two batches' gradients in `.grad`. Write that accumulation for JAX "
+        "gradient trees, where it has to be explicit.",
+        """import jax
+import jax.numpy as jnp
+
+g1 = {"kernel": jnp.ones(3), "bias": jnp.array(1.0)}
+g2 = {"kernel": jnp.full(3, 2.0), "bias": jnp.array(-1.0)}
+answer = jax.tree.map(jnp.add, g1, g2)  # what a second backward() does to every .grad""",
+        'float(answer["bias"]) == 0.0 and bool((answer["kernel"] == 3.0).all())')],
+    "save_load": [Exercise(
+        "Save a params tree with `flax.serialization` and restore it into a template of zeros.",
+        """import jax
+import jax.numpy as jnp
+from flax import serialization
+
+params = {"dense": {"kernel": jnp.ones((2, 2)), "bias": jnp.arange(2.0)}}
+data = serialization.to_bytes(params)  # msgpack: arrays and containers only, no code
+answer = serialization.from_bytes(jax.tree.map(jnp.zeros_like, params), data)""",
+        "all(bool((a == b).all()) for a, b in zip(jax.tree.leaves(answer), jax.tree.leaves(params), strict=True))")],
+    "jit": [Exercise(
+        "`jax.jit(jax.grad(_f))` fails on the `if`. Rewrite `_f` so it compiles, and check the gradients at 2, -3, 2.",
+        """import jax
+import jax.numpy as jnp
+
+
+def f(x):
+    return jnp.where(x > 0, x ** 2, -x)  # both branches computed, one selected: no Python bool
+
+
+g = jax.jit(jax.grad(f))
+answer = [float(g(jnp.float32(v))) for v in (2.0, -3.0, 2.0)]""",
+        "answer == [4.0, -1.0, 4.0] == j.control_flow([2.0, -3.0, 2.0])['grads']")],
+    "prng": [Exercise(
+        "Draw step 7's noise of `replay_step` (seed 0) without drawing steps 0 to 6.",
+        """import jax
+
+answer = jax.random.uniform(jax.random.fold_in(jax.random.key(0), 7), (3,))""",
+        "np.array_equal(np.asarray(answer), j.replay_step(step=7)['in_order'])")],
+    "pytrees": [Exercise(
+        "Compute a tree's global norm from `jax.tree.leaves`, without optax.",
+        """import jax
+import jax.numpy as jnp
+
+params = {"a": jnp.ones((2, 3)), "b": {"c": jnp.full(4, 2.0)}}
+answer = jnp.sqrt(sum(jnp.sum(p ** 2) for p in jax.tree.leaves(params)))  # sqrt(6 + 16)""",
+        "abs(float(answer) - float(j.global_norm(params))) < 1e-6 and abs(float(answer) - 22 ** 0.5) < 1e-6")],
+}

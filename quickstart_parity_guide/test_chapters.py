@@ -275,3 +275,16 @@ def test_ddp_rebuilds_its_buckets_after_the_first_step():
     sizes = [int(b) for b in rebuilt.split(",")]
     assert len(sizes) == 2 and sum(sizes) == total
     assert torch.distributed._DEFAULT_FIRST_BUCKET_BYTES <= sizes[0] < total
+
+
+def test_the_written_out_nnx_loop_is_torchs_loop(init_sd, data_dir):
+    """The optimization chapter's NNX ``train_epoch`` (plain SGD, the tutorial's) from torch's weights:
+    the same per-step losses as torch's loop on the same batches."""
+    x, y = real_batch(data_dir, 3 * 64 + 10)  # a partial last batch too
+    net = nnx_model.load_params(nnx_model.NeuralNetwork(rngs=nnx.Rngs(0)), torch_to_flax(init_sd))
+    lines = []
+    losses = jo.train_epoch(x, y, net, nnx_model.create_optimizer(net), log=lines.append)
+    t_losses, _ = H.torch_train(init_sd, H.Split(x, y))
+    np.testing.assert_allclose(losses, np.asarray(t_losses), rtol=1e-6, atol=1e-6)
+    assert len(losses) == 4 and lines and lines[0].startswith("loss:")
+    assert losses[-1] != losses[0]  # the parameters moved

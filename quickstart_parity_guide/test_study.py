@@ -1,5 +1,10 @@
 """The committed study guide is what ``python -m quickstart_parity_guide`` generates from the current code."""
-from quickstart_parity_guide.guide import CHAPTERS, GUIDE, INPUTS_MARK, ROW_INPUTS, generate
+import importlib
+
+import numpy as np
+import pytest
+
+from quickstart_parity_guide.guide import CHAPTERS, EXERCISES, GUIDE, INPUTS_MARK, ROW_INPUTS, generate
 
 
 def test_guide_is_current(data_dir, guide):
@@ -45,3 +50,30 @@ def test_shown_code_uses_current_apis(guide):
             for src in filter(None, sources):
                 for old, new in LEGACY.items():
                     assert old not in src, f"{b.chapter.title}, {name}: {old} (use {new})"
+
+
+TUTORIAL_ORDER = ["tensors", "datasets", "transforms", "layers", "autograd", "optimization", "save_load"]
+
+
+def test_chapters_follow_the_tutorials_order():
+    """pytorch.org's Learn the Basics: Tensors, Datasets & DataLoaders, Transforms, Build the Neural
+    Network, Automatic Differentiation, Optimization, Save & Load; the guide's own chapters after."""
+    modules = [c.module for c in CHAPTERS]
+    assert modules[:len(TUTORIAL_ORDER)] == TUTORIAL_ORDER
+
+
+@pytest.mark.parametrize("module", sorted(EXERCISES))
+def test_exercise_answers_are_right(module):
+    chapter = next(c for c in CHAPTERS if c.module == module)
+    for ex in chapter.exercises:
+        scope = {"np": np, "t": importlib.import_module(f"reference_torch.basics.{module}"),
+                 "j": importlib.import_module(f"jax_impl.basics.{module}")}
+        exec(compile(ex.answer, f"<{module} exercise>", "exec"), scope)  # noqa: S102 -- the guide's own answer code
+        assert eval(ex.check, scope) is True, f"{module}: {ex.question}"  # noqa: S307 -- the guide's own check
+
+
+def test_a_wrong_answer_fails_its_check():
+    ex = EXERCISES["jit"][0]
+    scope = {"np": np, "j": importlib.import_module("jax_impl.basics.jit")}
+    exec(ex.answer.replace("-x)", "x)"), scope)  # noqa: S102 -- a deliberately wrong answer
+    assert eval(ex.check, scope) is False  # noqa: S307 -- the guide's own check
