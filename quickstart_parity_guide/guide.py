@@ -35,6 +35,7 @@ from jax_impl.basics import pytrees as j_pytrees
 from jax_impl.basics import save_load as j_save_load
 from jax_impl.basics import tensors as j_tensors
 from jax_impl.basics import transforms as j_transforms
+from jax_impl.basics.linen import layers as j_linen_layers
 from jax_impl.data import load_fashion_mnist
 from jax_impl.model import init_params
 from parity import harness as H
@@ -72,7 +73,7 @@ ROW_INPUTS = {
     "tensors": "`x = [[1., 2.], [3., 4.]]` or none, both sides",
     "datasets": "the FashionMNIST test split; seed 0 in each side's own generator",
     "transforms": "test image 0, both sides",
-    "layers": "torch's `minibatch(0)` and `make_layers(0)` weights, fed to both; JAX's own draw other numbers",
+    "layers": "torch's `minibatch(0)` and `make_layers(0)` weights, fed to all three; JAX's own draw other numbers",
     "autograd": "torch's `tutorial_inputs(0)`, fed to both; JAX's own `tutorial_inputs` draws other numbers",
     "save_load": "torch's seed-0 init trained 300 steps, or JAX's `jax.random.key(0)` init, as the row says",
     "optimization": "torch's seed-0 init and the first training images in file order, fed to both",
@@ -211,15 +212,27 @@ def _layers(data_dir):
     layers = t_layers.make_layers(0)
     params = {n: {"kernel": layer.weight.detach().numpy().T,
                   "bias": layer.bias.detach().numpy()} for n, layer in layers.items()}
-    tw, jw = t_layers.walk_through(images, layers), j_layers.walk_through(images, params)
+    tw, nw = t_layers.walk_through(images, layers), j_layers.walk_through(images, nnx_layers(params))
+    lw = j_linen_layers.walk_through(images, params)
     return [
-        ("`walk_through`: flat shape", tw["flat"].shape, jw["flat"].shape),
-        ("`walk_through`: hidden1[0, :4]", tw["hidden1"][0, :4], jw["hidden1"][0, :4]),
-        ("`walk_through`: probabilities[0]", tw["probabilities"][0], jw["probabilities"][0]),
-        ("`walk_through`: predicted", tw["predicted"], jw["predicted"]),
+        ("`walk_through`: flat shape", tw["flat"].shape, nw["flat"].shape, lw["flat"].shape),
+        ("`walk_through`: hidden1[0, :4]", tw["hidden1"][0, :4], nw["hidden1"][0, :4], lw["hidden1"][0, :4]),
+        ("`walk_through`: probabilities[0]", tw["probabilities"][0], nw["probabilities"][0], lw["probabilities"][0]),
+        ("`walk_through`: predicted", tw["predicted"], nw["predicted"], lw["predicted"]),
         ("`named_parameters(model)` (inputs: each side's own init)", t_layers.named_parameters(NeuralNetwork()),
-         j_layers.named_parameters(init_params(jax.random.key(0)))),
+         j_layers.named_parameters(nnx_model.NeuralNetwork(rngs=nnx.Rngs(0))),
+         j_linen_layers.named_parameters(init_params(jax.random.key(0)))),
     ]
+
+
+def nnx_layers(params: dict) -> dict[str, nnx.Linear]:
+    """``{name: nnx.Linear}`` holding ``params``' kernels and biases (Flax layout), as ``make_layers`` builds them."""
+    out = {}
+    for name, p in params.items():
+        layer = nnx.Linear(*p["kernel"].shape, rngs=nnx.Rngs(0))
+        layer.kernel[...], layer.bias[...] = jnp.asarray(p["kernel"]), jnp.asarray(p["bias"])
+        out[name] = layer
+    return out
 
 
 def _autograd(data_dir):
@@ -458,7 +471,7 @@ def _quickstart(data_dir):
     nnx_net = nnx_model.load_params(nnx_model.NeuralNetwork(rngs=nnx.Rngs(0)), torch_to_flax(sd))
     n_metrics = nnx_model.train_step(nnx_net, nnx_model.create_optimizer(nnx_net), (x, y))
     linen = dict(flax_to_torch_numpy(jax_get(state.params)))
-    nnx_params = dict(flax_to_torch_numpy(nnx_model.params_of(nnx_net)))
+    nnx_params = dict(flax_to_torch_numpy(nnx.to_pure_dict(nnx.state(nnx_net, nnx.Param))))
     return [
         ("one `train_step` from the same weights on a real batch: loss", t_loss, float(metrics["loss"]),
          float(n_metrics["loss"])),
@@ -551,15 +564,21 @@ CHAPTERS = [
         "**`.numpy()` and the graph.** The layers' outputs require grad (their weights do), so torch's `walk_through` "
         "calls `.detach().numpy()`; plain `.numpy()` raises a RuntimeError. JAX arrays carry no graph: `np.asarray` "
         "always works.",
-        "**Parameters live in modules vs in a pytree.** `nn.Linear` owns its weight; a Flax `nn.Dense` is a description, "
-        "`init` returns the parameters and `apply` takes them.",
+        "**Parameters live in modules, or in a pytree.** `nn.Linear` owns its weight, and so does `nnx.Linear` "
+        "(Flax NNX, the JAX column): `nnx.Linear(784, 20, rngs=nnx.Rngs(0))` draws its kernel and bias when built, "
+        "from the `params` stream of the `nnx.Rngs` it is given (NNX's explicit seed, where torch uses the global "
+        "generator). `nnx.state(model, nnx.Param)` is the parameters as a pytree (`state_dict`), `nnx.update(model, "
+        "state)` loads one (`load_state_dict`), and `nnx.eval_shape(lambda: Model(rngs=nnx.Rngs(0)))` builds the "
+        "model with shapes only, as torch's `meta` device does. A Flax Linen `nn.Dense` (third column) is a "
+        "description: `init` returns the parameters and `apply` takes them; the quickstart program is written "
+        "that way.",
         "**Layout.** torch stores `weight` as `[out, in]` and computes `x @ W.T`; Flax stores `kernel` as `[in, out]`. "
         "Names map one to one (`linear_relu_stack.0.weight` is `linear_relu_stack_0/kernel`, transposed).",
         "**`model.eval()` vs flags.** torch switches modes on the object, and so does NNX: `model.eval()` and "
         "`model.train()` set `deterministic`/`use_running_average` on every `nnx.Dropout`/`nnx.BatchNorm` inside. "
         "A Linen module takes `train`/`deterministic` as call arguments instead. (This MLP has no dropout or batch "
         "norm, so both modes compute the same.)",
-    ]),
+    ], jax_label="Flax NNX", more_sides=[("Flax Linen", "jax_impl.basics.linen.layers")]),
     Chapter("Automatic differentiation", "autograd", ["tutorial_inputs", "loss_and_logits", "single_layer", "frozen_bias",
                                                       "tracking", "detach_grad", "jacobian_products"], _autograd, [
         "**`.grad` accumulation vs returned gradients.** `backward()` adds into `.grad` (hence 8s and 4s on the second "

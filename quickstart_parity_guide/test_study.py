@@ -37,11 +37,18 @@ LEGACY = {"jax.random.PRNGKey(": "jax.random.key", "optax.global_norm(": "optax.
           "opt_state[0].trace": "optax.tree_utils.tree_get(opt_state, 'trace')", "x.at[...].add(": "x + 5"}
 
 
+# Warnings a library raises about its own internals, whatever the caller writes; each with its reason.
+NOT_OURS = {"`torch.jit.script` is deprecated": "torch's forward-mode AD scripts its own decompositions on the first "
+                                                "jvp (torch/_decomp/decompositions_for_jvp.py); no guide code calls "
+                                                "torch.jit"}
+
+
 def test_shown_code_raises_no_deprecation_warning(guide):
     """Computing every chapter's numbers runs the code each chapter shows: no DeprecationWarning,
     PendingDeprecationWarning or FutureWarning may come out of it."""
     for b in guide:
-        assert not b.deprecations, f"{b.chapter.title}: {b.deprecations}"
+        ours = [w for w in b.deprecations if not any(text in w for text in NOT_OURS)]
+        assert not ours, f"{b.chapter.title}: {ours}"
 
 
 def test_shown_code_uses_current_apis(guide):
