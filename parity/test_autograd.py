@@ -24,7 +24,11 @@ def test_single_layer_gradients(inputs):
 
 def test_frozen_bias_and_stop_gradient(inputs):
     t, j = tt.frozen_bias(**inputs), jx.frozen_bias(**inputs)
-    assert t["grad_b"] is None and j["grad_b"] is None
+    # torch never computes a frozen leaf's gradient; JAX computes one through stop_gradient, and it is
+    # zero where the unfrozen bias's is not.
+    assert t["grad_b"] is None
+    assert j["grad_b"].shape == (3,) and not j["grad_b"].any()
+    assert np.abs(jx.single_layer(**inputs)["grad_b"]).min() > 1e-3
     np.testing.assert_allclose(j["grad_w"], t["grad_w"], rtol=AUTOGRAD.rtol, atol=AUTOGRAD.atol)
     np.testing.assert_allclose(t["grad_w"], tt.single_layer(**inputs)["grad_w"], rtol=1e-6)
     args = {k: inputs[k] for k in ("x", "w", "b")}

@@ -6,18 +6,22 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from flax import nnx
 
+from jax_impl import nnx_model
 from jax_impl.basics import datasets as jd
 from jax_impl.basics import layers as jl
 from jax_impl.basics import save_load as js
 from jax_impl.basics import tensors as jt
 from jax_impl.basics import transforms as jtr
+from jax_impl.basics.linen import layers as jll
 from jax_impl.data import load_fashion_mnist
 from jax_impl.model import init_params
 from parity import harness as H
 from parity.tolerances import LAYERS
 from quickstart_parity_common.data import CLASSES
 from quickstart_parity_common.image_folder import write_image_folder
+from quickstart_parity_guide.guide import nnx_layers
 from reference_torch.basics import datasets as td
 from reference_torch.basics import layers as tl
 from reference_torch.basics import save_load as ts
@@ -147,28 +151,34 @@ def test_transforms(data_dir):
 # --- layers ----------------------------------------------------------------------------------------
 
 def test_layers_walk_through():
-    images = tl.minibatch(0)  # torch.rand(3, 28, 28), fed to both
+    images = tl.minibatch(0)  # torch.rand(3, 28, 28), fed to all three
     layers = tl.make_layers(0)
     params = {name: {"kernel": layer.weight.detach().numpy().T, "bias": layer.bias.detach().numpy()}
               for name, layer in layers.items()}
-    t, j = tl.walk_through(images, layers), jl.walk_through(images, params)
+    t = tl.walk_through(images, layers)
     assert t["flat"].shape == (3, 784) and t["hidden1"].shape == (3, 20) and t["logits"].shape == (3, 10)
-    np.testing.assert_array_equal(t["flat"], j["flat"])
-    for key in ("hidden1", "relu", "logits", "probabilities"):
-        np.testing.assert_allclose(j[key], t[key], rtol=LAYERS.rtol, atol=LAYERS.atol, err_msg=key)
-    np.testing.assert_array_equal(t["predicted"], j["predicted"])
+    for j in (jl.walk_through(images, nnx_layers(params)), jll.walk_through(images, params)):  # NNX, Linen
+        np.testing.assert_array_equal(t["flat"], j["flat"])
+        for key in ("hidden1", "relu", "logits", "probabilities"):
+            np.testing.assert_allclose(j[key], t[key], rtol=LAYERS.rtol, atol=LAYERS.atol, err_msg=key)
+        np.testing.assert_array_equal(t["predicted"], j["predicted"])
     np.testing.assert_allclose(t["probabilities"].sum(1), 1, rtol=1e-6)
     assert (t["relu"] >= 0).all() and (t["hidden1"] < 0).any()
+    # NNX's own layers are drawn as torch's nn.Linear draws: uniform within 1/sqrt(fan_in)
+    own = jl.make_layers(0)
+    assert own["layer1"].kernel.shape == (784, 20) and np.abs(own["layer1"].kernel[...]).max() <= 1 / 28
+    assert np.abs(own["layer1"].kernel[...]).max() > 0.9 / 28
 
 
 def test_named_parameters_map_one_to_one():
     t = tl.named_parameters(NeuralNetwork())
-    j = dict(jl.named_parameters(init_params(jax.random.PRNGKey(0))))
-    assert len(t) == len(j) == 6
-    for name, shape in t:
-        layer, part = name.rsplit(".", 1)
-        flax_name = f"{layer.replace('.', '_')}/{'kernel' if part == 'weight' else 'bias'}"
-        assert j[flax_name] == shape[::-1], name  # kernels are transposed
+    for j in (dict(jl.named_parameters(nnx_model.NeuralNetwork(rngs=nnx.Rngs(0)))),
+              dict(jll.named_parameters(init_params(jax.random.key(0))))):
+        assert len(t) == len(j) == 6
+        for name, shape in t:
+            layer, part = name.rsplit(".", 1)
+            flax_name = f"{layer.replace('.', '_')}/{'kernel' if part == 'weight' else 'bias'}"
+            assert j[flax_name] == shape[::-1], name  # kernels are transposed
 
 
 # --- save and load ---------------------------------------------------------------------------------

@@ -72,4 +72,4 @@ def print_numbers(module: str, data_dir: str) -> None:
     chapter = next((c for c in CHAPTERS if c.module == module), None)
     if chapter is None:
         raise ValueError(f"no chapter for basics module {module!r} in quickstart_parity_guide.guide.CHAPTERS")
-    print("\n".join(number_lines(chapter.numbers(data_dir), [label for label, _ in chapter.sides])))
+    print("\n".join(number_lines(chapter.rows(data_dir), [label for label, _ in chapter.sides])))

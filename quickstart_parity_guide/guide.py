@@ -11,6 +11,7 @@ import importlib
 import inspect
 import pickle
 import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from jax_impl.basics import pytrees as j_pytrees
 from jax_impl.basics import save_load as j_save_load
 from jax_impl.basics import tensors as j_tensors
 from jax_impl.basics import transforms as j_transforms
+from jax_impl.basics.linen import layers as j_linen_layers
 from jax_impl.data import load_fashion_mnist
 from jax_impl.model import init_params
 from parity import harness as H
@@ -64,6 +66,34 @@ INTRO = ("Each chapter of the tutorial as small functions in `reference_torch/ba
          "parity/test_nnx.py` asserts "
          "the numbers agree.")
 NO_COUNTERPART = "*(no counterpart: see the differences below)*"
+INPUTS_MARK = "(inputs: "
+# What a chapter's rows feed both sides, unless a row says otherwise. "torch's ... fed to both": the JAX
+# function shown draws its own from a JAX key, so run alone it gives other numbers.
+ROW_INPUTS = {
+    "tensors": "`x = [[1., 2.], [3., 4.]]` or none, both sides",
+    "datasets": "the FashionMNIST test split; seed 0 in each side's own generator",
+    "transforms": "test image 0, both sides",
+    "layers": "torch's `minibatch(0)` and `make_layers(0)` weights, fed to all three; JAX's own draw other numbers",
+    "autograd": "torch's `tutorial_inputs(0)`, fed to both; JAX's own `tutorial_inputs` draws other numbers",
+    "save_load": "torch's seed-0 init trained 300 steps, or JAX's `jax.random.key(0)` init, as the row says",
+    "optimization": "torch's seed-0 init and the first training images in file order, fed to both",
+    "functional": "torch's seed-0 init, the first 8 training images, torch's `tutorial_inputs(0)`, fed to both",
+    "jit": "the values listed, both sides",
+    "prng": "seed 0 in each side's own generator",
+    "pytrees": "torch's seed-0 `NeuralNetwork()`, fed to both",
+    "quickstart": "torch's seed-0 init and training batch 0, fed to all three",
+    "distributed": "torch's seed-0 init and the first training images, fed to both",
+}
+
+
+@dataclass
+class Exercise:
+    """A question, its answer as code a reader can run, and ``check``: an expression over the answer's
+    names (plus ``t`` and ``j``, the chapter's torch and JAX modules) that is True when the answer is
+    right. ``quickstart_parity_guide/test_study.py`` runs every answer and its check."""
+    question: str
+    answer: str
+    check: str
 
 
 @dataclass
@@ -76,6 +106,17 @@ class Chapter:
     extra: str = ""  # markdown after the numbers (e.g. a figure)
     more_sides: list[tuple[str, str]] = field(default_factory=list)  # (label, module) after torch and JAX
     jax_label: str = "JAX"  # the column title of jax_impl.basics.<module>
+
+    def rows(self, data_dir: str) -> list[tuple]:
+        """``numbers(data_dir)``, each row's ``what`` ending in what it feeds in: its own ``(inputs: ...)``
+        where it has one, else the chapter's ``ROW_INPUTS``. A reader who runs one side's functions on
+        their own inputs gets other numbers; the label says which inputs these are."""
+        return [(what if INPUTS_MARK in what else f"{what} {INPUTS_MARK}{ROW_INPUTS[self.module]})", *values)
+                for what, *values in self.numbers(data_dir)]
+
+    @property
+    def exercises(self) -> list[Exercise]:
+        return EXERCISES.get(self.module, [])
 
     @property
     def sides(self) -> list[tuple[str, str]]:
@@ -171,15 +212,27 @@ def _layers(data_dir):
     layers = t_layers.make_layers(0)
     params = {n: {"kernel": layer.weight.detach().numpy().T,
                   "bias": layer.bias.detach().numpy()} for n, layer in layers.items()}
-    tw, jw = t_layers.walk_through(images, layers), j_layers.walk_through(images, params)
+    tw, nw = t_layers.walk_through(images, layers), j_layers.walk_through(images, nnx_layers(params))
+    lw = j_linen_layers.walk_through(images, params)
     return [
-        ("`walk_through`: flat shape", tw["flat"].shape, jw["flat"].shape),
-        ("`walk_through`: hidden1[0, :4]", tw["hidden1"][0, :4], jw["hidden1"][0, :4]),
-        ("`walk_through`: probabilities[0]", tw["probabilities"][0], jw["probabilities"][0]),
-        ("`walk_through`: predicted", tw["predicted"], jw["predicted"]),
-        ("`named_parameters(model)`", t_layers.named_parameters(NeuralNetwork()),
-         j_layers.named_parameters(init_params(jax.random.PRNGKey(0)))),
+        ("`walk_through`: flat shape", tw["flat"].shape, nw["flat"].shape, lw["flat"].shape),
+        ("`walk_through`: hidden1[0, :4]", tw["hidden1"][0, :4], nw["hidden1"][0, :4], lw["hidden1"][0, :4]),
+        ("`walk_through`: probabilities[0]", tw["probabilities"][0], nw["probabilities"][0], lw["probabilities"][0]),
+        ("`walk_through`: predicted", tw["predicted"], nw["predicted"], lw["predicted"]),
+        ("`named_parameters(model)` (inputs: each side's own init)", t_layers.named_parameters(NeuralNetwork()),
+         j_layers.named_parameters(nnx_model.NeuralNetwork(rngs=nnx.Rngs(0))),
+         j_linen_layers.named_parameters(init_params(jax.random.key(0)))),
     ]
+
+
+def nnx_layers(params: dict) -> dict[str, nnx.Linear]:
+    """``{name: nnx.Linear}`` holding ``params``' kernels and biases (Flax layout), as ``make_layers`` builds them."""
+    out = {}
+    for name, p in params.items():
+        layer = nnx.Linear(*p["kernel"].shape, rngs=nnx.Rngs(0))
+        layer.kernel[...], layer.bias[...] = jnp.asarray(p["kernel"]), jnp.asarray(p["bias"])
+        out[name] = layer
+    return out
 
 
 def _autograd(data_dir):
@@ -187,14 +240,18 @@ def _autograd(data_dir):
     ts_, js_ = t_autograd.single_layer(**inputs), j_autograd.single_layer(**inputs)
     args = {k: inputs[k] for k in ("x", "w", "b")}
     tj, jj = t_autograd.jacobian_products(), j_autograd.jacobian_products()
+    tf, jf = t_autograd.frozen_bias(**inputs), j_autograd.frozen_bias(**inputs)
+    eye = "(inputs: `eye(5)`, both sides)"
     return [
         ("`single_layer`: loss", float(ts_["loss"]), float(js_["loss"])),
         ("`single_layer`: grad_b", ts_["grad_b"], js_["grad_b"]),
-        ("`frozen_bias`: grad_b", t_autograd.frozen_bias(**inputs)["grad_b"], j_autograd.frozen_bias(**inputs)["grad_b"]),
+        ("`frozen_bias`: grad_b of the frozen bias (torch: `b.grad`; JAX: through `stop_gradient`)",
+         tf["grad_b"], jf["grad_b"]),
+        ("`frozen_bias`: grad_w, row 0", tf["grad_w"][0], jf["grad_w"][0]),
         ("`tracking`", str(t_autograd.tracking(**args)), str(j_autograd.tracking(**args))),
-        ("`jacobian_products()`: first, row 0", tj["first"][0], jj["first"][0]),
-        ("`jacobian_products()`: second, row 0", tj["second"][0], jj["second"][0]),
-        ("`jacobian_products()`: after zero, row 0", tj["after_zero"][0], jj["after_zero"][0]),
+        ("`jacobian_products()`: first, row 0 " + eye, tj["first"][0], jj["first"][0]),
+        ("`jacobian_products()`: second, row 0 " + eye, tj["second"][0], jj["second"][0]),
+        ("`jacobian_products()`: after zero, row 0 " + eye, tj["after_zero"][0], jj["after_zero"][0]),
     ]
 
 
@@ -203,7 +260,7 @@ def _save_load(data_dir):
     with tempfile.TemporaryDirectory() as tmp:
         t_save_load.save_safetensors(model, f"{tmp}/m.safetensors")
         params = j_save_load.load_safetensors(f"{tmp}/m.safetensors")
-        j_save_load.save_safetensors(init_params(jax.random.PRNGKey(0)), f"{tmp}/p.safetensors")
+        j_save_load.save_safetensors(init_params(jax.random.key(0)), f"{tmp}/p.safetensors")
         from_jax = t_save_load.load_safetensors(f"{tmp}/p.safetensors")
         refused = []
         for side, exc in ((t_save_load, pickle.UnpicklingError), (j_save_load, Exception)):
@@ -355,7 +412,9 @@ def _jit(data_dir):
     return [
         ("`control_flow([2, -3, 2])`: gradients", tc["grads"], jc["grads"]),
         ("the same: times the Python body ran (grad, not jit)", tc["grad_traces"], jc["grad_traces"]),
-        ("the same under a compiler (`jit(grad(f))`)", tc["compiled"], jc["compiled"]),
+        ("the same, compiled whole (`torch.compile(fullgraph=True)`, `jax.jit`)", tc["compiled"], jc["compiled"]),
+        ("the same under `torch.compile` allowing graph breaks (its default)", tc["graph_breaks"], jc["graph_breaks"]),
+        ("the branch as an operator (`torch.cond`, `lax.cond`), compiled: gradients", tc["cond_grads"], jc["cond_grads"]),
         ("`tracing_counts([3, 3, 4, 3])`: Python body runs", t_jit.tracing_counts(shapes)["python_runs"],
          j_jit.tracing_counts(shapes)["python_runs"]),
         ("`static_argument(n = 1, 2, 2, 3)`: results", t_jit.static_argument(ns)["results"],
@@ -376,8 +435,10 @@ def _prng(data_dir):
         ("`reseed_repeats()`", t_prng.reseed_repeats(), j_prng.reseed_repeats()),
         ("`independent_streams()`: all distinct", t_prng.independent_streams()["all_distinct"],
          j_prng.independent_streams()["all_distinct"]),
-        ("`replay_step(step=5)`: step 5 drawn directly equals step 5 in order",
+        ("`replay_step(step=5)`: step 5 drawn directly equals step 5 in order (seeded per step)",
          t_prng.replay_step()["direct_equals_in_order"], j_prng.replay_step()["direct_equals_in_order"]),
+        ("`replay_step()`: (seed 0, step 1000) draws what (seed 1, step 0) draws", t_prng.replay_step()["collides"],
+         j_prng.replay_step()["collides"]),
     ]
 
 
@@ -410,7 +471,7 @@ def _quickstart(data_dir):
     nnx_net = nnx_model.load_params(nnx_model.NeuralNetwork(rngs=nnx.Rngs(0)), torch_to_flax(sd))
     n_metrics = nnx_model.train_step(nnx_net, nnx_model.create_optimizer(nnx_net), (x, y))
     linen = dict(flax_to_torch_numpy(jax_get(state.params)))
-    nnx_params = dict(flax_to_torch_numpy(nnx_model.params_of(nnx_net)))
+    nnx_params = dict(flax_to_torch_numpy(nnx.to_pure_dict(nnx.state(nnx_net, nnx.Param))))
     return [
         ("one `train_step` from the same weights on a real batch: loss", t_loss, float(metrics["loss"]),
          float(n_metrics["loss"])),
@@ -419,6 +480,42 @@ def _quickstart(data_dir):
         ("parameter count", sum(p.numel() for p in model.parameters()), int(sum(v.size for v in linen.values())),
          int(sum(v.size for v in nnx_params.values()))),
     ]
+
+
+def _distributed(data_dir):
+    rows = importlib.import_module("parity.distributed").basics_numbers(data_dir)
+    first, rebuilt = ddp_bucket_sizes()
+    no_buckets = "(one program: XLA schedules the all-reduces)"
+    return rows + [
+        ("DDP gradient buckets, first step (bytes) (inputs: the MLP, 1 gloo rank)", first, no_buckets),
+        ("DDP gradient buckets from the second step, `rebuilt_bucket_sizes` (bytes) (inputs: the same)", rebuilt,
+         no_buckets),
+    ]
+
+
+def ddp_bucket_sizes(steps: int = 3) -> tuple[str, str]:
+    """(``bucket_sizes``, ``rebuilt_bucket_sizes``) of DDP's reducer after ``steps`` steps of the MLP, from
+    ``_get_ddp_logging_data`` on one gloo rank (bucket sizes do not depend on the world size): DDP buckets
+    by registration order for the first step, then rebuilds them in the order gradients arrived, with a
+    1 MiB first bucket (``dist._DEFAULT_FIRST_BUCKET_BYTES``) so the first all-reduce starts early."""
+    import torch.distributed as dist  # noqa: PLC0415 -- only this chapter needs a process group
+    from torch.nn.parallel import DistributedDataParallel  # noqa: PLC0415 -- as above
+
+    with tempfile.TemporaryDirectory() as tmp:
+        dist.init_process_group("gloo", init_method=f"file://{tmp}/store", rank=0, world_size=1)
+        try:
+            torch.manual_seed(0)
+            model = DistributedDataParallel(NeuralNetwork())
+            opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+            x, y = torch.rand(8, 784), torch.randint(0, 10, (8,))
+            for _ in range(steps):
+                torch.nn.functional.cross_entropy(model(x), y).backward()
+                opt.step()
+                opt.zero_grad()
+            data = model._get_ddp_logging_data()
+        finally:
+            dist.destroy_process_group()
+    return data["bucket_sizes"], data.get("rebuilt_bucket_sizes", "(not rebuilt)")
 
 
 def jax_get(tree):
@@ -430,9 +527,12 @@ CHAPTERS = [
                                    "matmul_three_ways", "multiply_three_ways", "single_element", "in_place_add",
                                    "numpy_bridge"],
             _tensors, [
-                "**Mutable vs immutable.** `x[:, 1] = 0` and `x.add_(5)` change the tensor; JAX arrays never change: "
-                "`x.at[:, 1].set(0)` and `x.at[...].add(5)` return new arrays (inside `jit`, XLA reuses the buffer "
-                "when it can).",
+                "**Mutable vs immutable.** `x[:, 1] = 0` and `x.add_(5)` change the tensor; a JAX array never "
+                "changes: `x.at[:, 1].set(0)` and `x + 5` return new arrays (inside `jit`, XLA reuses the buffer "
+                "when it can, and `donate_argnums` lets it reuse an input's: see the jit chapter). For state that "
+                "must change in place, JAX 0.10 has `jax.new_ref(x)`: a mutable `Ref` (`ref[...] += 5` writes into "
+                "it, also inside `jit`), the counterpart of torch's in-place ops; the arrays themselves stay "
+                "immutable.",
                 "**Memory shared with numpy.** `t.numpy()` and `torch.from_numpy(n)` alias the same CPU memory, by "
                 "contract. JAX promises no such thing either way: `jnp.asarray(n)` defaults to `copy=None`, which its "
                 "docstring defines as \"only copy when necessary\", and `jax.device_put(n)` on the CPU aliases a 64-byte-"
@@ -464,26 +564,58 @@ CHAPTERS = [
         "**`.numpy()` and the graph.** The layers' outputs require grad (their weights do), so torch's `walk_through` "
         "calls `.detach().numpy()`; plain `.numpy()` raises a RuntimeError. JAX arrays carry no graph: `np.asarray` "
         "always works.",
-        "**Parameters live in modules vs in a pytree.** `nn.Linear` owns its weight; a Flax `nn.Dense` is a description, "
-        "`init` returns the parameters and `apply` takes them.",
+        "**Parameters live in modules, or in a pytree.** `nn.Linear` owns its weight, and so does `nnx.Linear` "
+        "(Flax NNX, the JAX column): `nnx.Linear(784, 20, rngs=nnx.Rngs(0))` draws its kernel and bias when built, "
+        "from the `params` stream of the `nnx.Rngs` it is given (NNX's explicit seed, where torch uses the global "
+        "generator). `nnx.state(model, nnx.Param)` is the parameters as a pytree (`state_dict`), `nnx.update(model, "
+        "state)` loads one (`load_state_dict`), and `nnx.eval_shape(lambda: Model(rngs=nnx.Rngs(0)))` builds the "
+        "model with shapes only, as torch's `meta` device does. A Flax Linen `nn.Dense` (third column) is a "
+        "description: `init` returns the parameters and `apply` takes them; the quickstart program is written "
+        "that way.",
         "**Layout.** torch stores `weight` as `[out, in]` and computes `x @ W.T`; Flax stores `kernel` as `[in, out]`. "
         "Names map one to one (`linear_relu_stack.0.weight` is `linear_relu_stack_0/kernel`, transposed).",
-        "**`model.eval()` vs flags.** torch switches modes on the object; a Flax module takes `train`/`deterministic` "
-        "as call arguments (this MLP has no dropout or batch norm, so both modes compute the same).",
-    ]),
+        "**`model.eval()` vs flags.** torch switches modes on the object, and so does NNX: `model.eval()` and "
+        "`model.train()` set `deterministic`/`use_running_average` on every `nnx.Dropout`/`nnx.BatchNorm` inside. "
+        "A Linen module takes `train`/`deterministic` as call arguments instead. (This MLP has no dropout or batch "
+        "norm, so both modes compute the same.)",
+    ], jax_label="Flax NNX", more_sides=[("Flax Linen", "jax_impl.basics.linen.layers")]),
     Chapter("Automatic differentiation", "autograd", ["tutorial_inputs", "loss_and_logits", "single_layer", "frozen_bias",
                                                       "tracking", "detach_grad", "jacobian_products"], _autograd, [
         "**`.grad` accumulation vs returned gradients.** `backward()` adds into `.grad` (hence 8s and 4s on the second "
         "call and the `zero_grad()` in every training step); `jax.grad`/`jax.vjp` return fresh values, and accumulating "
         "is an explicit `+`.",
+        "**In place.** The tutorial notes that in-place operations on tensors autograd needs are discouraged: "
+        "they can overwrite values backward needs (torch then raises at `backward`) and lose history. JAX arrays "
+        "cannot be modified, so the question does not arise; `jax.grad` of a function using `x.at[i].set(v)` just "
+        "works.",
         "**What is differentiated.** torch tracks tensors with `requires_grad`; JAX differentiates the arguments named "
         "by `argnums`. `torch.no_grad()`/`detach()` correspond to computing outside the function or "
         "`jax.lax.stop_gradient`.",
         "**Eager vs tracing.** torch records the graph as operations run. `jax.grad` also runs the Python function, "
         "on *every* call, with tracers that carry the concrete values: a Python `if x > 0` works under `jax.grad` "
-        "(measured: 3 calls, 3 traces; see the jit chapter). Only `jax.jit` traces with *abstract* values (shape and "
-        "dtype only), once per input signature, and there `if x > 0` raises `TracerBoolConversionError`; use "
-        "`jnp.where`/`lax.cond`, or make the argument static.",
+        "(measured: 3 calls, 3 traces; see the jit chapter). `jax.jit` traces with *abstract* values (shape and "
+        "dtype only), once per input signature, and so do the bodies of `lax.scan`, `lax.cond` and `lax.while_loop`; "
+        "`jax.vmap`'s tracer holds a whole batch, so `if x > 0` on one example cannot be decided either. There "
+        "`if x > 0` raises (`TracerBoolConversionError` under `jit`); use `jnp.where`/`lax.cond`, or make the "
+        "argument static.",
+    ]),
+    Chapter("Optimizing model parameters", "optimization", ["sgd_steps", "forgotten_zero_grad", "train_epoch", "evaluate"],
+            _optimization, [
+        "**Three calls vs one expression.** torch: `loss.backward()` writes `.grad` on every parameter, "
+        "`optimizer.step()` reads them and updates the parameters in place, `optimizer.zero_grad()` clears `.grad`. "
+        "JAX: `jax.value_and_grad` *returns* the gradients, `tx.update(grads, opt_state, params)` returns updates and "
+        "a new optimizer state, `optax.apply_updates` returns new params (`TrainState.apply_gradients` is those two "
+        "calls). Nothing is stored on the parameters, so there is nothing to zero.",
+        "**Optimizer state is a pytree you carry.** `optimizer.state[p]['momentum_buffer']` is hidden inside the "
+        "optimizer, keyed by parameter object; optax's `TraceState.trace` has the params' structure. torch's buffer "
+        "starts as the first gradient, optax's trace starts at zeros and adds `g + momentum * 0`: the same numbers "
+        "from step 1, as the table shows.",
+        "**Loops.** The tutorial's `train_loop` is Python per batch, and so is the JAX `train_epoch` shown here "
+        "(Flax NNX: `nnx.Optimizer` is the train state, holding the optax transform and its state next to a reference "
+        "to the model; `nnx.jit` compiles one step, donating the model's and optimizer's buffers so XLA may update "
+        "them in place; plain `optax.sgd(1e-3)`, the tutorial's optimizer; the test asserts torch's losses step by "
+        "step). The quickstart program's `jax_impl.train.train_epoch` goes further and compiles the whole epoch as "
+        "one `lax.scan` over a Linen `TrainState`. The test loop sums per-batch losses on the host in both.",
     ]),
     Chapter("Save and load the model", "save_load", ["save_weights", "load_weights", "save_whole_model", "load_whole_model",
                                                      "load_untrusted", "write_crafted_pickle", "save_safetensors",
@@ -504,25 +636,13 @@ CHAPTERS = [
         "either side reads the other's file and predicts the same classes on all 10,000 test images "
         "(`parity/test_basics.py`, after one full epoch).",
     ]),
-    Chapter("Optimizing model parameters", "optimization", ["sgd_steps", "forgotten_zero_grad", "train_epoch", "evaluate"],
-            _optimization, [
-        "**Three calls vs one expression.** torch: `loss.backward()` writes `.grad` on every parameter, "
-        "`optimizer.step()` reads them and updates the parameters in place, `optimizer.zero_grad()` clears `.grad`. "
-        "JAX: `jax.value_and_grad` *returns* the gradients, `tx.update(grads, opt_state, params)` returns updates and "
-        "a new optimizer state, `optax.apply_updates` returns new params (`TrainState.apply_gradients` is those two "
-        "calls). Nothing is stored on the parameters, so there is nothing to zero.",
-        "**Optimizer state is a pytree you carry.** `optimizer.state[p]['momentum_buffer']` is hidden inside the "
-        "optimizer, keyed by parameter object; optax's `TraceState.trace` has the params' structure. torch's buffer "
-        "starts as the first gradient, optax's trace starts at zeros and adds `g + momentum * 0`: the same numbers "
-        "from step 1, as the table shows.",
-        "**Loops.** The tutorial's `train` loop is Python per batch; `jax_impl.train.train_epoch` compiles the whole "
-        "epoch into one `lax.scan` (the train step must then be a pure function of `(state, batch)`). The test loop "
-        "sums per-batch losses on the host in both.",
-    ]),
     Chapter("Functional transforms", "functional", ["model_grad", "per_sample_grads", "jacobians", "hvp", "log1pexp",
                                                      "custom_grad", "checkpointed", "higher_order"], _functional, [
         "**`torch.func` is JAX's model inside torch.** `functional_call(model, params, x)` turns a module into a "
-        "function of a params dict, so `grad`, `vmap`, `jacrev`, `jvp` apply as in JAX. JAX has only this style.",
+        "function of a params dict, so `grad`, `vmap`, `jacrev`, `jvp` apply as in JAX. JAX's own transforms take only "
+        "this style (functions of arrays and pytrees); Flax NNX puts module objects on top, and `nnx.grad`/`nnx.vmap` "
+        "(or `nnx.split` to a pytree and `nnx.merge` back) hand them to the same transforms: see the quickstart "
+        "chapter.",
         "**Per-sample gradients** are `vmap(grad(loss_of_one_example))` on both sides; both match a float64 loop of "
         "one `backward()` per example (rows above). Without `vmap`, torch's `backward()` only gives the batch sum.",
         "**Custom gradients.** `torch.autograd.Function` has `forward(ctx, ...)`/`backward(ctx, g)` with "
@@ -543,11 +663,19 @@ CHAPTERS = [
     ]),
     Chapter("jit: tracing and compiling", "jit", ["control_flow", "tracing_counts", "static_argument", "donation", "ready"],
             _jit, [
-        "**grad traces, jit traces abstractly.** `jax.grad(f)` runs `f`'s Python on every call, with concrete values "
-        "inside the tracers (so `if x > 0` works). `jax.jit(f)` runs it once per input signature (shapes, dtypes, "
-        "static arguments) with abstract tracers, compiles, and replays the compiled program afterwards: Python side "
-        "effects (`print`, appending to a list) happen only while tracing. A new shape means a new trace "
+        "**grad traces concretely, jit abstractly.** `jax.grad(f)` runs `f`'s Python on every call, with concrete "
+        "values inside the tracers (so `if x > 0` works). `jax.jit(f)` runs it once per input signature (shapes, "
+        "dtypes, static arguments) with abstract tracers, compiles, and replays the compiled program afterwards: "
+        "Python side effects (`print`, appending to a list) happen only while tracing. A new shape means a new trace "
         "(`tracing_counts`: 2 runs for shapes 3, 3, 4, 3).",
+        "**Compiler against compiler.** torch's counterpart of `jax.jit` is `torch.compile` (TorchDynamo captures the "
+        "graph, Inductor compiles it). It differs in what happens at Python it cannot capture: an `if` on a tensor "
+        "is a *graph break*, so `torch.compile(f)` runs that part in Python and compiles the pieces around it "
+        "(`torch._dynamo.explain` counts 1 break above); `jax.jit` has no fallback, it compiles all of `f` or "
+        "fails. `torch.compile(f, fullgraph=True)` refuses graph breaks and then fails as `jax.jit` does "
+        "(`Unsupported: Data-dependent branching`). The branch as an operator compiles on both sides: `torch.cond` "
+        "is `lax.cond`'s twin (same gradients above). The rows use Dynamo with `backend=\"eager\"`: the capture, "
+        "which is what decides graph breaks, without Inductor's seconds of code generation.",
         "**Static arguments** (`static_argnames`) are Python values baked into the trace: each distinct value is a "
         "separate compilation. Use them for shapes, flags and loop counts, never for data.",
         "**Donation** (`donate_argnums`) lets XLA write the output into an input's buffer, torch's in-place `add_` "
@@ -556,9 +684,9 @@ CHAPTERS = [
         "**Asynchronous dispatch.** A JAX call returns a future at once; `block_until_ready()` (or reading the value) "
         "waits. A benchmark that stops the clock without blocking times the dispatch, not the work. torch on CPU runs "
         "synchronously, but on CUDA it is asynchronous too (`torch.cuda.synchronize()`).",
-        "**torch's tracer** is `torch.compile` (TorchDynamo): it too caches per input signature and recompiles on a "
-        "new shape (then marks the dimension dynamic). It is not measured here: its first compile takes seconds, "
-        "too slow for a guide regenerated by a test (`python -m benchmarks.run` times `torch.compile`).",
+        "**Recompiles.** `torch.compile` too caches per input signature and recompiles on a new shape (then marks "
+        "the dimension dynamic); `jax.config.update(\"jax_log_compiles\", True)` logs every JAX compilation, the way "
+        "to spot a recompile per step. Timings are not measured here (`python -m benchmarks.run` times both).",
     ]),
     Chapter("Random numbers: generators vs keys", "prng", ["same_call_twice", "reseed_repeats", "independent_streams",
                                                           "replay_step"], _prng, [
@@ -566,19 +694,23 @@ CHAPTERS = [
         "`torch.Generator` is an explicit but still mutable one. A JAX key is an immutable value: the same key always "
         "draws the same numbers, so each new draw needs a new key from `jax.random.split`.",
         "**`fold_in(key, step)`** derives a key from data (a step, a worker index): step 5's noise is a function of "
-        "(seed, 5) alone, drawable in any order, inside `jit`/`vmap`, on any device. With a stateful generator, step "
-        "5's draw depends on every draw before it.",
+        "(seed, 5) alone, drawable in any order, inside `jit`/`vmap`, on any device. One stateful generator advanced "
+        "step by step cannot do that (step 5's draw depends on every draw before it); torch gets the same property "
+        "with a `Generator` per step seeded from (seed, step), as `replay_step` does, but the seed mix is the "
+        "user's: `seed * 1000 + step` makes (seed 0, step 1000) and (seed 1, step 0) the same stream (row above), "
+        "where `fold_in` hashes the step into the key.",
         "The numbers differ between the frameworks (different generators and algorithms); the properties agree.",
     ]),
     Chapter("Pytrees and state_dict", "pytrees", ["parameter_order", "scale_all", "flatten_to_vector", "global_norm"],
             _pytrees, [
         "**Order.** A `state_dict` is an ordered dict in registration order: `weight` then `bias`. A Flax params tree "
-        "is nested dicts, and `jax.tree_util` flattens a dict in *sorted key order*, so every layer lists `bias` "
+        "is nested dicts, and `jax.tree` flattens a dict in *sorted key order*, so every layer lists `bias` "
         "before `kernel`. Code that pairs leaves by position across the two (a flat vector, an optimizer state) must "
         "map by name, as `parity/weights.py` does.",
         "**Mapping over parameters.** torch iterates `named_parameters()` or the state_dict; JAX's `jax.tree.map` "
         "applies a function to every leaf of any nesting and returns the same structure. `ravel_pytree` is "
-        "`parameters_to_vector` plus the inverse function; `optax.global_norm` is the norm `clip_grad_norm_` uses.",
+        "`parameters_to_vector` plus the inverse function; `optax.tree.norm` is the norm `clip_grad_norm_` uses "
+        "(`optax.global_norm`, its old name, is deprecated).",
     ]),
     Chapter("The model and its train step, three ways", "quickstart",
             ["NeuralNetwork", "torch_linear_init", "loss_fn", "train_step"],
@@ -587,12 +719,18 @@ CHAPTERS = [
         "**Flax NNX** (`jax_impl/nnx_model.py`): also a Python object owning its parameters (`nnx.Param`), updated in "
         "place by `nnx.Optimizer.update`; `nnx.jit`/`nnx.value_and_grad` split the object into a pytree and merge it "
         "back around the traced function. The closest to torch, and what Flax's docs now recommend to new users. "
+        "Its `train_step` (`jax_impl/nnx_model.py`) does not donate its buffers, so XLA keeps the old parameters "
+        "and optimizer state alive next to the new ones during the step; `nnx.jit(train_step, "
+        "donate_argnames=(\"model\", \"optimizer\"))` would let it update them in place, as the Linen epoch's "
+        "donated state does. "
         "`parity/test_nnx.py` trains it 300 real steps from torch's weights and compares it with torch at the same "
         "tolerances as the Linen twin.",
         "**Flax Linen** (`jax_impl/model.py`, `jax_impl/train.py`): the module is a stateless description, `init` "
         "returns a params dict and `apply` takes it; the step is a pure function `(state, batch) -> (state, metrics)`. "
-        "Maintained, and what most existing Flax code uses; its purity is what lets `jax_impl.train` compile a whole "
-        "epoch as one `lax.scan` over a donated state.",
+        "Maintained, and what most existing Flax code uses. `jax_impl.train` compiles a whole epoch as one `lax.scan` "
+        "over a donated state; NNX can do the same by `nnx.split`ting the model into a graph definition and a state "
+        "pytree, scanning over the state, and `nnx.merge`ing after (Flax's performance guide), so purity is a "
+        "convenience of Linen, not a thing only it allows.",
         "**When to pick which.** Porting torch code or writing new models with state (batch norm, caches, RNG "
         "streams): NNX. Extending a Linen codebase, or wanting every step to be a plain pure function with no object "
         "graph to split: Linen. The numbers are the same either way (table above).",
@@ -603,13 +741,16 @@ CHAPTERS = [
     ], jax_label="Flax Linen", more_sides=[("Flax NNX", "jax_impl.nnx_model")]),
     Chapter("Data parallelism: DDP and JAX sharding", "distributed",
             ["setup", "replicate", "weighted_loss", "train_step", "train_step_shard_map", "train_epoch"],
-            lambda data_dir: __import__("parity.distributed", fromlist=["basics_numbers"]).basics_numbers(data_dir), [
+            _distributed, [
         "**N processes vs one program.** DDP runs N processes, each with a full model and its own loop; they meet only "
         "in collectives (gloo on CPU, NCCL on GPUs). JAX runs one program over N devices: the parameters are one array "
         "replicated (`P()`), each global batch one array split over the mesh axis (`P(\"data\")`).",
         "**Bucketed all-reduce of sums / N vs a sharded mean.** DDP hooks every parameter: as gradients are ready during "
-        "`backward` they are packed into buckets (25 MiB by default; this MLP's 669,706 float32 gradients, 2.7 MB, fit "
-        "one) and each bucket is all-reduced while `backward` goes on; the reducer divides by the world size and the "
+        "`backward` they are packed into buckets and each bucket is all-reduced while `backward` goes on. The first "
+        "step uses `bucket_cap_mb` (25 MiB), so this MLP's 669,706 float32 gradients (2.7 MB) are one bucket; DDP then "
+        "rebuilds the buckets in the order the gradients arrived (`Reducer::rebuild_buckets`), with a 1 MiB first "
+        "bucket, so from the second step on there are two all-reduces (the rows above, read from DDP's own logging "
+        "data). The reducer divides by the world size and the "
         "all-reduce sums, so every replica holds (g_0 + ... + g_(N-1)) / N. Under `jit`, `train_step` is the one-device "
         "step: the batch mean becomes a partial sum per device plus one all-reduce, and the gradients follow (the compiled "
         "program holds `all-reduce` and no `all-gather` of the batch; `parity/test_distributed.py` checks it). "
@@ -662,6 +803,7 @@ class Built:
     sides: list[tuple[str, str]]  # (label, module) per column: torch, JAX, then the chapter's more_sides
     pairs: list[tuple[str, list[str | None]]]  # (function name, its source per side; None: no counterpart)
     numbers: list[tuple]  # (what, value per side), computed on the real data
+    deprecations: list[str] = field(default_factory=list)  # warnings raised while computing them
 
 
 def build(data_dir: str = "data") -> list[Built]:
@@ -671,12 +813,16 @@ def build(data_dir: str = "data") -> list[Built]:
     for chapter in CHAPTERS:
         mods = [importlib.import_module(module) for _, module in chapter.sides]
         pairs = [(name, [_source(mod, name) for mod in mods]) for name in chapter.functions]
-        numbers = chapter.numbers(data_dir)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")  # every warning, not once per location: each is recorded
+            numbers = chapter.rows(data_dir)
+        deprecations = [f"{Path(w.filename).name}:{w.lineno}: {w.category.__name__}: {w.message}" for w in caught
+                        if issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning, FutureWarning))]
         for what, *values in numbers:
             if len(values) != len(mods):
                 raise ValueError(f"{chapter.title}: row {what!r} has {len(values)} values for {len(mods)} sides")
         sides = [(label, mod.__name__) for (label, _), mod in zip(chapter.sides, mods, strict=True)]
-        built.append(Built(chapter, sides, pairs, numbers))
+        built.append(Built(chapter, sides, pairs, numbers, deprecations))
     return built
 
 
@@ -704,9 +850,109 @@ def generate(data_dir: str = "data", built: list[Built] | None = None) -> str:
         if chapter.extra:
             out += ["", chapter.extra]
         out += ["", "### Differences in kind", ""] + [f"- {d}" for d in chapter.differences] + [""]
+        out += exercises_markdown(chapter)
     return "\n".join(out)
+
+
+def exercises_markdown(chapter: Chapter) -> list[str]:
+    """The chapter's exercises, each answer folded away (``<details>``), as markdown lines."""
+    if not chapter.exercises:
+        return []
+    out = ["### Exercises", ""]
+    for i, ex in enumerate(chapter.exercises, start=1):
+        out += [f"{i}. {ex.question}", "", "<details><summary>Answer</summary>", "", "```python", ex.answer.strip(),
+                "```", "", "</details>", ""]
+    return out
 
 
 def numbers_title(sides: int) -> str:
     """The heading over a chapter's numbers."""
     return "The numbers " + ("both" if sides == 2 else f"all {sides}") + " produce"
+
+
+EXERCISES = {
+    "tensors": [Exercise(
+        "`in_place_add` returns a new array. Do the update in place with `jax.new_ref`, and read the result back.",
+        """import jax
+import jax.numpy as jnp
+
+x = jnp.array([[1.0, 2.0], [3.0, 4.0]])
+ref = jax.new_ref(x)  # a mutable Ref holding x's value
+ref[...] += 5  # writes into the Ref (also inside jit); x itself never changes
+answer = ref[...]""",
+        "bool((answer == x + 5).all()) and bool((x == jnp.array([[1.0, 2.0], [3.0, 4.0]])).all())")],
+    "layers": [Exercise(
+        "Build the tutorial's `nn.Linear(in_features=28*28, out_features=20)` as a Flax NNX layer. What shape is "
+        "its kernel, and why is it not torch's `(20, 784)`?",
+        """from flax import nnx
+
+layer1 = nnx.Linear(28 * 28, 20, rngs=nnx.Rngs(0))  # nnx.Rngs: the named key streams NNX draws parameters from
+answer = layer1.kernel.shape  # [in, out]: Flax computes x @ kernel, torch x @ weight.T""",
+        "tuple(answer) == (784, 20) and layer1.bias.shape == (20,)")],
+    "autograd": [Exercise(
+        "torch's `jacobian_products` passes `retain_graph=True` to every `backward`. What does a second `backward` "
+        "do without it, and does JAX's `vjp_fn` need anything like it?",
+        """import jax
+import jax.numpy as jnp
+import torch
+
+inp = torch.eye(5, requires_grad=True)
+out = (inp + 1).pow(2)
+out.backward(torch.ones_like(inp))  # frees the graph's saved tensors
+try:
+    out.backward(torch.ones_like(inp))
+    torch_second = "ran"
+except RuntimeError:  # "Trying to backward through the graph a second time"
+    torch_second = "RuntimeError"
+_, vjp_fn = jax.vjp(lambda inp: (inp + 1) ** 2, jnp.eye(5))
+first, again = vjp_fn(jnp.ones((5, 5)))[0], vjp_fn(jnp.ones((5, 5)))[0]  # a plain function: reusable
+answer = (torch_second, bool((first == again).all()))""",
+        'answer == ("RuntimeError", True)')],
+    "optimization": [Exercise(
+        "torch's `forgotten_zero_grad` sums two batches' gradients in `.grad`. Write that accumulation for JAX "
+        "gradient trees, where it has to be explicit.",
+        """import jax
+import jax.numpy as jnp
+
+g1 = {"kernel": jnp.ones(3), "bias": jnp.array(1.0)}
+g2 = {"kernel": jnp.full(3, 2.0), "bias": jnp.array(-1.0)}
+answer = jax.tree.map(jnp.add, g1, g2)  # what a second backward() does to every .grad""",
+        'float(answer["bias"]) == 0.0 and bool((answer["kernel"] == 3.0).all())')],
+    "save_load": [Exercise(
+        "Save a params tree with `flax.serialization` and restore it into a template of zeros.",
+        """import jax
+import jax.numpy as jnp
+from flax import serialization
+
+params = {"dense": {"kernel": jnp.ones((2, 2)), "bias": jnp.arange(2.0)}}
+data = serialization.to_bytes(params)  # msgpack: arrays and containers only, no code
+answer = serialization.from_bytes(jax.tree.map(jnp.zeros_like, params), data)""",
+        "all(bool((a == b).all()) for a, b in zip(jax.tree.leaves(answer), jax.tree.leaves(params), strict=True))")],
+    "jit": [Exercise(
+        "`jax.jit(jax.grad(_f))` fails on the `if`. Rewrite `_f` so it compiles, and check the gradients at 2, -3, 2.",
+        """import jax
+import jax.numpy as jnp
+
+
+def f(x):
+    return jnp.where(x > 0, x ** 2, -x)  # both branches computed, one selected: no Python bool
+
+
+g = jax.jit(jax.grad(f))
+answer = [float(g(jnp.float32(v))) for v in (2.0, -3.0, 2.0)]""",
+        "answer == [4.0, -1.0, 4.0] == j.control_flow([2.0, -3.0, 2.0])['grads']")],
+    "prng": [Exercise(
+        "Draw step 7's noise of `replay_step` (seed 0) without drawing steps 0 to 6.",
+        """import jax
+
+answer = jax.random.uniform(jax.random.fold_in(jax.random.key(0), 7), (3,))""",
+        "np.array_equal(np.asarray(answer), j.replay_step(step=7)['in_order'])")],
+    "pytrees": [Exercise(
+        "Compute a tree's global norm from `jax.tree.leaves`, without optax.",
+        """import jax
+import jax.numpy as jnp
+
+params = {"a": jnp.ones((2, 3)), "b": {"c": jnp.full(4, 2.0)}}
+answer = jnp.sqrt(sum(jnp.sum(p ** 2) for p in jax.tree.leaves(params)))  # sqrt(6 + 16)""",
+        "abs(float(answer) - float(j.global_norm(params))) < 1e-6 and abs(float(answer) - 22 ** 0.5) < 1e-6")],
+}

@@ -26,7 +26,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-from quickstart_parity_guide.guide import INTRO, NO_COUNTERPART, REPO, Built, anchor, fmt, numbers_title
+from quickstart_parity_guide.guide import (
+    INTRO,
+    NO_COUNTERPART,
+    REPO,
+    Built,
+    anchor,
+    exercises_markdown,
+    fmt,
+    numbers_title,
+)
 
 HTML_PAGE = REPO / "docs" / "side_by_side.html"
 NOTEBOOKS = REPO / "docs" / "notebooks"
@@ -192,6 +201,10 @@ def render_html(built: list[Built], docs: Path = HTML_PAGE.parent) -> str:
         if chapter.extra:
             out.append(blocks(chapter.extra, docs))
         out += ["<h3>Differences in kind</h3>", blocks("\n".join(f"- {d}" for d in chapter.differences), docs)]
+        if chapter.exercises:
+            out += ["<h3>Exercises</h3>", "<ol>"] + [
+                f"<li>{inline(ex.question, docs)}<details><summary>Answer</summary>"
+                f'<pre class="code">{_code(ex.answer.strip())}</pre></details></li>' for ex in chapter.exercises] + ["</ol>"]
         out.append("</section>")
     out += ["</main>", "</body>", "</html>", ""]
     return "\n".join(out)
@@ -236,7 +249,8 @@ def render_notebooks(built: list[Built]) -> dict:
              + ": one cell per side, in that order. `%%run_in <module>` runs a cell inside that module (the twins "
              "share their names), so the numbers printed at the end come from the code as you edit and rerun it. "
              "Run from the repository's environment (`make setup`; the data: `make data`)."), "",
-            "## Differences in kind", "", *[f"- {d}" for d in chapter.differences]]))]
+            "## Differences in kind", "", *[f"- {d}" for d in chapter.differences], "",
+            *exercises_markdown(chapter)]).rstrip())]
         cells.append(new_code_cell("%load_ext quickstart_parity_guide.cells\n"
                                    "from quickstart_parity_guide.cells import print_numbers\n"
                                    "from quickstart_parity_guide.guide import REPO\n\n"

@@ -110,6 +110,7 @@ ONE_SIDE_MODULES = {
     "jax_impl.loops": "the compiled epoch and test pass; torch's loops are the tutorial's Python for-loops",
     "jax_impl.sharding": "mesh, step forms and batch layout; DDP keeps these inside the library",
     "jax_impl.nnx_model": "the same model in Flax NNX; torch has one module system",
+    "jax_impl.basics.linen.layers": "the Linen form of the NNX layers chapter (the guide's third column); torch has one",
 }
 
 

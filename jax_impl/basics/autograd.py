@@ -16,7 +16,7 @@ __all__ = ["detach_grad", "frozen_bias", "jacobian_products", "loss_and_logits",
 
 def tutorial_inputs(seed: int = 0) -> dict[str, np.ndarray]:
     """``x = ones(5)``, ``y = zeros(3)``, ``w``, ``b`` normal from an explicit PRNG key."""
-    kw, kb = jax.random.split(jax.random.PRNGKey(seed))
+    kw, kb = jax.random.split(jax.random.key(seed))
     return {"x": np.ones(5, np.float32), "y": np.zeros(3, np.float32),
             "w": np.asarray(jax.random.normal(kw, (5, 3))), "b": np.asarray(jax.random.normal(kb, (3,)))}
 
@@ -34,10 +34,15 @@ def single_layer(x, y, w, b) -> dict[str, np.ndarray]:
     return {"z": np.asarray(z), "loss": np.asarray(loss), "grad_w": np.asarray(grad_w), "grad_b": np.asarray(grad_b)}
 
 
-def frozen_bias(x, y, w, b) -> dict[str, np.ndarray | None]:
-    """Differentiate w.r.t. ``w`` only (``argnums=0``): no gradient of ``b`` is ever computed."""
-    grad_w = jax.grad(lambda w: loss_and_logits(w, b, x, y)[0])(w)
-    return {"grad_w": np.asarray(grad_w), "grad_b": None}
+def frozen_bias(x, y, w, b) -> dict[str, np.ndarray]:
+    """``b`` frozen: it enters the loss through ``jax.lax.stop_gradient``, and the gradient of both
+    arguments is asked for (``argnums=(0, 1)``): ``b``'s is computed, and it is zero. (Not asking,
+    ``argnums=0``, is the other way to freeze: then no gradient of ``b`` exists at all.)"""
+    def loss(w, b):
+        return loss_and_logits(w, jax.lax.stop_gradient(b), x, y)[0]
+
+    grad_w, grad_b = jax.grad(loss, argnums=(0, 1))(w, b)
+    return {"grad_w": np.asarray(grad_w), "grad_b": np.asarray(grad_b)}
 
 
 def tracking(x, w, b) -> dict[str, bool]:

@@ -57,7 +57,7 @@ def batch_iterator(x: np.ndarray, y: np.ndarray, batch_size: int, key: jax.Array
 
 def shuffled_orders(n: int, batch_size: int = 64, seed: int = 0, epochs: int = 2) -> list[np.ndarray]:
     """The sample order of ``epochs`` passes; the key is split explicitly, one subkey per epoch."""
-    key = jax.random.PRNGKey(seed)
+    key = jax.random.key(seed)
     index = np.arange(n)
     orders = []
     for _ in range(epochs):
@@ -73,7 +73,7 @@ def sample_grid(images: np.ndarray, labels: np.ndarray, path: str | Path, seed: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    indices = [int(i) for i in jax.random.randint(jax.random.PRNGKey(seed), (9,), 0, len(labels))]
+    indices = [int(i) for i in jax.random.randint(jax.random.key(seed), (9,), 0, len(labels))]
     figure = plt.figure(figsize=(6, 6))
     for i, sample_idx in enumerate(indices, start=1):
         figure.add_subplot(3, 3, i)

@@ -23,7 +23,9 @@ def _f(x):
 
 def control_flow(values: list[float]) -> dict:
     """``jax.grad(f)`` at each value (it traces ``f`` on every call, with concrete values, so the
-    ``if`` works), and ``jax.jit(jax.grad(f))``, whose abstract tracer cannot be a Python bool."""
+    ``if`` works), and ``jax.jit(jax.grad(f))``, whose abstract tracer cannot be a Python bool: jit
+    has no fallback to Python (torch's graph break), it compiles the whole function or fails.
+    ``lax.cond`` is the branch as an operator, which compiles."""
     traces = []
 
     def f(x):
@@ -36,7 +38,14 @@ def control_flow(values: list[float]) -> dict:
         compiled = "compiled"
     except jax.errors.TracerBoolConversionError:
         compiled = "TracerBoolConversionError"
-    return {"grads": grads, "grad_traces": len(traces), "compiled": compiled}
+    cond = jax.jit(jax.grad(_f_cond))
+    return {"grads": grads, "grad_traces": len(traces), "compiled": compiled,
+            "graph_breaks": "(no fallback: jit compiles all of f or fails)",
+            "cond_grads": [float(cond(jnp.float32(v))) for v in values]}
+
+
+def _f_cond(x):
+    return jax.lax.cond(x > 0, lambda x: x ** 2, lambda x: -x, x)
 
 
 def tracing_counts(shapes: list[int]) -> dict:

@@ -1,29 +1,60 @@
 """Tutorial chapter "Optimizing model parameters" in JAX, mirroring ``reference_torch/basics/optimization.py``.
 
 An optax optimizer is a pair of pure functions (``init``, ``update``); its state is a pytree the
-caller carries. Gradients are return values, so there is nothing to zero. The train and test
-loops are ``jax_impl.train.train_epoch`` (one compiled ``lax.scan``) and ``evaluate``.
+caller carries. Gradients are return values, so there is nothing to zero. The train loop is
+written out in Flax NNX (``train_epoch``: one compiled step per batch, as the tutorial's loop); the
+quickstart program's own epoch, ``jax_impl.train.train_epoch``, compiles the whole loop as one
+``lax.scan`` of Linen steps.
 """
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import nnx
 
-from jax_impl import train
+from jax_impl import nnx_model
 from jax_impl.model import NeuralNetwork
 
 __all__ = ["evaluate", "forgotten_zero_grad", "sgd_steps", "train_epoch"]
 
-train_epoch = train.train_epoch  # the tutorial's train loop, one compiled scan
-evaluate = train.evaluate  # the tutorial's test loop
+evaluate = nnx_model.evaluate  # the tutorial's test loop, NNX
+
+
+@nnx.jit(donate_argnames=("model", "optimizer"))  # XLA may write the new params over the old ones
+def _train_step(model: nnx.Module, optimizer: nnx.Optimizer, X: jax.Array, Y: jax.Array) -> jax.Array:
+    def loss_fn(model):
+        return optax.softmax_cross_entropy_with_integer_labels(model(X), Y).mean()
+
+    loss, grads = nnx.value_and_grad(loss_fn)(model)  # loss.backward(), but returned: nothing to zero
+    optimizer.update(model, grads)  # optimizer.step(): params and optax state updated in place
+    return loss
+
+
+def train_epoch(x: np.ndarray, y: np.ndarray, model: nnx.Module, optimizer: nnx.Optimizer, batch_size: int = 64,
+                log=print) -> np.ndarray:
+    """The tutorial's ``train_loop`` in Flax NNX: the same loop, one compiled step per batch.
+
+    ``optimizer = nnx.Optimizer(model, optax.sgd(1e-3), wrt=nnx.Param)`` is the train state: it keeps
+    a reference to the model, the optax transform and its state (``opt_state``), as torch's optimizer
+    keeps the parameters and their buffers. ``nnx.jit`` splits both objects into pytrees around the
+    compiled step and writes the results back, so the loop reads like torch's.
+    """
+    losses = []
+    for batch, i in enumerate(range(0, len(y), batch_size)):
+        loss = _train_step(model, optimizer, jnp.asarray(x[i:i + batch_size]), jnp.asarray(y[i:i + batch_size]))
+        losses.append(loss)
+        if log is not None and batch % 100 == 0:
+            log(f"loss: {float(loss):>7f}  [{min(i + batch_size, len(y)):>5d}/{len(y):>5d}]")
+    return np.asarray(jnp.stack(losses))
 
 
 def sgd_steps(params: dict, x: np.ndarray, y: np.ndarray, steps: int, batch_size: int = 64,
               lr: float = 1e-3, momentum: float = 0.9) -> dict:
     """The same steps as ``value_and_grad`` -> ``tx.update`` -> ``optax.apply_updates`` (what
     ``TrainState.apply_gradients`` does); returns the losses, the final params and the momentum
-    trace (``opt_state[0].trace``), Flax layout."""
+    trace (``optax.tree_utils.tree_get(opt_state, "trace")``), Flax layout."""
     model = NeuralNetwork()
     tx = optax.sgd(lr, momentum=momentum)  # trace = g + momentum * trace; p -= lr * trace
     opt_state = tx.init(params)  # the "momentum buffers": zeros, a pytree like params
@@ -43,7 +74,7 @@ def sgd_steps(params: dict, x: np.ndarray, y: np.ndarray, steps: int, batch_size
                                        y[i * batch_size:(i + 1) * batch_size])
         losses.append(float(loss))
     return {"losses": np.array(losses), "params": jax.device_get(params),
-            "momentum": jax.device_get(opt_state[0].trace)}
+            "momentum": jax.device_get(optax.tree_utils.tree_get(opt_state, "trace"))}
 
 
 def forgotten_zero_grad(params: dict, x: np.ndarray, y: np.ndarray) -> dict:

@@ -32,8 +32,12 @@ def independent_streams(seed: int = 0, n: int = 3) -> dict:
 
 def replay_step(seed: int = 0, step: int = 5) -> dict:
     """``fold_in(key, step)``: the key of step ``step`` is a function of (seed, step) alone, so any
-    step's noise can be drawn directly, in any order, on any device."""
-    key = jax.random.key(seed)
-    in_order = [jax.random.uniform(jax.random.fold_in(key, s), (3,)) for s in range(step + 1)][step]
-    direct = jax.random.uniform(jax.random.fold_in(key, step), (3,))
-    return {"direct_equals_in_order": bool((in_order == direct).all()), "in_order": np.asarray(in_order)}
+    step's noise can be drawn directly, in any order, on any device. ``fold_in`` hashes the step into
+    the key, so (seed 0, step 1000) and (seed 1, step 0) draw different numbers."""
+    def at(seed: int, step: int) -> jax.Array:
+        return jax.random.uniform(jax.random.fold_in(jax.random.key(seed), step), (3,))
+
+    in_order = [at(seed, s) for s in range(step + 1)][step]
+    direct = at(seed, step)
+    return {"direct_equals_in_order": bool((in_order == direct).all()), "in_order": np.asarray(in_order),
+            "collides": bool((at(0, 1000) == at(1, 0)).all())}

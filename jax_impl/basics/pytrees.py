@@ -1,6 +1,6 @@
 """Parameters as a pytree (nested dicts of arrays), mirroring ``reference_torch/basics/pytrees.py``.
 
-``jax.tree_util`` flattens a dict in *sorted key order*: that is why every Flax layer lists
+``jax.tree`` flattens a dict in *sorted key order*: that is why every Flax layer lists
 ``bias`` before ``kernel``, while torch's state_dict lists ``weight`` before ``bias``.
 """
 from __future__ import annotations
@@ -9,14 +9,15 @@ import jax
 import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
+from jax.tree_util import keystr
 
 __all__ = ["flatten_to_vector", "global_norm", "parameter_order", "scale_all"]
 
 
 def parameter_order(params) -> list[str]:
-    """Leaf paths in ``tree_flatten`` order: sorted keys, so ``bias`` < ``kernel`` in every layer."""
-    flat, _ = jax.tree_util.tree_flatten_with_path(params)
-    return ["/".join(str(k.key) for k in path) for path, _ in flat]
+    """Leaf paths in ``jax.tree`` order: sorted keys, so ``bias`` < ``kernel`` in every layer."""
+    flat, _ = jax.tree.flatten_with_path(params)
+    return [keystr(path, simple=True, separator="/") for path, _ in flat]
 
 
 def scale_all(params, factor: float) -> dict:
@@ -32,5 +33,6 @@ def flatten_to_vector(params) -> np.ndarray:
 
 
 def global_norm(params) -> float:
-    """``optax.global_norm``: the L2 norm over all leaves (what ``clip_by_global_norm`` uses)."""
-    return float(optax.global_norm(params))
+    """``optax.tree.norm``: the L2 norm over all leaves (what ``clip_by_global_norm`` uses;
+    ``optax.global_norm`` is its deprecated name)."""
+    return float(optax.tree.norm(params))

@@ -94,7 +94,7 @@ def load_safetensors(path: str | Path) -> dict:
         hidden = hidden_of(arrays)
     except WeightsError as e:
         raise CheckpointError(f"{path}: not the quickstart's network ({e})") from None
-    check_tree(arrays, dict(flax_to_torch_numpy(jax.device_get(init_params(jax.random.PRNGKey(0), hidden)))), str(path))
+    check_tree(arrays, dict(flax_to_torch_numpy(jax.device_get(init_params(jax.random.key(0), hidden)))), str(path))
     if DIGEST_KEY in metadata:
         verify_digest(arrays, metadata[DIGEST_KEY], str(path))
     return torch_to_flax(arrays)

@@ -1,6 +1,6 @@
 """Tutorial chapter "Tensors" in JAX, mirroring ``reference_torch/basics/tensors.py``.
 
-JAX arrays are immutable: "in place" becomes ``x.at[...].set/add`` returning a new array, and
+JAX arrays are immutable: "in place" becomes ``x + 5`` or ``x.at[idx].set(v)`` returning a new array, and
 random numbers come from explicit keys, not a global generator.
 """
 from __future__ import annotations
@@ -40,16 +40,15 @@ def from_numpy():
 
 def like(x, seed: int = 0) -> dict:
     """``ones_like``; ``jax.random.uniform`` with the shape of ``x`` and an explicit key."""
-    return {"ones": jnp.ones_like(x), "rand": jax.random.uniform(jax.random.PRNGKey(seed), x.shape, jnp.float32)}
+    return {"ones": jnp.ones_like(x), "rand": jax.random.uniform(jax.random.key(seed), x.shape, jnp.float32)}
 
 
 def from_shape(shape=(2, 3), seed: int = 0) -> dict:
-    return {"rand": jax.random.uniform(jax.random.PRNGKey(seed), shape), "ones": jnp.ones(shape), "zeros": jnp.zeros(shape)}
+    return {"rand": jax.random.uniform(jax.random.key(seed), shape), "ones": jnp.ones(shape), "zeros": jnp.zeros(shape)}
 
 
 def attributes(x) -> dict:
-    device = next(iter(x.devices()))
-    return {"shape": tuple(x.shape), "dtype": str(x.dtype), "device": device.platform}
+    return {"shape": tuple(x.shape), "dtype": str(x.dtype), "device": x.device.platform}
 
 
 def indexing(x) -> dict:
@@ -77,8 +76,8 @@ def single_element(x) -> float:
 
 
 def in_place_add(x) -> dict:
-    """``x.at[...].add(5)`` returns a new array; the input is untouched."""
-    y = x.at[...].add(5)
+    """``x + 5`` returns a new array; the input is untouched (``x.at[idx].add(5)`` is the indexed form)."""
+    y = x + 5
     return {"result": y, "input_after": x, "same_object": y is x}
 
 

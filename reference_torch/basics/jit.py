@@ -1,8 +1,8 @@
 """Eager execution in torch, the counterpart of ``jax_impl/basics/jit.py`` (tracing and compiling).
 
 torch runs the Python function on every call, with concrete tensors: ``if x > 0`` just works,
-nothing is cached, and there is nothing to retrace. (``torch.compile`` is torch's tracer; see the
-guide's differences.)
+nothing is cached, and there is nothing to retrace. ``torch.compile`` is torch's tracer and
+compiler, ``jax.jit``'s counterpart: ``control_flow`` sets the two against each other.
 """
 from __future__ import annotations
 
@@ -19,8 +19,14 @@ def _f(x):
 
 
 def control_flow(values: list[float]) -> dict:
-    """The derivative of ``x ** 2 if x > 0 else -x`` at each value by eager autograd: the Python body
-    runs on every call with the concrete value, and autograd records the branch taken."""
+    """The derivative of ``x ** 2 if x > 0 else -x`` at each value, three ways.
+
+    Eager autograd: the Python body runs on every call with the concrete value. ``torch.compile``
+    (TorchDynamo; ``backend="eager"`` keeps the capture, which decides graph breaks, and skips
+    Inductor's seconds of code generation): the ``if`` on a tensor is a graph break, so that part
+    falls back to Python, and with ``fullgraph=True`` it is an error. ``torch.cond`` is the branch
+    as an operator, which compiles whole: ``jax.lax.cond``'s twin.
+    """
     runs = []
     grads = []
     for v in values:
@@ -28,7 +34,25 @@ def control_flow(values: list[float]) -> dict:
         runs.append(v)
         _f(x).backward()
         grads.append(float(x.grad))
-    return {"grads": grads, "grad_traces": len(runs), "compiled": "eager: no compile step"}
+    torch._dynamo.reset()  # a fresh cache: the counts below do not depend on earlier calls
+    breaks = torch._dynamo.explain(_f)(torch.tensor(values[0])).graph_break_count
+    try:
+        torch.compile(_f, backend="eager", fullgraph=True)(torch.tensor(values[0]))
+        fullgraph = "compiled"
+    except torch._dynamo.exc.Unsupported:
+        fullgraph = "Unsupported (data-dependent branching)"
+    cond = torch.compile(_f_cond, backend="eager", fullgraph=True)
+    cond_grads = []
+    for v in values:
+        x = torch.tensor(v, requires_grad=True)
+        cond(x).backward()
+        cond_grads.append(float(x.grad))
+    return {"grads": grads, "grad_traces": len(runs), "compiled": fullgraph,
+            "graph_breaks": f"{breaks} graph break: the if runs in Python", "cond_grads": cond_grads}
+
+
+def _f_cond(x):
+    return torch.cond(x > 0, lambda x: x ** 2, lambda x: -x, (x,))
 
 
 def tracing_counts(shapes: list[int]) -> dict:

@@ -31,9 +31,14 @@ def independent_streams(seed: int = 0, n: int = 3) -> dict:
 
 
 def replay_step(seed: int = 0, step: int = 5) -> dict:
-    """Noise for training step ``step`` from one generator advanced step by step, compared with asking
-    for step ``step`` directly: with a stateful generator the latter needs the earlier draws replayed."""
-    g = torch.Generator().manual_seed(seed)
-    in_order = [torch.rand(3, generator=g) for _ in range(step + 1)][step]
-    direct = torch.rand(3, generator=torch.Generator().manual_seed(seed))
-    return {"direct_equals_in_order": bool(torch.equal(in_order, direct)), "in_order": in_order.numpy()}
+    """Noise for training step ``step``, drawn in order (steps 0..``step``) and directly (``step``
+    alone), with a ``torch.Generator`` per step seeded from (seed, step) as ``independent_streams``
+    does: both draws agree, as with JAX's ``fold_in``. The seed mix ``seed * 1000 + step`` is ad hoc,
+    and it collides: (seed 0, step 1000) is (seed 1, step 0)."""
+    def at(seed: int, step: int) -> torch.Tensor:
+        return torch.rand(3, generator=torch.Generator().manual_seed(seed * 1000 + step))
+
+    in_order = [at(seed, s) for s in range(step + 1)][step]
+    direct = at(seed, step)
+    return {"direct_equals_in_order": bool(torch.equal(in_order, direct)), "in_order": in_order.numpy(),
+            "collides": bool(torch.equal(at(0, 1000), at(1, 0)))}
