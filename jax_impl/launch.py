@@ -201,8 +201,11 @@ def collect_processes(procs: list[subprocess.Popen], work: Path, timeout_s: floa
 
 
 def _describe(r: int, code: int, work: Path) -> str:
-    if code < 0:
-        return f"JAX process {r} was killed by {signal.Signals(-code).name}; the other processes were stopped"
+    if code < 0:  # JAX itself aborts a process (SIGABRT) on a fatal error of the coordination service
+        fatal = [ln.split("] ", 1)[-1] for ln in (work / f"proc{r}.log").read_text(errors="replace").splitlines()
+                 if ln.startswith("F")]
+        why = f" ({fatal[-1][:200]})" if fatal and code != -signal.SIGKILL else ""
+        return f"JAX process {r} was killed by {signal.Signals(-code).name}{why}; the other processes were stopped"
     return f"JAX process {r} failed (exit {code}): {_last_error(work, r)}; the other processes were stopped"
 
 

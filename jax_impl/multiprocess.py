@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
+import time
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -35,6 +37,23 @@ def process_from_environment(coordinator: str | None, num_processes: int | None,
     if process_id is None and env.get("JAX_PROCESS_ID"):
         process_id = int(env["JAX_PROCESS_ID"])
     return coordinator, num_processes, process_id
+
+
+def _reach(address: str, timeout_s: float) -> str:
+    """"" when a TCP connection to ``host:port`` opens within ``timeout_s``, else the last reason it did not."""
+    host, _, port = address.rpartition(":")
+    deadline, reason = time.monotonic() + timeout_s, "no attempt"
+    while time.monotonic() < deadline:
+        try:
+            wait = max(0.1, min(2.0, deadline - time.monotonic()))
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=wait):
+                return ""
+        except (OSError, ValueError) as e:
+            reason = str(e) or type(e).__name__
+            if isinstance(e, ValueError):
+                break
+        time.sleep(0.5)  # process 0 may still be starting
+    return reason
 
 
 def main(argv=None) -> int:
@@ -64,6 +83,12 @@ def main(argv=None) -> int:
                     "replicas: one device per process")
     if pid is not None and nprocs is not None and not 0 <= pid < nprocs:
         return fail(f"--process-id {pid} is outside 0..{nprocs - 1}")
+
+    if coordinator and pid:  # JAX aborts the process from C++ when it cannot register: try the address first
+        reason = _reach(coordinator, args.init_timeout)
+        if reason:
+            return fail(f"cannot reach the coordinator {coordinator} within {args.init_timeout} s ({reason}): is "
+                        "process 0 running there, and the port open?")
 
     import jax  # noqa: PLC0415 -- after the checks above, which need no backend
     import numpy as np  # noqa: PLC0415 -- as jax above
