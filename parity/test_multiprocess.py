@@ -101,6 +101,22 @@ def test_control_ranks_seeded_apart_is_caught(runs, form):
         assert runs["seeds"][form]["final_mismatch"]
 
 
+def test_torchrun_multi_node_form_equals_standalone(data_dir):
+    """Two torchrun agents (``--nnodes 2 --rdzv-backend c10d --rdzv-endpoint``), one rank each, over
+    loopback: the cluster's form trains bit for bit as ``--standalone`` does (same ranks, same thread
+    count), and rank r's shard is the same on either."""
+    cfgs = [TConfig(devices=N, samples=UNEVEN, data_dir=data_dir)]
+    one, two = tlaunch.run_processes(cfgs)[0], tlaunch.run_processes(cfgs, nodes=2)[0]
+    assert np.array_equal(one["losses"], two["losses"])
+    for r in range(N):
+        assert all(np.array_equal(one["shards"][r][k], two["shards"][r][k]) for k in range(len(one["shards"][r])))
+        for k, v in one["epochs"][r][-1].items():
+            assert np.array_equal(v, two["epochs"][r][-1][k]), (r, k)
+    with pytest.raises(DistributedError, match=r"^DDP rank 1 was killed by SIGKILL"):  # a node's rank dies
+        tlaunch.run_processes([TConfig(devices=N, samples=EVEN, data_dir=data_dir, fault="kill", fault_step=3)], 300,
+                              nodes=2)
+
+
 def test_cli_processes_passes(data_dir, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "parity.distributed", "--processes", "2", "--samples", str(UNEVEN + 64),
                            "--data-dir", data_dir, "--out-dir", str(tmp_path)], capture_output=True, text=True,

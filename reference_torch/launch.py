@@ -107,51 +107,70 @@ def _rank_failure(log: str) -> tuple[int, int] | None:
     return (int(found[0][0]), int(found[0][1])) if found else None
 
 
-def run_processes(cfgs: list[Config], timeout_s: float = 600.0) -> list[dict]:
-    """``run_many`` through ``torchrun --standalone --nproc-per-node N`` (the c10d rendezvous on a free
-    local port): the same ranks and results, with the process group formed the way a cluster forms it.
-    torchrun stops every rank when one fails; the whole job is killed after ``timeout_s``. Raises
-    DistributedError naming the rank."""
+def run_processes(cfgs: list[Config], timeout_s: float = 600.0, nodes: int = 1) -> list[dict]:
+    """``run_many`` through ``torchrun``: the same ranks and results, with the process group formed the
+    way a cluster forms it. ``nodes`` = 1: ``torchrun --standalone --nproc-per-node N``; ``nodes`` > 1:
+    that many torchrun agents on this machine, each ``--nnodes nodes --node-rank i --nproc-per-node
+    N/nodes --rdzv-backend c10d --rdzv-endpoint 127.0.0.1:port``, the multi-node form over loopback.
+    torchrun stops every rank of its node when one fails, and the other agents are stopped here; the
+    whole job is killed after ``timeout_s``. Raises DistributedError naming the (global) rank."""
     for cfg in cfgs:
         check_config(cfg)
     n = cfgs[0].devices
+    if nodes < 1 or n % nodes:
+        raise DistributedError(f"{n} replicas do not split over {nodes} nodes")
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         (tmp / "configs.json").write_text(json.dumps([asdict(c) for c in cfgs]))
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
                    OMP_NUM_THREADS=str(max(1, len(os.sched_getaffinity(0)) // n)))
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1", "--nproc-per-node", str(n),
-               "--max-restarts", "0", "--monitor-interval", "0.2", "-m", "reference_torch.multiprocess",
-               "--configs", str(tmp / "configs.json"), "--out", str(tmp)]
-        start = time.monotonic()
-        with open(tmp / "torchrun.log", "w") as log:  # a file, not a pipe: a full pipe would stall the ranks
-            proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-            try:
-                code = proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                code = None
-            finally:
-                try:  # torchrun and its ranks share the session: none outlives it
-                    os.killpg(proc.pid, signal.SIGKILL)
+        run = [sys.executable, "-m", "torch.distributed.run", "--max-restarts", "0", "--monitor-interval", "0.2"]
+        program = ["-m", "reference_torch.multiprocess", "--configs", str(tmp / "configs.json"), "--out", str(tmp)]
+        if nodes == 1:
+            cmds = [[*run, "--standalone", "--nnodes", "1", "--nproc-per-node", str(n), *program]]
+        else:
+            endpoint = f"127.0.0.1:{free_port()}"
+            cmds = [[*run, "--nnodes", str(nodes), "--node-rank", str(i), "--nproc-per-node", str(n // nodes),
+                     "--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint, "--rdzv-id", "quickstart-parity",
+                     "--rdzv-conf", f"join_timeout={int(cfgs[0].timeout_s)}", *program] for i in range(nodes)]
+        start, deadline = time.monotonic(), time.monotonic() + timeout_s
+        procs = []
+        try:
+            for i, cmd in enumerate(cmds):  # files, not pipes: a full pipe would stall the ranks
+                with open(tmp / f"torchrun{i}.log", "w") as log:
+                    procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                                  start_new_session=True))
+            while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+                if any(p.poll() not in (None, 0) for p in procs):
+                    time.sleep(1.0)  # the other nodes' agents report their side of it
+                    break
+                time.sleep(0.2)
+            timed_out = any(p.poll() is None for p in procs) and time.monotonic() >= deadline
+        finally:
+            for p in procs:
+                try:  # each torchrun and its ranks share a session: none outlives it
+                    os.killpg(p.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-                proc.wait()
-        text = (tmp / "torchrun.log").read_text(errors="replace")
-        if code is None:
+                p.wait()
+        logs = [(tmp / f"torchrun{i}.log").read_text(errors="replace") for i in range(len(cmds))]
+        if timed_out:
             raise DistributedError(f"the torchrun job did not finish in {timeout_s:.0f} s and was killed with its ranks")
-        if code != 0:
-            errors = {int(m.group(1)): m.group(0).strip() for m in
-                      re.finditer(r"\(rank (\d+)\): error: .*", text)}
-            cause = _rank_failure(text)
-            if cause and cause[1] < 0:
-                msg = f"DDP rank {cause[0]} was killed by {signal.Signals(-cause[1]).name}"
+        codes = [p.returncode for p in procs]
+        if any(codes):
+            text = "\n".join(logs)
+            errors = {int(m.group(1)): m.group(0).strip() for m in re.finditer(r"\(rank (\d+)\): error: .*", text)}
+            causes = [c for c in map(_rank_failure, logs) if c]
+            killed = [c for c in causes if c[1] < 0 and c[1] != -signal.SIGTERM] or [c for c in causes if c[1] < 0]
+            if killed:
+                msg = f"DDP rank {killed[0][0]} was killed by {signal.Signals(-killed[0][1]).name}"
             elif errors:
-                r = cause[0] if cause and cause[0] in errors else min(errors)  # the first to fail
+                r = next((c[0] for c in causes if c[0] in errors), min(errors))  # the first to fail
                 msg = f"DDP rank {r} failed: {errors[r].split('error: ', 1)[1]}"
-            elif cause:
-                msg = f"DDP rank {cause[0]} exited with code {cause[1]}"
+            elif causes:
+                msg = f"DDP rank {causes[0][0]} exited with code {causes[0][1]}"
             else:
                 last = [ln for ln in text.splitlines() if ln.strip()]
-                msg = f"torchrun failed (exit {code}): {last[-1] if last else 'no output'}"
+                msg = f"torchrun failed (exit {max(codes, key=abs)}): {last[-1] if last else 'no output'}"
             raise DistributedError(f"{msg} (torchrun, after {time.monotonic() - start:.0f} s); the other ranks were stopped")
         return _read_results(cfgs, tmp)

@@ -73,7 +73,8 @@ def main(argv=None) -> int:
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
-    else:  # the node's processes share its cores
+    elif not os.environ.get("OMP_NUM_THREADS"):  # torchrun sets it (1 by default), a user may: that wins;
+        # else the node's processes share its cores
         torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // local_world))
     where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
     try:
