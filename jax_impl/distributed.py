@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
@@ -38,7 +39,18 @@ from quickstart_parity_common.data import DataError, find_files, read_split, to_
 from quickstart_parity_common.shards import check_divisible
 
 from .model import NeuralNetwork, init_params
-from .sharding import AXIS, FORMS, epoch_groups, make_mesh, make_step, replica_mismatches, replicate, scan_steps, shards_seen
+from .sharding import (
+    AXIS,
+    FORMS,
+    epoch_groups,
+    make_mesh,
+    make_step,
+    place_rows,
+    replica_mismatches,
+    replicate,
+    scan_steps,
+    shards_seen,
+)
 from .train import TrainState, create_train_state, evaluate, make_optimizer
 
 __all__ = [
@@ -70,7 +82,7 @@ class Config:
     same_shard: bool = False  # negative control: every replica fed shard 0
     seed_per_rank: bool = False  # negative control: device d's replica initialised from seed + d
     timeout_s: float = 60.0  # the parent's limit on this process (one process: no peer to wait for)
-    fault: str = ""  # unused on this side (one process); kept so the Configs mirror
+    fault: str = ""  # "kill": process ``fault_rank`` of a multi-process run dies in its first epoch
     fault_rank: int = 1
     fault_step: int = 5
     form: str = "sharded"  # FORMS
@@ -123,12 +135,14 @@ def train(cfg: Config, params, x_np: np.ndarray, y_np: np.ndarray) -> dict:
     step = make_step(cfg.form, mesh, cfg.grad_reduce)
     batch_sharding = NamedSharding(mesh, P(None, AXIS))
     placed = []
+
+    def gather(idx):  # pixels (S, k, 784), labels, weights (padding 0) and the indices themselves
+        real = idx >= 0
+        safe = np.where(real, idx, 0)
+        return np.where(real[..., None], x_np[safe], 0).astype(dtype), y_np[safe] * real, real.astype(dtype), idx
+
     for g in epoch_groups(len(x_np), cfg.batch_size, cfg.devices, cfg.split, cfg.same_shard):
-        real = g["idx"] >= 0
-        safe = np.where(real, g["idx"], 0)
-        xs = np.where(real[..., None], x_np[safe], 0).astype(dtype)  # (S, N*m, 784)
-        ws = real.astype(dtype)
-        arrays = [jax.device_put(a, batch_sharding) for a in (xs, y_np[safe] * real, ws, g["idx"])]
+        arrays = place_rows(gather, g["idx"], batch_sharding)  # over processes: each builds its own shard only
         rows_on = {s.device: np.asarray(s.data) for s in arrays[3].addressable_shards}
         for s in arrays[0].addressable_shards:  # each device holds exactly the rows its indices name
             rows = rows_on[s.device]
@@ -143,10 +157,13 @@ def train(cfg: Config, params, x_np: np.ndarray, y_np: np.ndarray) -> dict:
         start = time.perf_counter()  # the first epoch includes compilation
         for xs, ys, ws, _idx in placed:
             state, metrics = scan_steps(step, state, xs, ys, ws)
+            if cfg.fault == "kill" and jax.process_index() == cfg.fault_rank:  # dies while its peers run the scan
+                os.kill(os.getpid(), signal.SIGKILL)
             losses.append(np.asarray(metrics["loss"], np.float64))  # reading the losses waits for the devices
         epoch_s.append(time.perf_counter() - start)
         snapshots.append(jax.tree.map(lambda leaf: np.asarray(leaf.addressable_shards[0].data), state.params))
-    seen = [[s for p in placed for s in shards_seen(p[3], mesh)[d]] for d in range(cfg.devices)]
+    by_step = [shards_seen(p[3], mesh) for p in placed]  # None where another process holds the device
+    seen = [None if by_step[0][d] is None else [s for g in by_step for s in g[d]] for d in range(cfg.devices)]
     return {"losses": np.concatenate(losses), "params": snapshots[-1], "epochs": snapshots, "epoch_s": epoch_s,
             "init_mismatch": init_mismatch, "final_mismatch": replica_mismatches(state.params), "shards": seen,
             "collectives": collectives}
@@ -156,7 +173,7 @@ def test_metrics(params, cfg: Config) -> tuple[float, float]:
     """(accuracy, Avg loss) of ``params`` on the test split, with ``jax_impl.train.evaluate`` on one device."""
     images, labels = read_split(find_files(cfg.data_dir), train=False)
     x = to_float(images).reshape(len(images), -1).astype(cfg.dtype)
-    dev = make_mesh(1, cfg.device).devices.flat[0]
+    dev = jax.local_devices(backend="gpu" if cfg.device == "cuda" else "cpu")[0]  # this process's own
     state = create_train_state(jax.device_put(params, dev), cfg.lr, cfg.hidden, device=dev)
     return evaluate(state, (jax.device_put(x, dev), jax.device_put(labels, dev)), cfg.batch_size)
 

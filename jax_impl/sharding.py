@@ -31,6 +31,7 @@ __all__ = [
     "make_shard_map_step",
     "make_sharded_step",
     "make_step",
+    "place_rows",
     "replica_mismatches",
     "replicate",
     "scan_steps",
@@ -125,8 +126,11 @@ def replicate(params, mesh: Mesh, per_device: list | None = None):
     if per_device is None:
         return jax.device_put(params, sharding)
     devs = list(mesh.devices.flat)
+    # Over several processes each one places only its own devices' copies, as separately seeded hosts do.
+    here = jax.process_index()
     return jax.tree.map(lambda *leaves: jax.make_array_from_single_device_arrays(
-        leaves[0].shape, sharding, [jax.device_put(leaf, d) for leaf, d in zip(leaves, devs, strict=True)]), *per_device)
+        leaves[0].shape, sharding, [jax.device_put(leaf, d) for leaf, d in zip(leaves, devs, strict=True)
+                                    if d.process_index == here]), *per_device)
 
 
 def replica_mismatches(tree) -> list[str]:
@@ -139,7 +143,24 @@ def replica_mismatches(tree) -> list[str]:
     return bad
 
 
-def shards_seen(idx: jax.Array, mesh: Mesh) -> list[list[np.ndarray]]:
-    """``[device][step] -> indices`` read back from each device's shard of the placed index array."""
+def shards_seen(idx: jax.Array, mesh: Mesh) -> list[list[np.ndarray] | None]:
+    """``[device][step] -> indices`` read back from each device's shard of the placed index array
+    (None for a device of another process: only its own process can read it)."""
     by_device = {s.device: np.asarray(s.data) for s in idx.addressable_shards}
-    return [[row[row >= 0] for row in by_device[d]] for d in mesh.devices.flat]
+    return [[row[row >= 0] for row in by_device[d]] if d in by_device else None for d in mesh.devices.flat]
+
+
+def place_rows(rows, idx: np.ndarray, sharding: NamedSharding) -> list[jax.Array]:
+    """The global arrays ``rows(idx)`` (a function of an index array ``(S, N*m)`` returning arrays of
+    that leading shape), sharded along axis 1. In one process they are built whole and placed; over
+    several processes (``jax.distributed``) each process builds only the columns its own devices
+    hold and ``jax.make_array_from_process_local_data`` assembles the global arrays, so no process
+    gathers another's shard of the batch."""
+    if jax.process_count() == 1:
+        return [jax.device_put(a, sharding) for a in rows(idx)]
+    spans = [sl[1] for sl in sharding.addressable_devices_indices_map(idx.shape).values()]
+    lo, hi = min(s.start for s in spans), max(s.stop for s in spans)
+    if sum(s.stop - s.start for s in spans) != hi - lo:  # one contiguous block per process: the mesh's order
+        raise ValueError(f"process {jax.process_index()}'s devices hold columns {spans}, not one contiguous block")
+    return [jax.make_array_from_process_local_data(sharding, a, (idx.shape[0], idx.shape[1], *a.shape[2:]))
+            for a in rows(idx[:, lo:hi])]

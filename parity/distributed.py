@@ -76,6 +76,7 @@ class DistConfig:
     samples: int = 0  # the first ``samples`` training images (0: all 60000, 938 steps at batch 64)
     timeout_s: float = 60.0
     out_dir: str = "runs"
+    processes: int = 0  # N > 0: the multi-process forms, torchrun's DDP and JAX over N processes (one device each)
     verbose: bool = True
 
 
@@ -95,20 +96,24 @@ def _side_config(cls, cfg: DistConfig, run: Run, **extra):
     return cls(**{**base, "dtype": run.dtype, **run.overrides, **extra})
 
 
-def _start_jax(cfg: DistConfig, runs: list[tuple[int, Run]], init_sd, tmp: Path, dtype: str) -> subprocess.Popen:
+def _start_jax(cfg: DistConfig, runs: list[tuple[int, Run]], init_sd, tmp: Path, dtype: str):
     """The JAX forms of ``runs`` in one process of their own (``jax_impl.launch``: N host devices and
-    x64 must be set before JAX starts, and must not leak into this process)."""
+    x64 must be set before JAX starts, and must not leak into this process); with ``cfg.processes``,
+    in that many processes of one device each (``jax_impl.multiprocess``), a list of them."""
     work = tmp / f"jax_{dtype}"
     work.mkdir()
     configs = [_side_config(JConfig, cfg, run, form=form.removeprefix("jax_"))
                for _, run in runs for form in run.forms if form.startswith("jax_")]
+    if cfg.processes:
+        return jlaunch.start_processes(configs, H.torch_to_flax(init_sd), work, cfg.processes)
     return jlaunch.start(configs, H.torch_to_flax(init_sd), work)
 
 
-def _read_jax(proc: subprocess.Popen, work: Path, timeout_s: float) -> list[dict]:
-    """``jax_impl.launch.collect``'s results, their weights in torch's layout."""
-    return [{**res, "epochs": [H.flax_to_torch_numpy(params) for params in res["epochs"]]}
-            for res in jlaunch.collect(proc, work, timeout_s)]
+def _read_jax(proc, work: Path, timeout_s: float) -> list[dict]:
+    """``jax_impl.launch.collect``'s (or ``collect_processes``') results, their weights in torch's layout."""
+    results = jlaunch.collect_processes(proc, work, timeout_s) if isinstance(proc, list) else jlaunch.collect(
+        proc, work, timeout_s)
+    return [{**res, "epochs": [H.flax_to_torch_numpy(params) for params in res["epochs"]]} for res in results]
 
 
 def run_forms(cfg: DistConfig, runs: list[Run]) -> dict[str, dict[str, dict]]:
@@ -129,8 +134,10 @@ def run_forms(cfg: DistConfig, runs: list[Run]) -> dict[str, dict[str, dict]]:
         try:
             ddp_runs = [r for r in runs if "ddp" in r.forms]
             if ddp_runs:
-                for run, res in zip(ddp_runs, launch.run_many([_side_config(tdist.Config, cfg, r) for r in ddp_runs]),
-                                    strict=True):
+                ddp_cfgs = [_side_config(tdist.Config, cfg, r) for r in ddp_runs]
+                ddp_results = (launch.run_processes(ddp_cfgs, 30 * cfg.timeout_s) if cfg.processes
+                               else launch.run_many(ddp_cfgs))
+                for run, res in zip(ddp_runs, ddp_results, strict=True):
                     res["rank_epochs"] = res["epochs"]  # [rank][epoch]
                     res["epochs"] = res["epochs"][0]  # rank 0's copy
                     results[run.name]["ddp"] = res
@@ -145,9 +152,10 @@ def run_forms(cfg: DistConfig, runs: list[Run]) -> dict[str, dict[str, dict]]:
                         if form.startswith("jax_"):
                             results[run.name][form] = next(jres)
         finally:
-            for proc in procs.values():
+            for proc in [q for p in procs.values() for q in (p if isinstance(p, list) else [p])]:
                 if proc.poll() is None:
                     proc.kill()
+                    proc.wait()
     for run in runs:
         for res in results[run.name].values():
             metrics = [H.torch_evaluate(H.torch_model(sd, getattr(torch, run.dtype)), test, cfg.batch_size)
@@ -209,6 +217,22 @@ def shard_problems(shards: list[list[np.ndarray]], n_samples: int, batch_size: i
     return problems
 
 
+def weight_problems(results: dict[str, dict[str, dict]], form: str, f32: str = "float32", f64: str = "float64") -> list[str]:
+    """The parameters' verdict of ``form``: after the last epoch within ``derived_param_atol`` of one
+    device's, and every replica's copy (every rank, every process, every device) the same."""
+    r32, problems = results[f32], []
+    atol = derived_param_atol(r32, results[f64], form, "one_device")
+    last, ref = r32[form]["epochs"][-1], r32["one_device"]["epochs"][-1]
+    gap = max(float(np.max(np.abs(last[k] - ref[k]))) for k in ref)
+    if not gap <= atol:
+        problems.append(f"{LABELS[form]} weights after the last epoch differ from one device's by {gap:.3e} > {atol:.3e}")
+    copies = [r[-1] for r in r32[form].get("rank_epochs", [])[1:]]
+    if any(not np.array_equal(c[k], r32[form]["rank_epochs"][0][-1][k]) for c in copies for k in c) or \
+            r32[form].get("final_mismatch"):
+        problems.append(f"{LABELS[form]}: the replicas' weights are not identical after training")
+    return problems
+
+
 def compare(results: dict[str, dict[str, dict]], f32: str = "float32", f64: str = "float64",
             multiple: float = MULTIPLE) -> dict:
     """Per pair: the float32 gap per step, its derived tolerance, the float64 gap; and the failures."""
@@ -256,8 +280,12 @@ def run(cfg: DistConfig) -> dict:
         problems = shard_problems(r32[form]["shards"], n, cfg.batch_size)
         if problems:
             cmp["failures"].append(f"{LABELS[form]} shards: {problems[0]}")
+        cmp["failures"].extend(weight_problems(results, form))
     steps = len(r32["one_device"]["losses"]) // cfg.epochs
-    out(f"data-parallel parity: {cfg.devices} replicas on {cfg.device} (DDP {'gloo' if cfg.device == 'cpu' else 'nccl'}, "
+    how = (f"{cfg.processes} processes: DDP started by torchrun --standalone, JAX as one program over "
+           f"{cfg.processes} processes (jax.distributed, gloo), " if cfg.processes else "")
+    backend = "gloo" if cfg.device == "cpu" else "nccl"
+    out(f"data-parallel parity: {cfg.devices} replicas on {cfg.device} ({how}DDP {backend}, "
         f"JAX devices {r32['jax_sharded']['devices']}), {steps} steps per epoch at global batch {cfg.batch_size}; "
         f"tolerance = {MULTIPLE:g} x each pair's float32-vs-float64 error")
     header = ("| epoch | " + " | ".join(f"{LABELS[f]} acc" for f in FORMS)
@@ -286,7 +314,7 @@ def run(cfg: DistConfig) -> dict:
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
         "platform": cfg.device, "cpu": platform.processor() or platform.machine(),
         "versions": {"torch": torch.__version__, "python": sys.version.split()[0], "numpy": np.__version__},
-        "jax_devices": r32["jax_sharded"]["devices"],
+        "jax_devices": r32["jax_sharded"]["devices"], "processes": cfg.processes,
               "collectives": {f: r32[f]["collectives"] for f in ("jax_sharded", "jax_shard_map")},
         "tolerance": {"multiple": MULTIPLE, "f64_agree": F64_AGREE, "f32_vs_f64": cmp["f32_vs_f64"]},
         "epochs": rows,
@@ -295,7 +323,7 @@ def run(cfg: DistConfig) -> dict:
     }
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / f"distributed_{cfg.device}_{cfg.devices}"
+    stem = out_dir / f"distributed_{cfg.device}_{cfg.devices}{'_processes' if cfg.processes else ''}"
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     report["plot"] = str(plot(r32, cmp, stem.with_suffix(".png"), f"{cfg.devices} replicas, {cfg.device}, float32"))
     out(f"report: {stem.with_suffix('.json')}, plot: {report['plot']}")
@@ -331,9 +359,18 @@ def plot(r32: dict, cmp: dict, path: Path, title: str) -> Path:
     return path
 
 
+def _refuse(prog: str, message: str) -> int:
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return 2
+
+
 def main(argv=None) -> int:
     p = Parser(prog="python -m parity.distributed", description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
-    p.add_argument("--devices", type=positive_int, default=2, help="replicas: DDP processes and JAX devices")
+    p.add_argument("--devices", type=positive_int, default=None,
+                   help="replicas: DDP processes and JAX devices (2 if not given)")
+    p.add_argument("--processes", type=positive_int, default=None,
+                   help="N processes of one replica each: DDP started by torchrun, JAX as one program over N processes "
+                        "(jax.distributed) over loopback; default: DDP spawned here, JAX one process of N devices")
     p.add_argument("--epochs", type=positive_int, default=1, help="training epochs")
     p.add_argument("--batch-size", type=positive_int, default=64, help="global batch (split over the replicas)")
     p.add_argument("--lr", type=float, default=1e-3, help="SGD learning rate")
@@ -345,6 +382,17 @@ def main(argv=None) -> int:
                    help="seconds a rank waits for a peer in a collective before failing")
     p.add_argument("--out-dir", type=out_dir, default="runs", help="folder for the JSON report and the PNG plot")
     args = p.parse_args(argv)
+    if args.processes is not None:
+        if args.devices not in (None, args.processes):
+            return _refuse(p.prog, f"--devices {args.devices} with --processes {args.processes}: each process holds one "
+                                   "replica, so the replicas are the processes (drop --devices)")
+        cores = len(os.sched_getaffinity(0))
+        if args.device == "cpu" and args.processes > cores:
+            return _refuse(p.prog, f"--processes {args.processes}: this machine has {cores} cores for the processes over "
+                                   "loopback (one each); on a cluster start them with torchrun / the JAX program "
+                                   "(docs/multinode.md)")
+    args.devices = args.processes or args.devices or 2
+    args.processes = args.processes or 0
     result = {}
     code = run_guarded(lambda: result.setdefault("report", run(DistConfig(**vars(args)))),
                        (DataError, DeviceError, ShardError, launch.DistributedError), p.prog)

@@ -35,6 +35,7 @@ __all__ = [
     "check_config",
     "load_train",
     "train",
+    "train_configs",
     "train_step",
     "weighted_loss",
     "worker",
@@ -167,16 +168,22 @@ def worker(rank: int, cfgs: list[Config], port: int, out_dir: str) -> None:
     dist.init_process_group("nccl" if cuda else "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=first.devices, timeout=datetime.timedelta(seconds=first.timeout_s))
     try:
-        data: dict = {}
-        for n, cfg in enumerate(cfgs):
-            key = (cfg.data_dir, cfg.samples, cfg.dtype)
-            if key not in data:  # the ranks load the data themselves (nothing large is pickled to them)
-                x_np, y_np = load_train(cfg.data_dir, cfg.samples)
-                data[key] = (torch.from_numpy(x_np).to(device, getattr(torch, cfg.dtype)), torch.from_numpy(y_np).to(device))
-            result = train(rank, cfg, device, *data[key])
-            snaps = {f"epoch{e}/{k}": v for e, p in enumerate(result["epochs"]) for k, v in p.items()}
-            np.savez(Path(out_dir) / f"run{n}_rank{rank}.npz", losses=result["losses"], **snaps,
-                     seen=np.concatenate(result["shards"]), seen_count=np.array([len(s) for s in result["shards"]]),
-                     epoch_s=np.array(result["epoch_s"]), **{f"init/{k}": v for k, v in result["init"].items()})
+        train_configs(rank, cfgs, out_dir, device)
     finally:
         dist.destroy_process_group()
+
+
+def train_configs(rank: int, cfgs: list[Config], out_dir: str, device: torch.device) -> None:
+    """Inside an initialised process group: trains every config of ``cfgs`` on this rank and writes
+    ``run<n>_rank<rank>.npz`` (``worker`` and ``multiprocess``, the program torchrun starts, share it)."""
+    data: dict = {}
+    for n, cfg in enumerate(cfgs):
+        key = (cfg.data_dir, cfg.samples, cfg.dtype)
+        if key not in data:  # the ranks load the data themselves (nothing large is pickled to them)
+            x_np, y_np = load_train(cfg.data_dir, cfg.samples)
+            data[key] = (torch.from_numpy(x_np).to(device, getattr(torch, cfg.dtype)), torch.from_numpy(y_np).to(device))
+        result = train(rank, cfg, device, *data[key])
+        snaps = {f"epoch{e}/{k}": v for e, p in enumerate(result["epochs"]) for k, v in p.items()}
+        np.savez(Path(out_dir) / f"run{n}_rank{rank}.npz", losses=result["losses"], **snaps,
+                 seen=np.concatenate(result["shards"]), seen_count=np.array([len(s) for s in result["shards"]]),
+                 epoch_s=np.array(result["epoch_s"]), **{f"init/{k}": v for k, v in result["init"].items()})

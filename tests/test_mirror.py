@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-PAIRS = ["train", "model", "checkpoint", "data", "__main__", "cnn", "cnn_train", "distributed", "launch"] + [
+PAIRS = ["train", "model", "checkpoint", "data", "__main__", "cnn", "cnn_train", "distributed", "launch",
+         "multiprocess"] + [
     f"basics.{chapter}" for chapter in ("autograd", "datasets", "distributed", "functional", "jit", "layers",
                                         "optimization", "prng", "pytrees", "quickstart", "save_load", "tensors",
                                         "transforms")]
@@ -51,6 +52,7 @@ ONE_SIDE_ONLY = {
         "worker": "one DDP rank's process (reference_torch.launch starts N); the JAX worker process is main",
         "weighted_loss": "one rank's shard loss; JAX's lives with its step forms in jax_impl.sharding",
         "train_step": "one DDP rank's step; JAX's two forms are built by jax_impl.sharding.make_step",
+        "train_configs": "a rank's configs inside its process group (worker's and torchrun's); JAX's main loops itself",
     },
     ("reference_torch", "launch"): {
         "free_port": "the DDP ranks' TCP rendezvous; JAX's devices share one process",
@@ -59,6 +61,8 @@ ONE_SIDE_ONLY = {
     ("jax_impl", "launch"): {
         "start": "the JAX process started without waiting, so it trains while DDP's ranks run",
         "collect": "waits for start's process and reads its results; DDP's run_many joins its ranks itself",
+        "start_processes": "the N JAX processes started without waiting; torchrun starts DDP's and run_processes waits",
+        "collect_processes": "waits for start_processes's processes; torch's run_processes waits on torchrun itself",
     },
     ("jax_impl", "distributed"): {
         "test_metrics": "the worker's own test evaluation (a JSON field); parity evaluates DDP's weights",

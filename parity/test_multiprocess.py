@@ -1,0 +1,212 @@
+"""The multi-process forms (``python -m parity.distributed --processes 2``): torch DDP started by
+``torchrun --standalone`` (ranks from RANK/WORLD_SIZE/LOCAL_RANK, env:// rendezvous, gloo) and JAX
+as one program over 2 processes (``jax.distributed.initialize``, gloo collectives, one global mesh,
+each process building only its shard with ``make_array_from_process_local_data``), 2 processes over
+loopback on this machine. They train as one device does, per step and in the final weights, with
+the float64-derived tolerances of ``parity.distributed``; the controls are caught; the faults end in
+one line naming the rank, in bounded time.
+
+Cost: one ``run_forms`` of 21-step runs (torchrun's 2 ranks and 2 JAX processes per precision
+start once for every config), one CLI run of 22 steps, and the fault runs of a few seconds each.
+"""
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jax_impl import launch as jlaunch
+from jax_impl.distributed import Config as JConfig
+from parity import distributed as PD
+from parity import harness as H
+from quickstart_parity_common.shards import DistributedError
+from reference_torch import launch as tlaunch
+from reference_torch.distributed import Config as TConfig
+
+pytestmark = pytest.mark.distributed
+
+N = 2
+UNEVEN = 20 * 64 + 33  # 21 steps, the last of 33 samples: shards of 17 and 16
+EVEN = 20 * 64 + 32
+REPLICATED = ("ddp", "jax_sharded", "jax_shard_map")
+
+
+def _env(**extra):
+    return dict(os.environ, PYTHONPATH=str(PD.REPO), JAX_PLATFORMS="cpu", **extra)
+
+
+@pytest.fixture(scope="module")
+def runs(data_dir):
+    R = PD.Run
+    cfg = PD.DistConfig(devices=N, processes=N, data_dir=data_dir, verbose=False)
+    return PD.run_forms(cfg, [
+        R("uneven32", overrides={"samples": UNEVEN}), R("uneven64", dtype="float64", overrides={"samples": UNEVEN}),
+        R("sum", overrides={"samples": EVEN, "grad_reduce": "sum"}),
+        R("same_shard", overrides={"samples": EVEN, "same_shard": True}),
+        R("seeds", overrides={"samples": EVEN, "seed_per_rank": True}),
+    ])
+
+
+def test_multiprocess_forms_train_as_one_device(runs):
+    results = {"float32": runs["uneven32"], "float64": runs["uneven64"]}
+    cmp = PD.compare(results)
+    assert cmp["failures"] == [], cmp["failures"]
+    assert max(p["max_tol"] for p in cmp["pairs"].values()) < 1e-4  # a tolerance that means something
+    for form in REPLICATED:
+        assert PD.weight_problems(results, form) == [], form
+        shards = runs["uneven32"][form]["shards"]
+        assert PD.shard_problems(shards, UNEVEN, 64) == [], form
+        assert [len(s[-1]) for s in shards] == [17, 16]  # the last batch of 33, weighted per shard
+    for form in ("jax_sharded", "jax_shard_map"):
+        res = runs["uneven32"][form]
+        assert res["processes"] == N and len(res["devices"]) == N  # one global mesh over both processes
+        assert res["collectives"] == ["all-reduce"]
+        assert all(np.array_equal(r, res["rank_losses"][0]) for r in res["rank_losses"])  # the same loss everywhere
+        assert res["final_mismatch"] == []  # both processes hold bit-equal parameters
+
+
+def _beyond(runs, control: str, form: str) -> np.ndarray:
+    """Steps where the control leaves the tolerance derived for the correct form."""
+    ref = runs[control]["one_device"]["losses"]
+    losses = runs[control][form]["losses"]
+    err = np.abs(runs["uneven32"][form]["losses"] - runs["uneven64"][form]["losses"])
+    err1 = np.abs(runs["uneven32"]["one_device"]["losses"] - runs["uneven64"]["one_device"]["losses"])
+    k = min(len(losses), len(ref))
+    return np.flatnonzero(~(np.abs(losses[:k] - ref[:k]) <= PD.derived_tolerance(err[:k], err1[:k], ref[:k])))
+
+
+@pytest.mark.parametrize("form", REPLICATED)
+def test_control_summed_not_averaged_is_caught(runs, form):
+    bad = _beyond(runs, "sum", form)
+    assert bad.size and bad[0] == 1, bad[:3]  # step 1 is before any update; step 2 shows the doubled step
+
+
+@pytest.mark.parametrize("form", REPLICATED)
+def test_control_same_shard_everywhere_is_caught(runs, form):
+    problems = PD.shard_problems(runs["same_shard"][form]["shards"], EVEN, 64)
+    assert problems and "share samples" in problems[0], problems
+    bad = _beyond(runs, "same_shard", form)
+    assert bad.size and bad[0] == 0
+
+
+@pytest.mark.parametrize("form", REPLICATED)
+def test_control_ranks_seeded_apart_is_caught(runs, form):
+    assert _beyond(runs, "seeds", form).size
+    if form != "ddp":  # each process placed its own seed's copy: the processes' parameters differ
+        assert runs["seeds"][form]["final_mismatch"]
+
+
+def test_torchrun_multi_node_form_equals_standalone(data_dir):
+    """Two torchrun agents (``--nnodes 2 --rdzv-backend c10d --rdzv-endpoint``), one rank each, over
+    loopback: the cluster's form trains bit for bit as ``--standalone`` does (same ranks, same thread
+    count), and rank r's shard is the same on either."""
+    cfgs = [TConfig(devices=N, samples=UNEVEN, data_dir=data_dir)]
+    one, two = tlaunch.run_processes(cfgs)[0], tlaunch.run_processes(cfgs, nodes=2)[0]
+    assert np.array_equal(one["losses"], two["losses"])
+    for r in range(N):
+        assert all(np.array_equal(one["shards"][r][k], two["shards"][r][k]) for k in range(len(one["shards"][r])))
+        for k, v in one["epochs"][r][-1].items():
+            assert np.array_equal(v, two["epochs"][r][-1][k]), (r, k)
+    with pytest.raises(DistributedError, match=r"^DDP rank 1 was killed by SIGKILL"):  # a node's rank dies
+        tlaunch.run_processes([TConfig(devices=N, samples=EVEN, data_dir=data_dir, fault="kill", fault_step=3)], 300,
+                              nodes=2)
+
+
+def test_cli_processes_passes(data_dir, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "parity.distributed", "--processes", "2", "--samples", str(UNEVEN + 64),
+                           "--data-dir", data_dir, "--out-dir", str(tmp_path)], capture_output=True, text=True,
+                          timeout=900, cwd=PD.REPO, env=_env())
+    print(proc.stdout, proc.stderr[-2000:])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "torchrun" in proc.stdout and "PASS" in proc.stdout
+    report = json.loads((tmp_path / "distributed_cpu_2_processes.json").read_text())
+    assert report["ok"] and report["processes"] == 2 and report["failures"] == []
+
+
+# --- bad input and faults: one error line naming the rank, exit 2, bounded time ----------------------
+
+@pytest.mark.parametrize("args, message", [
+    (("--processes", "4096"), "--processes 4096: this machine has"),
+    (("--processes", "2", "--devices", "3"), "--devices 3 with --processes 2"),
+])
+def test_bad_processes_is_one_error_line(args, message, data_dir):
+    proc = subprocess.run([sys.executable, "-m", "parity.distributed", *args, "--data-dir", data_dir],
+                          capture_output=True, text=True, timeout=300, cwd=PD.REPO, env=_env())
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], lines
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def work(tmp_path, data_dir):
+    """configs.json (2 replicas) and init.npz, as the launchers write them."""
+    cfgs = [JConfig(devices=N, samples=64, data_dir=data_dir, timeout_s=5)]
+    jlaunch._save_inputs(cfgs, H.torch_to_flax(H.init_state_dict(0)), tmp_path)
+    return tmp_path
+
+
+def _worker(side: str, work: Path, *args, env=None):
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", f"{side}.multiprocess", "--configs", str(work / "configs.json"),
+                           *(["--init", str(work / "init.npz")] if side == "jax_impl" else []), "--out", str(work), *args],
+                          capture_output=True, text=True, timeout=120, cwd=PD.REPO, env=env or _env())
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    return proc.returncode, lines, time.monotonic() - start
+
+
+def test_jax_process_cannot_reach_the_coordinator(work):
+    code, lines, took = _worker("jax_impl", work, "--coordinator", f"127.0.0.1:{_free_port()}", "--num-processes", "2",
+                                "--process-id", "1", "--init-timeout", "3")
+    assert code == 2 and len(lines) == 1, lines
+    assert "(process 1): error: cannot reach the coordinator" in lines[0]
+    assert took < 60
+
+
+def test_torch_rank_cannot_reach_the_rendezvous(work):
+    env = _env(RANK="1", WORLD_SIZE="2", LOCAL_RANK="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
+    code, lines, took = _worker("reference_torch", work, env=env)
+    errors = [ln for ln in lines if "error:" in ln]
+    assert code == 2 and len(errors) == 1 and "(rank 1): error: cannot join the process group" in errors[0], lines
+    assert not any("Traceback" in ln for ln in lines), lines
+    assert took < 90  # the config's 5 s timeout, plus torch's start
+
+
+def test_wrong_process_count_is_refused_by_each_side(work):
+    code, lines, _ = _worker("jax_impl", work, "--coordinator", "127.0.0.1:1", "--num-processes", "3",
+                             "--process-id", "0")
+    assert code == 2 and len(lines) == 1 and "--num-processes 3 but the configs train [2] replicas" in lines[0], lines
+    code, lines, _ = _worker("reference_torch", work, env=_env(RANK="0", WORLD_SIZE="3", LOCAL_RANK="0"))
+    assert code == 2 and len(lines) == 1 and "(rank 0): error: WORLD_SIZE 3 but the configs train [2]" in lines[0], lines
+
+
+def test_torchrun_rank_killed_mid_epoch_is_named(data_dir):
+    start = time.monotonic()
+    with pytest.raises(DistributedError, match=r"^DDP rank 1 was killed by SIGKILL \(torchrun"):
+        tlaunch.run_processes([TConfig(devices=N, samples=EVEN, data_dir=data_dir, fault="kill", fault_step=3)], 300)
+    assert time.monotonic() - start < 120
+
+
+def test_jax_process_killed_mid_epoch_is_named(data_dir, tmp_path):
+    cfg = JConfig(devices=N, samples=EVEN, data_dir=data_dir, fault="kill", fault_rank=1)
+    start = time.monotonic()
+    with pytest.raises(DistributedError, match=r"^JAX process 1 was killed by SIGKILL; the other processes were stopped"):
+        jlaunch.run_processes([cfg], H.torch_to_flax(H.init_state_dict(0)), 300)
+    assert time.monotonic() - start < 120
+
+
+def test_jax_launcher_with_a_process_too_many_names_it(data_dir):
+    """``start_processes(processes=3)`` for 2-replica configs: every process refuses at once."""
+    cfg = JConfig(devices=N, samples=64, data_dir=data_dir)
+    with pytest.raises(DistributedError, match=r"^JAX process 0 failed \(exit 2\): .*--num-processes 3 but"):
+        jlaunch.run_processes([cfg], H.torch_to_flax(H.init_state_dict(0)), 120, processes=3)
+
