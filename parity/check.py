@@ -185,7 +185,8 @@ def plot(report, path: Path, title: str) -> Path:
         ax.axhline(1.0, color="k", lw=1, ls="--")
         ax.set_yscale("log")
         ax.set_ylabel("gap / tol")
-        ax.set_title(f"{phase}: {sum(not c.ok for c in mine)}/{len(mine)} beyond tolerance", loc="left", fontsize=9)
+        exact = " (entries equal to the bit drawn at 1e-3)" if any(c.gap == 0 for c in mine) else ""
+        ax.set_title(f"{phase}: {sum(not c.ok for c in mine)}/{len(mine)} beyond tolerance{exact}", loc="left", fontsize=9)
         if first is not None and first.phase == phase:
             i = mine.index(first)
             left = i > len(mine) / 2  # the label on the side with room
