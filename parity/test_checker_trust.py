@@ -253,3 +253,27 @@ def test_unknown_causes_are_not_misdiagnosed(case):
     report = check_port(model, LinenDrop(), scaled, batch, steps=0)
     assert report.first_divergence().name == "fc.weight"
     assert report.diagnosis.cause is None and "no known cause (ruled out: reshaped" in str(report.diagnosis), str(report)
+
+
+def test_tolerance_is_the_derived_bound():
+    """tol = FACTOR (2) x (|t32 - t64| + |j32 - j64|) + 64 float64 ulps of the size, on hand-made values, so the bound
+    itself is what is tested, not a bug far beyond it: errors of 1e-7 on each side give 4e-7; a 5e-7 gap fails."""
+    from parity.checker import _check  # noqa: PLC0415 -- the comparison itself
+
+    one, err = np.ones(3), 1e-7
+    floor = 64 * np.finfo(np.float64).eps
+    opposite = _check("f", "x", one + err, one, one - err, one)  # gap 2e-7 = err_t + err_j: the largest rounding allows
+    assert opposite.ok and np.isclose(opposite.tol, 4 * err + floor), str(opposite)
+    beyond = _check("f", "x", one + err, one, one + err + 5e-7, one + 5e-7)
+    assert not beyond.ok and beyond.reason == "float32 gap beyond tolerance" and beyond.gap > beyond.tol
+
+
+def test_float64_disagreement_fails_what_the_float32_bound_passes():
+    """A port off by 0.4% in both precisions whose float32 run also strays 0.5% from its float64 one (below the 1%
+    rounding limit): the float32 bound, widened by that stray error, passes it; the float64 runs' disagreement fails."""
+    from parity.checker import _check  # noqa: PLC0415 -- the comparison itself, on hand-made arrays
+
+    one = np.ones(4)
+    c = _check("f", "x", one + 1e-7, one, one * 1.004 - 5e-3, one * 1.004)
+    assert c.gap <= c.tol  # the float32 verdict alone would pass
+    assert not c.ok and "float64 runs disagree" in c.reason, str(c)
