@@ -277,3 +277,24 @@ def test_float64_disagreement_fails_what_the_float32_bound_passes():
     c = _check("f", "x", one + 1e-7, one, one * 1.004 - 5e-3, one * 1.004)
     assert c.gap <= c.tol  # the float32 verdict alone would pass
     assert not c.ok and "float64 runs disagree" in c.reason, str(c)
+
+
+def test_verdict_edges_by_hand():
+    """Each clause of ``Check.reason`` on values that sit on it (the generated mutants of the verdict found these
+    unpinned): no layout fails; NaN fails; all-zero quantities (gap 0 = tol 0) pass; a float32 error judged against
+    the phase's size (cancellation to zero) passes, against its own tiny size it would not; 1% of the size is the limit."""
+    from parity.checker import _check  # noqa: PLC0415
+
+    one = np.ones(4)
+    assert not _check("f", "x", one, one, np.ones(5), np.ones(5)).ok  # shapes no layout maps
+    assert not _check("f", "x", one * np.nan, one, one, one).ok
+    z = np.zeros(3)
+    assert _check("f", "x", z, z, z, z).ok  # exact and equal: gap 0 <= tol 0, gap64 0 <= tol64 0, err 0 <= 0
+    c = _check("f", "bias", one * 1e-6, one * 1e-15, one * 2e-6, one * 1e-15)  # a gradient that cancels to ~0
+    assert not c.ok  # judged against its own size 1e-15 the float32 error is not rounding
+    c.rounding_scale = 1.0  # ... against its phase's largest quantity it is
+    assert c.ok, c.reason
+    ten = one * 10
+    assert _check("f", "x", ten + 0.05, ten, ten - 0.04, ten).ok  # errors 0.5% of 10: rounding allowed
+    stray = _check("f", "x", ten + 0.05, ten, ten - 0.2, ten)  # JAX's float32 2% from its float64: not rounding
+    assert not stray.ok and "more than rounding can" in stray.reason
