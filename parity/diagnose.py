@@ -358,6 +358,15 @@ def _gradients(check, ctx: Context, torch_model) -> Diagnosis:
                                     "the port keeps them apart", "the torch state_dict shares the storage")
     ruled.append("tied weights")
     leaf = next((lf for lf in ctx.leaves if lf.torch_name == check.name), None)
+    module = dict(torch_model.named_modules()).get(check.name.rpartition(".")[0])
+    pad = getattr(module, "padding_idx", None) if isinstance(module, torch.nn.Embedding) else None
+    if leaf is not None and pad is not None:
+        t = leaf.fn(ctx.t64["grads"][check.name])
+        j = np.array(ctx.j64["grads"][leaf.flax_path], np.float64)
+        if not np.any(t[pad]) and np.any(j[pad]) and _mx(np.delete(t, pad, 0) - np.delete(j, pad, 0)) <= check.tol:
+            return Diagnosis(where, f"torch's Embedding has padding_idx={pad}: its row {pad} gets no gradient, the "
+                                    "port's embedding trains it", "every other row agrees within tolerance")
+        ruled.append("an Embedding's padding_idx")
     if leaf is not None:
         t = leaf.fn(ctx.t64["grads"][check.name])
         j = ctx.j64["grads"][leaf.flax_path]

@@ -298,3 +298,32 @@ def test_verdict_edges_by_hand():
     assert _check("f", "x", ten + 0.05, ten, ten - 0.04, ten).ok  # errors 0.5% of 10: rounding allowed
     stray = _check("f", "x", ten + 0.05, ten, ten - 0.2, ten)  # JAX's float32 2% from its float64: not rounding
     assert not stray.ok and "more than rounding can" in stray.reason
+
+
+class TorchEmbed(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Embedding(12, 8, padding_idx=0)  # as HF's BERT builds its word embeddings
+        self.out = torch.nn.Linear(8, 3)
+
+    def forward(self, ids):
+        return self.out(self.embed(ids).mean(1))
+
+
+class FlaxEmbed(nn.Module):
+    @nn.compact
+    def __call__(self, ids):
+        return nn.Dense(3, name="out")(nn.Embed(12, 8, name="embed")(ids).mean(1))
+
+
+def test_padding_idx_found_on_the_gradients():
+    """Found on HF BERT, a pair the checker was not written for: torch's ``padding_idx`` row gets no gradient, Flax's
+    ``nn.Embed`` has no such row; the forward agrees, the gradient of that one row does not."""
+    torch.manual_seed(0)
+    model = TorchEmbed()
+    ids = np.array([[0, 3, 5, 0], [1, 2, 0, 7]])  # token 0 is the padding index
+    variables = state_dict_to_variables(model.state_dict(), kinds=kinds_of(model.named_modules()))
+    report = check_port(model, FlaxEmbed(), variables, (ids, np.array([0, 2])), steps=0)
+    assert all(c.ok for c in report.checks if c.phase.startswith("forward"))
+    assert report.first_divergence().name == "embed.weight" and report.first_divergence().phase == "gradients"
+    assert "padding_idx=0" in report.diagnosis.cause, str(report)
