@@ -312,11 +312,6 @@ def _numpy64(t) -> np.ndarray:
     return np.array(np.asarray(t), dtype=np.float64, copy=True)
 
 
-def _is_float(a) -> bool:
-    return np.issubdtype(np.asarray(a).dtype if not isinstance(a, torch.Tensor) else
-                         torch.empty(0, dtype=a.dtype).numpy().dtype, np.floating)
-
-
 # --- dropout masks -------------------------------------------------------------------------------------------
 
 class _Masks:
@@ -387,7 +382,7 @@ def _torch_forward(model, inputs, train: bool, masks: _Masks | None, dtype, outp
 
         def record(mod, args, kwargs, out, name=name):
             arr = _primary(out)
-            if isinstance(arr, torch.Tensor) and _is_float(arr):
+            if isinstance(arr, torch.Tensor) and arr.is_floating_point():
                 n = sum(k.split("#")[0] == name for k in acts)
                 acts[name if not n else f"{name}#{n + 1}"] = _numpy64(arr)
                 if keep_inputs is not None and not n:
