@@ -68,15 +68,34 @@ def variant_table(dev: dict) -> list[str]:
     """One row per variant: epoch time with its spread, the user's 5-epoch wait, paired ratios."""
     lines = ["| variant | precision | torch threads | epoch s, median (min–max) | 5 epochs as a user waits s "
              "| 5 steady epochs s | samples/s | share of the limit, median (min–max; IQR) "
-             "| × tutorial | × tutorial at 1 thread |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| × tutorial | × tutorial at 1 thread | peak host RSS MiB (added) |"
+             + (" peak device MiB |" if dev["device"] == "cuda" else ""),
+             "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if dev["device"] == "cuda" else "")]
     for r in dev["variants"]:
         lines.append(
             f"| {r['label']} | {r['precision']} | {r['torch_threads'] or '-'} | {fmt_spread_s(r['epoch'])} "
             f"| {r['five_epochs_end_to_end_s']:.1f} | {r['five_epochs_steady_s']:.1f} | {r['samples_per_s']:,.0f} "
             f"| {fmt_share(r['of_limit'])} | {fmt_ratio(r['vs_tutorial']) if 'vs_tutorial' in r else '-'} "
-            f"| {fmt_ratio(r['vs_tutorial_1thread']) if 'vs_tutorial_1thread' in r else '-'} |")
+            f"| {fmt_ratio(r['vs_tutorial_1thread']) if 'vs_tutorial_1thread' in r else '-'} | {fmt_memory(r)} |"
+            + (f" {fmt_device_memory(r)} |" if dev["device"] == "cuda" else ""))
     return lines
+
+
+def fmt_memory(r: dict) -> str:
+    """Peak host RSS of the process while the variant was built and warmed up, and what it added; '-' when
+    the run did not record it (runs before memory was measured, or an OS that cannot reset the peak)."""
+    m = r.get("memory") or {}
+    if "peak_rss" not in m:
+        return "-"
+    return f"{m['peak_rss'] / 2**20:,.0f} (+{m['peak_rss_increase'] / 2**20:,.0f})"
+
+
+def fmt_device_memory(r: dict) -> str:
+    m = r.get("memory") or {}
+    if "device_peak" not in m:
+        return "-"
+    added = m.get("device_peak_increase", m.get("device_in_use_increase"))
+    return f"{m['device_peak'] / 2**20:,.0f}" + (f" (+{added / 2**20:,.0f})" if added is not None else "")
 
 
 def pair_table(dev: dict) -> list[str]:
@@ -312,8 +331,10 @@ def parity_gpu_section(runs: dict[str, dict], paths: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-# The README's headline ratios (faster, baseline), looked up in each device's paired rounds (fp32 on the GPU).
-HEADLINE = (("torch-eager", "torch-tutorial"), ("jax-scan", "torch-eager"), ("jax-scan", "torch-cudagraph"))
+# The README's headline ratios (faster, baseline), looked up in each device's paired rounds (fp32 on the GPU);
+# then the fastest variant of each framework against the other's, whichever they are in that run (runs recorded
+# before variants carried ``tutorial`` as data are read by the tutorial's name).
+HEADLINE = (("torch-eager", "torch-tutorial"),)
 
 
 def headline_section(runs: dict[str, tuple[dict, str]]) -> str:
@@ -323,6 +344,14 @@ def headline_section(runs: dict[str, tuple[dict, str]]) -> str:
         meta, dev = data["meta"], data["devices"][kind]
         pairs = {(p["faster"].removesuffix("/fp32"), p["baseline"].removesuffix("/fp32")): p for p in dev["pairs"]}
         found = [f"{a} {fmt_ratio(pairs[a, b])} over {b}" for a, b in HEADLINE if (a, b) in pairs]
+        fastest = sorted((min((r for r in dev["variants"] if r["framework"] == fw and r["precision"] == "fp32"
+                               and not r.get("tutorial", r["variant"] == "torch-tutorial")),
+                              key=lambda r: r["epoch"]["median"], default=None) for fw in COLORS),
+                         key=lambda r: r["epoch"]["median"] if r else 0)
+        if all(fastest) and (best := pairs.get((fastest[0]["key"].removesuffix("/fp32"),
+                                                 fastest[1]["key"].removesuffix("/fp32")))):
+            found.append(f"the fastest of each framework, {best['faster'].removesuffix('/fp32')} "
+                         f"{fmt_ratio(best)} over {best['baseline'].removesuffix('/fp32')}")
         where = meta["gpu"] if kind == "cuda" else f"{meta['cpu_model']}, {meta['cpu_count']} cores"
         lines.append(f"- **{kind.upper()}** ({where}; [JSON]({link})): {'; '.join(found)} "
                      "(median of paired rounds, min–max).")

@@ -31,7 +31,7 @@ from tqdm import tqdm  # noqa: E402
 from quickstart_parity_common.cli import HelpFormatter, Parser, non_negative_int, out_dir, positive_int  # noqa: E402
 from quickstart_parity_common.data import DataError  # noqa: E402
 
-from . import limits, report, schedule, variants  # noqa: E402
+from . import limits, memory, report, schedule, variants  # noqa: E402
 from .schedule import Timing, Unit, paired_ratio, per_round_max, spread  # noqa: E402
 from .workload import MODELS, Workload, load_workload  # noqa: E402
 
@@ -44,11 +44,6 @@ THREAD_PROBE_STEPS = 150
 SWEEP_BATCHES = (64, 128, 256, 512, 1024, 2048, 4096)
 SWEEP_WIDTHS = (512, 1024, 2048, 4096)
 SWEEP_ROUNDS = 3
-SWEEP_LEFT_OUT = ("torch-tutorial", "jax-notebook", "torch-compile")
-# The comparisons the README makes between variants: (faster candidate, baseline).
-PAIRS = (("torch-eager", "torch-tutorial"), ("torch-compile", "torch-eager"), ("jax-jit", "jax-notebook"),
-         ("jax-scan", "jax-jit"), ("jax-scan", "torch-eager"), ("torch-cudagraph", "torch-eager"),
-         ("torch-compile-ro", "torch-compile"), ("jax-scan", "torch-cudagraph"))
 ONE_THREAD = "@1thread"  # key suffix of the tutorial timed with one torch thread
 
 
@@ -99,25 +94,51 @@ def _pin(threads: int | None, precision: str):
     return before
 
 
-def variant_unit(name: str, w: Workload, kind: str, threads: int | None, precision: str, key: str) -> Unit:
-    """A variant's epoch as a timed unit; torch variants run with ``threads``."""
+def variant_unit(name: str, w: Workload, kind: str, threads: int | None, precision: str, key: str,
+                 memory_out: dict | None = None) -> Unit:
+    """A variant's epoch as a timed unit; torch variants run with ``threads``. With ``memory_out``, the unit
+    records there, under ``key``, its peak memory from its build to the end of its first (warm-up) epoch,
+    the one stretch during which it runs alone (``benchmarks.memory``)."""
     v = variants.VARIANTS[name]
-    return Unit(key, lambda: v.build(w, kind), w.epoch_flops, _pin(threads if v.framework == "torch" else None, precision))
+
+    def build():
+        if memory_out is None:
+            return v.build(w, kind)
+        state = memory.start(kind, v.framework)
+        epoch = v.build(w, kind)
+        first = [True]
+
+        def call():
+            out = epoch()
+            if first[0]:
+                first[0] = False
+                memory_out[key] = memory.stop(kind, v.framework, state)
+            return out
+
+        return call
+
+    return Unit(key, build, w.epoch_flops, _pin(threads if v.framework == "torch" else None, precision))
 
 
-def limit_units(w: Workload, kind: str, threads: int, precision: str, suffix: str) -> list[Unit]:
-    """The limit probes, torch and JAX: the step's matrix products, ``reps`` times per call."""
+def limit_units(w: Workload, kind: str, threads: int, precision: str, suffix: str) -> list[tuple[Unit, dict]]:
+    """The limit probes, torch and JAX, each with its meta: the step's matrix products, ``reps`` times per call."""
     gemms = w.spec.step_gemms(w.batch_size, w.hidden)
     reps = max(1, w.steps // 4) if kind == "cpu" else w.steps  # CPU: ~1/4 of an epoch's matmul work
     work = reps * w.step_flops()
     jdev = variants.jax_device(kind)
-    return [Unit(f"limit-torch{suffix}", lambda: limits.torch_probe(gemms, reps, kind), work, _pin(threads, precision)),
-            Unit(f"limit-jax{suffix}", lambda: limits.jax_probe(gemms, reps, jdev, precision), work, _pin(None, precision))]
+    probes = {"torch": (lambda: limits.torch_probe(gemms, reps, kind), threads),
+              "jax": (lambda: limits.jax_probe(gemms, reps, jdev, precision), None)}
+    return [(Unit(f"limit-{fw}{suffix}", build, work, _pin(t, precision)),
+             {"variant": f"limit-{fw}", "framework": fw, "label": "limit probe", "precision": precision, "limit": True,
+              "torch_threads": t})
+            for fw, (build, t) in probes.items()]
 
 
-def plan(kind: str, s: Settings, threads: int, w: Workload) -> tuple[list[Unit], dict[str, dict]]:
-    """Every unit of one device's rounds, and what each key stands for."""
+def plan(kind: str, s: Settings, threads: int, w: Workload) -> tuple[list[Unit], dict[str, dict], dict[str, dict]]:
+    """Every unit of one device's rounds, what each key stands for (the meta is the truth; keys are labels), and
+    the dict the variants' peak memory lands in, by key, as their warm-ups run."""
     units, meta = [], {}
+    mem: dict[str, dict] = {}
     precisions = s.precisions if kind == "cuda" else ("fp32",)
     for p_i, precision in enumerate(precisions):
         suffix = f"/{precision}" if kind == "cuda" else ""
@@ -125,22 +146,22 @@ def plan(kind: str, s: Settings, threads: int, w: Workload) -> tuple[list[Unit],
             v = variants.VARIANTS[name]
             if v.gpu_only and kind != "cuda":
                 continue
-            if name == "torch-tutorial" and p_i > 0:
+            if v.tutorial and p_i > 0:
                 continue  # the tutorial's time is its data pipeline: one precision is enough
-            anchors = [(threads, "")]
-            if name == "torch-tutorial" and threads != 1:
-                anchors.append((1, ONE_THREAD))
-            for t, tag in anchors:
-                key = name + tag + suffix
-                units.append(variant_unit(name, w, kind, t, precision, key))
-                meta[key] = {"variant": name, "framework": v.framework, "label": v.label + (" at 1 thread" if tag else ""),
-                             "precision": precision, "torch_threads": t if v.framework == "torch" else None}
-        for u in limit_units(w, kind, threads, precision, suffix):
+            anchors = [(threads, False)]
+            if v.tutorial and threads != 1:
+                anchors.append((1, True))
+            for t, one_thread in anchors:
+                key = name + (ONE_THREAD if one_thread else "") + suffix
+                units.append(variant_unit(name, w, kind, t, precision, key, mem))
+                meta[key] = {"variant": name, "framework": v.framework,
+                             "label": v.label + (" at 1 thread" if one_thread else ""), "precision": precision,
+                             "torch_threads": t if v.framework == "torch" else None, "tutorial": v.tutorial,
+                             "one_thread_anchor": one_thread}
+        for u, m in limit_units(w, kind, threads, precision, suffix):
             units.append(u)
-            meta[u.key] = {"variant": u.key.split("/")[0], "framework": u.key.split("-")[1].split("/")[0],
-                           "label": "limit probe", "precision": precision, "limit": True,
-                           "torch_threads": threads if "torch" in u.key else None}
-    return units, meta
+            meta[u.key] = m
+    return units, meta, mem
 
 
 def choose_threads(w: Workload, rounds: int, progress=None) -> tuple[int, list[dict]]:
@@ -166,7 +187,8 @@ def _ratio(num: list[float], den: list[float]) -> dict:
     return {"per_round": ratios, **spread(ratios)}
 
 
-def summarise(kind: str, timings: dict[str, Timing], meta: dict[str, dict], w: Workload, threads: int) -> dict:
+def summarise(kind: str, timings: dict[str, Timing], meta: dict[str, dict], w: Workload, threads: int,
+              mem: dict[str, dict] | None = None) -> dict:
     """Rows per unit, the limit per precision and every paired ratio, from one device's rounds."""
     gpu = torch.cuda.get_device_name(0) if kind == "cuda" else None
     limit = {}
@@ -184,8 +206,8 @@ def summarise(kind: str, timings: dict[str, Timing], meta: dict[str, dict], w: W
 
     tutorial = {"": None, ONE_THREAD: None}
     for key, m in meta.items():
-        if m["variant"] == "torch-tutorial" and not m.get("limit"):
-            tutorial[ONE_THREAD if ONE_THREAD in key else ""] = timings[key].times
+        if m.get("tutorial"):
+            tutorial[ONE_THREAD if m["one_thread_anchor"] else ""] = timings[key].times
     if tutorial[ONE_THREAD] is None:  # the chosen count is 1: both anchors are the same unit
         tutorial[ONE_THREAD] = tutorial[""]
 
@@ -202,7 +224,7 @@ def summarise(kind: str, timings: dict[str, Timing], meta: dict[str, dict], w: W
                "five_epochs_end_to_end_s": t.build_s + t.warmup_s + 4 * epoch["median"],
                "five_epochs_steady_s": 5 * epoch["median"],
                "samples_per_s": w.n / epoch["median"], "gflops": w.epoch_flops / epoch["median"] / 1e9,
-               "of_limit": of_limit, "last_loss": float(t.last)}
+               "of_limit": of_limit, "last_loss": float(t.last), "memory": (mem or {}).get(key, {})}
         if limit[m["precision"]].get("datasheet_gflops"):
             row["of_datasheet_peak"] = row["gflops"] / limit[m["precision"]]["datasheet_gflops"]
         if tutorial[""] is not None:
@@ -213,22 +235,21 @@ def summarise(kind: str, timings: dict[str, Timing], meta: dict[str, dict], w: W
 
     pairs = []
     by_key = {r["key"]: r for r in rows}
-    tutorial_keys = [k for k in by_key if by_key[k]["variant"] == "torch-tutorial"]
-    main_tutorial = next((k for k in tutorial_keys if ONE_THREAD not in k), None)
+    main_tutorial = next((k for k, r in by_key.items() if r["tutorial"] and not r["one_thread_anchor"]), None)
+    one = next((k for k, r in by_key.items() if r["tutorial"] and r["one_thread_anchor"]), None)
     for precision in limit:
-        suffix = f"/{precision}" if kind == "cuda" else ""
-        candidates = [(a + suffix, main_tutorial if b == "torch-tutorial" else b + suffix) for a, b in PAIRS]
-        fastest = [min((r for r in rows if r["framework"] == fw and r["precision"] == precision
-                        and r["variant"] != "torch-tutorial"), key=lambda r: r["epoch"]["median"], default=None)
-                   for fw in ("torch", "jax")]
-        if all(fastest):
+        at = {r["variant"]: k for k, r in by_key.items()
+              if not r["one_thread_anchor"] and (r["precision"] == precision or r["tutorial"])}
+        candidates = [(at[v.name], at[v.baseline]) for v in variants.VARIANTS.values()
+                      if v.baseline in at and v.name in at]
+        candidates += [(at[a], at[b]) for a, b in variants.CROSS if a in at and b in at]
+        fastest = [min((r for r in rows if r["framework"] == fw and r["precision"] == precision and not r["tutorial"]),
+                       key=lambda r: r["epoch"]["median"], default=None) for fw in variants.FRAMEWORKS]
+        if all(fastest):  # each framework's fastest against the other's: the headline comparison
             a, b = sorted(fastest, key=lambda r: r["epoch"]["median"])
             candidates.append((a["key"], b["key"]))
         for a, b in dict.fromkeys(candidates):
-            if a in by_key and b in by_key:
-                pairs.append({"faster": a, "baseline": b, "what": f"{a} vs {b}",
-                              **_ratio(timings[b].times, timings[a].times)})
-    one = next((k for k in tutorial_keys if ONE_THREAD in k), None)
+            pairs.append({"faster": a, "baseline": b, "what": f"{a} vs {b}", **_ratio(timings[b].times, timings[a].times)})
     if one and main_tutorial:
         pairs.append({"faster": main_tutorial, "baseline": one, "what": f"the tutorial at {threads} vs 1 torch thread",
                       **_ratio(timings[one].times, timings[main_tutorial].times)})
@@ -246,9 +267,9 @@ def sweep(kind: str, s: Settings, threads: int, w: Workload, rows: list[dict], p
     the notebook (their data paths, not the step, set their speed) and torch.compile's default
     mode (every new shape compiles again, minutes per point on a small CPU)."""
     fastest = {}
-    for fw in ("torch", "jax"):
+    for fw in variants.FRAMEWORKS:
         cands = [r for r in rows if r["framework"] == fw and r["precision"] == "fp32"
-                 and r["variant"] not in SWEEP_LEFT_OUT]
+                 and variants.VARIANTS[r["variant"]].sweep]
         if cands:
             fastest[fw] = min(cands, key=lambda r: r["epoch"]["median"])["variant"]
     batches = SWEEP_BATCHES[:3] if s.quick else SWEEP_BATCHES
@@ -294,9 +315,9 @@ def measure_device(kind: str, s: Settings, w: Workload) -> dict:
         threads, thread_study = choose_threads(w, 2 if s.quick else 3, progress)
     elif threads == 0:
         threads = torch.get_num_threads()
-    units, meta = plan(kind, s, threads, w)
+    units, meta, mem = plan(kind, s, threads, w)
     timings, log = schedule.run_rounds(units, s.rounds, progress=progress)
-    result = summarise(kind, timings, meta, w, threads)
+    result = summarise(kind, timings, meta, w, threads, mem)
     result["thread_study"] = thread_study
     result["order"] = [[key for phase, r, key in log if phase == "round" and r == i] for i in range(s.rounds)]
     result["sweeps"] = sweep(kind, s, threads, w, result["variants"], progress) if s.sweep else []

@@ -22,28 +22,53 @@ from reference_torch.data import get_datasets
 from .workload import Workload
 
 Epoch = Callable[[], float]
+STEPS_PER_CALL = 8  # torch-compile-k's steps per compiled call
+
+
+FRAMEWORKS = ("torch", "jax")
 
 
 @dataclass(frozen=True)
 class Variant:
+    """A registered variant. ``baseline`` names the variant it is an improvement on (the report's paired
+    ratio ``baseline / this``); ``tutorial`` marks the tutorial's own loop, the anchor of every speed-up;
+    ``sweep`` whether the batch/width sweeps may pick it (not when its speed is its data path's, or when
+    every new shape compiles for minutes)."""
+
     name: str
-    framework: str  # "torch" or "jax"
+    framework: str  # one of FRAMEWORKS
     label: str  # what it is, for tables and charts
     build: Callable[[Workload, str], Epoch]
     gpu_only: bool = False
+    baseline: str | None = None
+    tutorial: bool = False
+    sweep: bool = True
 
 
 VARIANTS: dict[str, Variant] = {}
 
 
-def variant(name: str, label: str, gpu_only: bool = False):
-    """Register ``fn(workload, device_kind) -> epoch`` as the variant ``name`` (framework = its prefix)."""
+def variant(name: str, label: str, framework: str, *, baseline: str | None = None, gpu_only: bool = False,
+            tutorial: bool = False, sweep: bool = True):
+    """Register ``fn(workload, device_kind) -> epoch`` as the variant ``name``; everything the runner and the
+    report need to know about it is said here, as data (nothing is read back from the name)."""
+    if framework not in FRAMEWORKS:
+        raise ValueError(f"variant {name}: framework {framework!r} is not one of {FRAMEWORKS}")
+    if name in VARIANTS:
+        raise ValueError(f"variant {name} registered twice")
+    if baseline is not None and baseline not in VARIANTS:
+        raise ValueError(f"variant {name}: baseline {baseline!r} is not registered before it")
 
     def register(fn: Callable[[Workload, str], Epoch]) -> Callable[[Workload, str], Epoch]:
-        VARIANTS[name] = Variant(name, name.split("-")[0], label, fn, gpu_only)
+        VARIANTS[name] = Variant(name, framework, label, fn, gpu_only, baseline, tutorial, sweep)
         return fn
 
     return register
+
+
+# Comparisons across frameworks the report makes besides each variant against its baseline (and the fastest of each
+# framework against each other, always): (faster candidate, baseline).
+CROSS = (("jax-scan", "torch-eager"), ("jax-scan", "torch-cudagraph"))
 
 
 def names(device: str | None = None) -> list[str]:
@@ -99,7 +124,7 @@ def _loop_epoch(loader, model, loss_fn, optimizer, device: torch.device) -> Epoc
     return epoch
 
 
-@variant("torch-tutorial", "torch-tutorial (DataLoader + ToTensor)")
+@variant("torch-tutorial", "torch-tutorial (DataLoader + ToTensor)", "torch", tutorial=True, sweep=False)
 def torch_tutorial(w: Workload, kind: str) -> Epoch:
     """The tutorial's loop as written: torchvision's dataset, ToTensor per sample, a DataLoader."""
     device, model, loss_fn, optimizer = _torch_setup(w, kind)
@@ -108,7 +133,7 @@ def torch_tutorial(w: Workload, kind: str) -> Epoch:
     return _loop_epoch(DataLoader(ds, batch_size=w.batch_size), model, loss_fn, optimizer, device)
 
 
-@variant("torch-eager", "torch-eager (data preloaded)")
+@variant("torch-eager", "torch-eager (data preloaded)", "torch", baseline="torch-tutorial")
 def torch_eager(w: Workload, kind: str) -> Epoch:
     """The same loop over batches sliced from tensors put on the device once."""
     device, model, loss_fn, optimizer = _torch_setup(w, kind)
@@ -122,7 +147,7 @@ def _compiled_epoch(w: Workload, kind: str, mode: str | None) -> Epoch:
 
     def step(xb, yb):
         loss = loss_fn(model(xb), yb)
-        loss.backward()
+        loss.backward()  # Dynamo breaks the graph here (fullgraph=True refuses it): AOT autograd compiles the backward
         optimizer.step()
         optimizer.zero_grad()
         return loss.detach()
@@ -140,13 +165,82 @@ def _compiled_epoch(w: Workload, kind: str, mode: str | None) -> Epoch:
     return epoch
 
 
-@variant("torch-compile", "torch-compile (whole step compiled)")
+@variant("torch-compile", "torch-compile (whole step compiled)", "torch", baseline="torch-eager", sweep=False)
 def torch_compile(w: Workload, kind: str) -> Epoch:
     """``torch.compile`` of the whole step (forward, backward, SGD update), default mode."""
     return _compiled_epoch(w, kind, None)
 
 
-@variant("torch-compile-ro", "torch-compile reduce-overhead (CUDA graphs)", gpu_only=True)
+@variant("torch-compile-max", "torch-compile max-autotune-no-cudagraphs", "torch", baseline="torch-compile",
+         sweep=False)
+def torch_compile_max(w: Workload, kind: str) -> Epoch:
+    """``torch.compile(mode="max-autotune-no-cudagraphs")`` of the whole step: Inductor times its own GEMM kernels
+    against the library's and keeps the faster."""
+    return _compiled_epoch(w, kind, "max-autotune-no-cudagraphs")
+
+
+def _functional_step(model: nn.Module, loss_fn, lr: float, k: int):
+    """``k`` steps written as ``torch.func`` writes them, JAX-style: ``grad_and_value`` of the loss as a function
+    of the parameters (``functional_call``), then SGD as ``p -= lr * g`` on the parameter tensors. Unlike
+    ``loss.backward()``, this traces as one graph (``fullgraph=True``), so k steps can be one compiled call."""
+    params = {name: p.detach() for name, p in model.named_parameters()}
+    tensors = list(params.values())
+
+    def loss_of(p, xb, yb):
+        return loss_fn(torch.func.functional_call(model, p, (xb,)), yb)
+
+    grad_and_loss = torch.func.grad_and_value(loss_of)
+
+    def steps(xs, ys):  # (k, B, 784), (k, B)
+        loss = None
+        for j in range(k):  # unrolled in the graph
+            grads, loss = grad_and_loss(params, xs[j], ys[j])
+            torch._foreach_add_(tensors, list(grads.values()), alpha=-lr)
+        return loss
+
+    return steps
+
+
+def _functional_epoch(w: Workload, kind: str, k: int) -> Epoch:
+    """The functional step compiled whole (``fullgraph=True``), ``k`` steps a call; the batches that do not fill
+    a call (the epoch's tail, the partial batch) run one step a call, through a second compiled function."""
+    device, model, loss_fn, _ = _torch_setup(w, kind)
+    x, y = _device_tensors(w, device)
+    bs = w.batch_size
+    one = torch.compile(_functional_step(model, loss_fn, w.lr, 1), fullgraph=True)
+    many = torch.compile(_functional_step(model, loss_fn, w.lr, k), fullgraph=True) if k > 1 else None
+    grouped = (w.n // (k * bs)) * k * bs if many else 0
+
+    def epoch() -> float:
+        loss = None
+        for i in range(0, grouped, k * bs):
+            loss = many(x[i:i + k * bs].view(k, bs, -1), y[i:i + k * bs].view(k, bs))
+        for i in range(grouped, w.n, bs):
+            loss = one(x[i:i + bs][None], y[i:i + bs][None])
+        _sync(device)
+        return float(loss)
+
+    return epoch
+
+
+@variant("torch-func", "torch-func (functional_call + grad, fullgraph compiled)", "torch", baseline="torch-compile",
+         sweep=False)
+def torch_func(w: Workload, kind: str) -> Epoch:
+    """``torch.func.grad_and_value`` over ``functional_call`` and an SGD update, the whole step one graph under
+    ``torch.compile(fullgraph=True)``: the torch twin of JAX's ``jit(grad(loss))`` step."""
+    return _functional_epoch(w, kind, 1)
+
+
+@variant("torch-func-k", f"torch-func, {STEPS_PER_CALL} steps per compiled call", "torch", baseline="torch-func",
+         sweep=False)
+def torch_func_k(w: Workload, kind: str) -> Epoch:
+    """The functional step, ``STEPS_PER_CALL`` consecutive steps unrolled in one compiled call: the nearest torch
+    comes to handing XLA a whole epoch (``jax-scan``) without writing a loop in the graph."""
+    return _functional_epoch(w, kind, STEPS_PER_CALL)
+
+
+@variant("torch-compile-ro", "torch-compile reduce-overhead (CUDA graphs)", "torch", baseline="torch-compile",
+         gpu_only=True)
 def torch_compile_ro(w: Workload, kind: str) -> Epoch:
     """``torch.compile(mode="reduce-overhead")``: Inductor's CUDA graphs, GPU only."""
     return _compiled_epoch(w, kind, "reduce-overhead")
@@ -171,7 +265,7 @@ def _warm_up_for_capture(model, loss_fn, optimizer, batches) -> None:
     optimizer.zero_grad(set_to_none=True)  # grads allocated during capture come from the graph's pool
 
 
-@variant("torch-cudagraph", "torch-cudagraph (manual CUDA graph)", gpu_only=True)
+@variant("torch-cudagraph", "torch-cudagraph (manual CUDA graph)", "torch", baseline="torch-eager", gpu_only=True)
 def torch_cudagraph(w: Workload, kind: str) -> Epoch:
     """One full-batch step captured in a CUDA graph and replayed; the last partial batch eagerly."""
     if kind != "cuda":
@@ -219,7 +313,7 @@ def _jax_state(w: Workload, kind: str):
     return device, w.spec.jax_state(jax.device_put(w.spec.to_flax(w.state_dict), device), w.lr, w.hidden, device)
 
 
-@variant("jax-notebook", "jax-notebook (jit step, host batches)")
+@variant("jax-notebook", "jax-notebook (jit step, host batches)", "jax", sweep=False)
 def jax_notebook(w: Workload, kind: str) -> Epoch:
     """The jitted step fed host numpy batches, transferred by each call, as JAX's tutorials do."""
     device, state = _jax_state(w, kind)
@@ -237,7 +331,7 @@ def jax_notebook(w: Workload, kind: str) -> Epoch:
     return epoch
 
 
-@variant("jax-jit", "jax-jit (jit step, device batches)")
+@variant("jax-jit", "jax-jit (jit step, device batches)", "jax", baseline="jax-notebook")
 def jax_jit(w: Workload, kind: str) -> Epoch:
     """The jitted step over batches put on the device once."""
     device, state = _jax_state(w, kind)
@@ -256,7 +350,7 @@ def jax_jit(w: Workload, kind: str) -> Epoch:
     return epoch
 
 
-@variant("jax-scan", "jax-scan (one compiled epoch)")
+@variant("jax-scan", "jax-scan (one compiled epoch)", "jax", baseline="jax-jit")
 def jax_scan(w: Workload, kind: str) -> Epoch:
     """The JAX side's ``train_epoch`` (``jax_impl.train``, ``jax_impl.cnn_train``): the whole epoch one compiled
     ``lax.scan``."""

@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from benchmarks import quickstart, report, schedule
+from benchmarks import quickstart, report, schedule, variants
 from benchmarks import run as bench_run
 from benchmarks.schedule import (
     Unit,
@@ -276,3 +276,46 @@ def test_samples_past_the_data_refused_not_clamped(tmp_path, capsys):
     assert code == 2 and err.count("\n") == 1 and "--samples 5000: the training set in" in err and "only 1024" in err, err
     assert not (tmp_path / "out").exists()
     assert load_workload(str(tmp_path), 1024).n == 1024  # all of it is still allowed
+
+
+@pytest.fixture(scope="module")
+def same_math_losses(data_dir):
+    """Every variant that runs on this CPU, registered now or later, two epochs over 20 full batches and a partial
+    one of 32, from the same weights at one torch thread: each epoch's last loss."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        w = load_workload(data_dir, 20 * 64 + 32, 64)
+        losses = {}
+        for name in variants.names("cpu"):
+            epoch = variants.VARIANTS[name].build(w, "cpu")
+            losses[name] = [epoch(), epoch()]
+        dropped = variants.VARIANTS["torch-eager"].build(w.subset(20 * 64), "cpu")  # the control: no partial batch
+        return losses, [dropped(), dropped()]
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_every_cpu_variant_trains_the_same_numbers(same_math_losses):
+    """The same-math test covers the registry, not a list: a new variant that computes something else fails here.
+    Float32 round-off between eager, compiled and XLA kernels is far below 1e-5 on these losses (they agree
+    bit for bit at one thread here); the control that skips the one partial batch moves them by ~1e-3."""
+    losses, dropped = same_math_losses
+    ref = losses["torch-eager"]
+    assert set(losses) >= {"torch-tutorial", "torch-compile", "torch-func", "torch-func-k", "jax-scan"}
+    bad = {n: v for n, v in losses.items() if not all(abs(a - b) <= 1e-5 for a, b in zip(v, ref, strict=True))}
+    assert bad == {}, f"variants off torch-eager's {ref}: {bad}"
+    assert not all(abs(a - b) <= 1e-5 for a, b in zip(dropped, ref, strict=True)), (dropped, ref)
+
+
+def test_variants_say_framework_and_baseline_as_data():
+    for v in variants.VARIANTS.values():
+        assert v.framework in variants.FRAMEWORKS
+        assert v.baseline is None or v.baseline in variants.VARIANTS, v
+    assert [v.name for v in variants.VARIANTS.values() if v.tutorial] == ["torch-tutorial"]
+    with pytest.raises(ValueError, match="baseline 'nope'"):
+        variants.variant("torch-x", "x", "torch", baseline="nope")
+    with pytest.raises(ValueError, match="framework 'tf'"):
+        variants.variant("tf-x", "x", "tf")
+    with pytest.raises(ValueError, match="registered twice"):
+        variants.variant("torch-eager", "x", "torch")
