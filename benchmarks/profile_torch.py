@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from quickstart_parity_common.cli import Parser, positive_int
+from quickstart_parity_common.cli import Parser, non_negative_int, positive_int
 from quickstart_parity_common.data import DataError
 
 from . import limits, schedule
@@ -174,6 +175,50 @@ def profile_split(w, steps: int) -> dict:
             "top_ops_self_ms_per_step": dict(sorted(ops.items(), key=lambda kv: -kv[1])[:15])}
 
 
+# OpenMP's idle policy and placement, which only take effect in a fresh process: each runs the "step" rung in
+# its own subprocess, the settings interleaved over rounds. (GNU OpenMP: torch's wheel links libgomp.)
+ENV_EXPERIMENTS = {
+    "default": {},
+    "OMP_WAIT_POLICY=PASSIVE (idle threads sleep at once)": {"OMP_WAIT_POLICY": "PASSIVE"},
+    "OMP_WAIT_POLICY=ACTIVE (idle threads spin)": {"OMP_WAIT_POLICY": "ACTIVE"},
+    "GOMP_SPINCOUNT=infinite": {"GOMP_SPINCOUNT": "infinite"},
+    "OMP_PROC_BIND=close, OMP_PLACES=cores (pinned)": {"OMP_PROC_BIND": "close", "OMP_PLACES": "cores"},
+}
+
+
+def env_experiments(data_dir: str, threads: int, steps: int, rounds: int, progress=None) -> list[dict]:
+    """The whole step's ms/step under each of ``ENV_EXPERIMENTS``, one fresh process per setting and round."""
+    times: dict[str, list[float]] = {k: [] for k in ENV_EXPERIMENTS}
+    for r in range(rounds):
+        names = list(ENV_EXPERIMENTS)
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            env = {**os.environ, **ENV_EXPERIMENTS[name]}
+            cmd = [sys.executable, "-m", "benchmarks.profile_torch", "--step-only", "--threads", str(threads),
+                   "--steps", str(steps), "--data-dir", data_dir]
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                raise RuntimeError(f"{name}: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'failed'}")
+            times[name].append(float(proc.stdout.split()[-1]))
+            if progress:
+                progress(f"env round {r + 1}/{rounds} {name}")
+    return [{"setting": k, "env": ENV_EXPERIMENTS[k], "ms_per_step": spread(v)} for k, v in times.items()]
+
+
+def step_only(data_dir: str, threads: int, steps: int, batch_size: int) -> float:
+    """Median ms/step of the whole step over 5 calls of ``steps`` steps, after one warm-up call."""
+    torch.set_num_threads(threads)
+    w = load_workload(data_dir, steps * batch_size, batch_size)
+    unit = dict((u.key, u) for u in ladder_units(w, steps))["step"]
+    call = unit.build()
+    call()
+    ts = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        call()
+        ts.append(time.perf_counter() - t0)
+    return 1e3 * float(np.median(ts)) / steps
+
+
 def run(data_dir: str, threads: int, steps: int, rounds: int, batch_size: int, progress=None) -> dict:
     torch.set_num_threads(threads)
     w = load_workload(data_dir, steps * batch_size, batch_size)
@@ -214,6 +259,11 @@ def table(out: dict) -> str:
     lines += [f"| {g} | {v:.3f} |" for g, v in p["groups_self_ms_per_step"].items()]
     lines += ["", "| phase (all under it) | ms/step |", "|---|---|"]
     lines += [f"| {k} | {v:.3f} |" for k, v in p["phases_ms_per_step"].items()]
+    if out.get("openmp_settings"):
+        lines += ["", "The whole step in a fresh process per OpenMP setting (interleaved rounds):", "",
+                  "| setting | ms/step, median (min–max) |", "|---|---|"]
+        lines += [f"| {e['setting']} | {e['ms_per_step']['median']:.2f} ({e['ms_per_step']['min']:.2f}–"
+                  f"{e['ms_per_step']['max']:.2f}) |" for e in out["openmp_settings"]]
     return "\n".join(lines)
 
 
@@ -225,13 +275,22 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=positive_int, default=64, help="minibatch size")
     p.add_argument("--data-dir", default="data", help="folder holding FashionMNIST/raw/")
     p.add_argument("--out", default="", help="JSON path (default benchmarks/results/cpu/torch_profile_<threads>t.json)")
+    p.add_argument("--env-rounds", type=non_negative_int, default=3,
+                   help="rounds of the OpenMP settings' subprocesses (0: skip)")
+    p.add_argument("--step-only", action="store_true", help="print the whole step's ms/step and exit (the subprocess "
+                                                            "form the OpenMP experiments run)")
     a = p.parse_args(argv)
     if a.steps * a.batch_size > 60000:
         p.error(f"--steps {a.steps} x --batch-size {a.batch_size}: more samples than the training set's 60000")
+    progress = lambda text: print(f"  {text}", file=sys.stderr, flush=True)  # noqa: E731
     try:
-        out = run(a.data_dir, a.threads, a.steps, a.rounds, a.batch_size,
-                  progress=lambda text: print(f"  {text}", file=sys.stderr, flush=True))
-    except DataError as e:
+        if a.step_only:
+            print(f"ms/step {step_only(a.data_dir, a.threads, a.steps, a.batch_size):.6f}")
+            return 0
+        out = run(a.data_dir, a.threads, a.steps, a.rounds, a.batch_size, progress=progress)
+        out["openmp_settings"] = env_experiments(a.data_dir, a.threads, a.steps, a.env_rounds, progress) \
+            if a.env_rounds > 0 else []
+    except (DataError, RuntimeError) as e:
         print(f"python -m benchmarks.profile_torch: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     out["meta"]["load_average_at_end"] = list(os.getloadavg())

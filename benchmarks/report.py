@@ -24,6 +24,8 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
+from .schedule import ARITHMETIC_BOUND  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results"
 COLORS = {"torch": "tab:red", "jax": "tab:blue"}
 
@@ -210,35 +212,45 @@ def charts(out: dict, stem: Path) -> list[str]:
     sweeps = [r for dev in out["devices"].values() for r in dev["sweeps"]]
     if sweeps:
         paths.append(str(stem.with_name(stem.name + "_sweep.png")))
-        fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+        shares = all("of_limit" in r for r in sweeps)  # runs before the per-point limit have throughput only
+        fig, grid = plt.subplots(2 if shares else 1, 2, figsize=(13, 8.6 if shares else 4.8), squeeze=False)
         width0 = out["meta"]["hidden"][0]
-        panels = ((axes[0], "batch_size", lambda r: r["hidden"] == width0, f"batch size (hidden {width0}; log2 axis)"),
-                  (axes[1], "hidden", lambda r: r["batch_size"] == 64, "hidden width (batch 64; log2 axis)"))
-        for ax, xkey, keep, xlabel in panels:
-            series = sorted({(r["device"], r["framework"], r["variant"]) for r in sweeps})
-            for kind, fw, name in series:
-                pts = sorted((r[xkey], r["samples_per_s"]) for r in sweeps
-                             if keep(r) and (r["device"], r["framework"], r["variant"]) == (kind, fw, name))
-                if not pts:
-                    continue
-                xs = [p[0] for p in pts]
-                ms = [p[1]["median"] for p in pts]
-                ax.errorbar(xs, ms,
-                            yerr=[[m - p[1]["min"] for m, p in zip(ms, pts, strict=True)],
-                                  [p[1]["max"] - m for m, p in zip(ms, pts, strict=True)]],
-                            fmt="-o" if kind == "cpu" else "--s", color=COLORS[fw], capsize=3, label=f"{name} ({kind})")
-                ax.set_xticks(xs, [str(x) for x in xs])
-            ax.set_xscale("log", base=2)
-            ax.set_xticks(sorted({r[xkey] for r in sweeps if keep(r)}),
-                          [str(x) for x in sorted({r[xkey] for r in sweeps if keep(r)})])
-            ax.minorticks_off()
-            ax.set_ylim(bottom=0)
-            ax.set_xlabel(xlabel)
-            ax.set_ylabel("training samples / s (linear axis from 0)")
-            ax.grid(True, alpha=0.3)
-            ax.legend(fontsize=8)
+        panels = (("batch_size", lambda r: r["hidden"] == width0, f"batch size (hidden {width0}; log2 axis)"),
+                  ("hidden", lambda r: r["batch_size"] == 64, "hidden width (batch 64; log2 axis)"))
+        measures = [("samples_per_s", 1, "training samples / s (linear axis from 0)")]
+        if shares:
+            measures.append(("of_limit", 100, "share of this point's measured limit, % (median, min–max)"))
+        for row_i, (field, scale, ylabel) in enumerate(measures):
+            for col, (xkey, keep, xlabel) in enumerate(panels):
+                ax = grid[row_i][col]
+                series = sorted({(r["device"], r["framework"], r["variant"]) for r in sweeps})
+                for kind, fw, name in series:
+                    pts = sorted((r[xkey], r[field]) for r in sweeps
+                                 if keep(r) and (r["device"], r["framework"], r["variant"]) == (kind, fw, name))
+                    if not pts:
+                        continue
+                    xs = [p[0] for p in pts]
+                    ms = [scale * p[1]["median"] for p in pts]
+                    ax.errorbar(xs, ms,
+                                yerr=[[m - scale * p[1]["min"] for m, p in zip(ms, pts, strict=True)],
+                                      [scale * p[1]["max"] - m for m, p in zip(ms, pts, strict=True)]],
+                                fmt="-o" if kind == "cpu" else "--s", color=COLORS[fw], capsize=3,
+                                label=f"{name} ({kind})")
+                if field == "of_limit":
+                    ax.axhline(100 * ARITHMETIC_BOUND, color="grey", ls=":", lw=1)
+                    ax.text(ax.get_xlim()[0], 100 * ARITHMETIC_BOUND, f" {100 * ARITHMETIC_BOUND:.0f}%: bound by "
+                            "arithmetic above", fontsize=7, va="bottom", color="grey")
+                ax.set_xscale("log", base=2)
+                ax.set_xticks(sorted({r[xkey] for r in sweeps if keep(r)}),
+                              [str(x) for x in sorted({r[xkey] for r in sweeps if keep(r)})])
+                ax.minorticks_off()
+                ax.set_ylim(bottom=0)
+                ax.set_xlabel(xlabel)
+                ax.set_ylabel(ylabel)
+                ax.grid(True, alpha=0.3)
+                ax.legend(fontsize=8)
         rounds = max(r["rounds"] for r in sweeps)
-        fig.suptitle("Throughput of the fastest variant per framework against batch size and width: "
+        fig.suptitle("Throughput and share of the limit of the fastest variant per framework against batch size and width: "
                      f"median of {rounds} interleaved rounds per point (whiskers: min–max)"
                      + ("  [--quick subset]" if out["meta"]["quick"] else ""), fontsize=9)
         fig.tight_layout()
@@ -271,8 +283,30 @@ def section(data: dict, kind: str, json_path: str, charts_dir: str = "benchmarks
         lines.append(f"- torch-eager at {row['threads']} thread(s): {fmt_spread_s(row['epoch_equivalent_s'])} s/epoch"
                      f" from its first {row['probe_steps']} steps{chosen}")
     lines.append("")
+    lines += sweep_lines(dev, meta)
     lines += [f"![epoch time and share of the limit]({charts_dir}/{c})" for c in data.get("charts", [])]
     return "\n".join(lines)
+
+
+def sweep_lines(dev: dict, meta: dict) -> list[str]:
+    """The sweeps as a table (epoch-equivalent time and share of each point's own limit), and where each
+    framework's step becomes bound by arithmetic."""
+    rows = [r for r in dev.get("sweeps", []) if "of_limit" in r]
+    if not rows:
+        return []
+    lines = [f"Sweeps ({len(rows) // max(1, len({r['framework'] for r in rows}))} points per framework, "
+             f"{rows[0]['rounds']} interleaved rounds each, the point's own limit probes in the same rounds):", "",
+             "| variant | batch | hidden | s per 60,000 samples | GFLOP/s | share of the point's limit |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {r['variant']} | {r['batch_size']} | {r['hidden']} | {r['epoch_s_equivalent']:.2f} | {r['gflops']:.1f} "
+              f"| {fmt_share(r['of_limit'])} |" for r in rows]
+    bound = dev.get("arithmetic_bound_from") or {}
+    words = {"batch_size": f"batch size (width {meta['hidden'][0]})", "hidden": "width (batch 64)"}
+    for fw, axes in bound.items():
+        said = [f"from {words[a]} {v}" if v is not None else f"nowhere in the {words[a]} sweep" for a, v in axes.items()]
+        lines.append(f"- {fw}: bound by arithmetic (at or above {100 * ARITHMETIC_BOUND:.0f}% of the limit from that "
+                     f"point on) {' and '.join(said)}")
+    return lines + [""]
 
 
 def legacy_section(data: dict, kind: str, json_path: str, charts_dir: str = "benchmarks/results") -> str:

@@ -32,7 +32,7 @@ from quickstart_parity_common.cli import HelpFormatter, Parser, non_negative_int
 from quickstart_parity_common.data import DataError  # noqa: E402
 
 from . import limits, memory, report, schedule, variants  # noqa: E402
-from .schedule import Timing, Unit, paired_ratio, per_round_max, spread  # noqa: E402
+from .schedule import ARITHMETIC_BOUND, Timing, Unit, paired_ratio, per_round_max, spread  # noqa: E402
 from .workload import MODELS, Workload, load_workload  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -283,14 +283,36 @@ def sweep(kind: str, s: Settings, threads: int, w: Workload, rows: list[dict], p
         budget = (2e11 if kind == "cpu" else 5e12) / (w.subset(1, hidden=hidden).flops_per_sample * 3)
         n = int(min(w.n, max(8 * batch, budget)) // batch * batch)
         sub = w.subset(n, batch_size=batch, hidden=hidden)
+        probes = limit_units(sub, kind, threads, "fp32", "")  # this point's own limit, in the same rounds
         units = [variant_unit(name, sub, kind, threads, "fp32", name) for name in fastest.values()]
-        timings, _ = schedule.run_rounds(units, SWEEP_ROUNDS if not s.quick else 2, progress=progress)
+        timings, _ = schedule.run_rounds(units + [u for u, _ in probes], SWEEP_ROUNDS if not s.quick else 2,
+                                         progress=progress)
+        limit = per_round_max([timings[u.key].rates for u, _ in probes])
         for fw, name in fastest.items():
             t = timings[name]
             sps = spread([n / x for x in t.times])
+            of_limit = _ratio(t.rates, limit)
             out.append({"framework": fw, "variant": name, "device": kind, "batch_size": batch, "hidden": width,
                         "samples": n, "samples_per_s": sps, "gflops": sps["median"] * sub.flops_per_sample / 1e9,
-                        "warmup_s": t.warmup_s, "rounds": len(t.times)})
+                        "epoch_s_equivalent": w.n / sps["median"], "limit_gflops": spread([r / 1e9 for r in limit]),
+                        "of_limit": of_limit, "warmup_s": t.warmup_s, "rounds": len(t.times)})
+    return out
+
+
+def arithmetic_bound_from(sweeps: list[dict], width0: int) -> dict[str, dict]:
+    """Per framework and sweep axis (batch size at the workload's width ``width0``, width at batch 64), the
+    smallest point from which the fastest variant's share of the limit stays at or above ``ARITHMETIC_BOUND``:
+    where the step stops being bound by overhead (dispatch, Python, small kernels) and becomes bound by its
+    matrix products. None: not within the sweep."""
+    out: dict[str, dict] = {}
+    for fw in sorted({r["framework"] for r in sweeps}):
+        rows = [r for r in sweeps if r["framework"] == fw]
+        out[fw] = {}
+        for axis, pts in (("batch_size", [r for r in rows if r["hidden"] == width0]),
+                          ("hidden", [r for r in rows if r["batch_size"] == 64])):
+            pts = sorted(pts, key=lambda r: r[axis])
+            out[fw][axis] = next((r[axis] for i, r in enumerate(pts)
+                                  if all(q["of_limit"]["median"] >= ARITHMETIC_BOUND for q in pts[i:])), None)
     return out
 
 
@@ -321,6 +343,7 @@ def measure_device(kind: str, s: Settings, w: Workload) -> dict:
     result["thread_study"] = thread_study
     result["order"] = [[key for phase, r, key in log if phase == "round" and r == i] for i in range(s.rounds)]
     result["sweeps"] = sweep(kind, s, threads, w, result["variants"], progress) if s.sweep else []
+    result["arithmetic_bound_from"] = arithmetic_bound_from(result["sweeps"], w.hidden[0])
     bar.close()
     return result
 

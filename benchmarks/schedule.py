@@ -19,6 +19,9 @@ import numpy as np
 # A quantity whose interquartile range across rounds exceeds this fraction of its median is
 # flagged noisy: its median is printed with the flag, not as a fact.
 NOISY_IQR = 0.10
+# A step whose share of the limit (its own matrix products, back to back) reaches this is bound by arithmetic,
+# not by what runs between the products (dispatch, Python, small kernels).
+ARITHMETIC_BOUND = 0.8
 
 
 @dataclass(frozen=True)

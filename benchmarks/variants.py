@@ -223,8 +223,7 @@ def _functional_epoch(w: Workload, kind: str, k: int) -> Epoch:
     return epoch
 
 
-@variant("torch-func", "torch-func (functional_call + grad, fullgraph compiled)", "torch", baseline="torch-compile",
-         sweep=False)
+@variant("torch-func", "torch-func (functional_call + grad, fullgraph compiled)", "torch", baseline="torch-compile")
 def torch_func(w: Workload, kind: str) -> Epoch:
     """``torch.func.grad_and_value`` over ``functional_call`` and an SGD update, the whole step one graph under
     ``torch.compile(fullgraph=True)``: the torch twin of JAX's ``jit(grad(loss))`` step."""
