@@ -31,7 +31,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 from quickstart_parity_common.cli import Parser, non_negative_int, positive_int
 from quickstart_parity_common.data import DataError
 
-from . import limits, schedule
+from . import limits, report, schedule
 from .schedule import Unit, spread
 from .variants import _torch_setup
 from .workload import load_workload
@@ -238,35 +238,6 @@ def run(data_dir: str, threads: int, steps: int, rounds: int, batch_size: int, p
             "ladder": ladder, "profile": profile_split(w, steps)}
 
 
-def table(out: dict) -> str:
-    m = out["meta"]
-    lines = [f"torch {m['torch']} eager step, batch {m['batch_size']}, {m['torch_threads']} thread(s), {m['cpu_model']} "
-             f"({m['cpu_count']} cores); {m['rounds']} interleaved rounds of {m['steps']} steps", "",
-             "| rung | ms/step, median (min–max) | extra over the rung above | share of the matmul probe |",
-             "|---|---|---|---|"]
-    prev = None
-    for row in out["ladder"]:
-        ms = row["ms_per_step"]
-        extra = "" if prev is None or row["rung"] == "manual" else f"{ms['median'] - prev:+.2f} ms"
-        lines.append(f"| {row['rung']} | {ms['median']:.2f} ({ms['min']:.2f}–{ms['max']:.2f}) | {extra} | "
-                     f"{row['of_limit']:.0%} |")
-        if row["rung"] != "manual":
-            prev = ms["median"]
-    p = out["profile"]
-    lines += ["", f"torch.profiler, self CPU ms per step over {p['steps']} steps (profiled wall "
-                  f"{p['wall_ms_per_step_profiled']:.2f} ms/step; {p['outside_phases_ms_per_step']:.2f} ms outside the "
-                  "five phases)", "", "| op group | ms/step |", "|---|---|"]
-    lines += [f"| {g} | {v:.3f} |" for g, v in p["groups_self_ms_per_step"].items()]
-    lines += ["", "| phase (all under it) | ms/step |", "|---|---|"]
-    lines += [f"| {k} | {v:.3f} |" for k, v in p["phases_ms_per_step"].items()]
-    if out.get("openmp_settings"):
-        lines += ["", "The whole step in a fresh process per OpenMP setting (interleaved rounds):", "",
-                  "| setting | ms/step, median (min–max) |", "|---|---|"]
-        lines += [f"| {e['setting']} | {e['ms_per_step']['median']:.2f} ({e['ms_per_step']['min']:.2f}–"
-                  f"{e['ms_per_step']['max']:.2f}) |" for e in out["openmp_settings"]]
-    return "\n".join(lines)
-
-
 def main(argv=None) -> int:
     p = Parser(prog="python -m benchmarks.profile_torch", description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=positive_int, default=1, help="torch intra-op threads")
@@ -297,7 +268,7 @@ def main(argv=None) -> int:
     path = Path(a.out or RESULTS / f"torch_profile_{a.threads}t.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2) + "\n")
-    print(table(out))
+    print(report.torch_profile_section(out))
     print(f"\nwrote {path}")
     return 0
 

@@ -365,6 +365,36 @@ def parity_gpu_section(runs: dict[str, dict], paths: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+def torch_profile_section(out: dict) -> str:
+    """``python -m benchmarks.profile_torch``'s JSON as markdown: the ladder, the profiler's split, the OpenMP settings."""
+    m = out["meta"]
+    lines = [f"torch {m['torch']} eager step, batch {m['batch_size']}, {m['torch_threads']} thread(s), {m['cpu_model']} "
+             f"({m['cpu_count']} cores); {m['rounds']} interleaved rounds of {m['steps']} steps", "",
+             "| rung | ms/step, median (min–max) | extra over the rung above | share of the matmul probe |",
+             "|---|---|---|---|"]
+    prev = None
+    for row in out["ladder"]:
+        ms = row["ms_per_step"]
+        extra = "" if prev is None or row["rung"] == "manual" else f"{ms['median'] - prev:+.2f} ms"
+        lines.append(f"| {row['rung']} | {ms['median']:.2f} ({ms['min']:.2f}–{ms['max']:.2f}) | {extra} | "
+                     f"{row['of_limit']:.0%} |")
+        if row["rung"] != "manual":
+            prev = ms["median"]
+    p = out["profile"]
+    lines += ["", f"torch.profiler, self CPU ms per step over {p['steps']} steps (profiled wall "
+                  f"{p['wall_ms_per_step_profiled']:.2f} ms/step; {p['outside_phases_ms_per_step']:.2f} ms outside the "
+                  "five phases)", "", "| op group | ms/step |", "|---|---|"]
+    lines += [f"| {g} | {v:.3f} |" for g, v in p["groups_self_ms_per_step"].items()]
+    lines += ["", "| phase (all under it) | ms/step |", "|---|---|"]
+    lines += [f"| {k} | {v:.3f} |" for k, v in p["phases_ms_per_step"].items()]
+    if out.get("openmp_settings"):
+        lines += ["", "The whole step in a fresh process per OpenMP setting (interleaved rounds):", "",
+                  "| setting | ms/step, median (min–max) |", "|---|---|"]
+        lines += [f"| {e['setting']} | {e['ms_per_step']['median']:.2f} ({e['ms_per_step']['min']:.2f}–"
+                  f"{e['ms_per_step']['max']:.2f}) |" for e in out["openmp_settings"]]
+    return "\n".join(lines)
+
+
 # The README's headline ratios (faster, baseline), looked up in each device's paired rounds (fp32 on the GPU);
 # then the fastest variant of each framework against the other's, whichever they are in that run (runs recorded
 # before variants carried ``tutorial`` as data are read by the tutorial's name).
@@ -421,7 +451,7 @@ def rewrite_pages(pages: list[Path], results: Path = RESULTS) -> dict[Path, list
                                                                 _rel(results, page)))
                 done[page].append(name)
         extra = {"results:quickstart:cpu": _quickstart_block, "results:parity:cuda": _parity_gpu_block,
-                 "results:headline": _headline_block}
+                 "results:headline": _headline_block, "results:torch_profile:cpu": _torch_profile_block}
         for name, make in extra.items():
             begin, end = f"<!-- {name} -->", f"<!-- /{name} -->"
             if begin in text and end in text and (block := make(page, results)) is not None:
@@ -449,6 +479,13 @@ def _rel(path: Path, page: Path) -> str:
 def _quickstart_block(readme: Path, results: Path) -> str | None:
     path = results / "cpu" / "quickstart_cpu.json"
     return quickstart_section(json.loads(path.read_text()), _rel(path, readme)) if path.exists() else None
+
+
+def _torch_profile_block(page: Path, results: Path) -> str | None:
+    """Every ``torch_profile_<N>t.json`` (one per thread count), each with its link."""
+    paths = sorted((results / "cpu").glob("torch_profile_*t.json"))
+    return "\n\n".join(f"[JSON]({_rel(p, page)}): " + torch_profile_section(json.loads(p.read_text()))
+                       for p in paths) if paths else None
 
 
 def _headline_block(page: Path, results: Path) -> str | None:

@@ -4,6 +4,7 @@ import json
 import math
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -319,3 +320,38 @@ def test_variants_say_framework_and_baseline_as_data():
         variants.variant("tf-x", "x", "tf")
     with pytest.raises(ValueError, match="registered twice"):
         variants.variant("torch-eager", "x", "torch")
+
+
+def test_profile_ladder_and_split_written(data_dir, tmp_path, capsys):
+    from benchmarks import profile_torch  # noqa: PLC0415 -- torch.profiler only here
+
+    out = tmp_path / "p.json"
+    assert profile_torch.main(["--steps", "12", "--rounds", "2", "--env-rounds", "0", "--data-dir", data_dir,
+                               "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert [r["rung"] for r in data["ladder"]] == ["matmuls only (limit probe)", "forward", "forward+loss",
+                                                   "forward+loss+backward", "step", "manual"]
+    assert all(r["ms_per_step"]["n"] == 2 and r["ms_per_step"]["median"] > 0 for r in data["ladder"])
+    p = data["profile"]
+    assert set(p["phases_ms_per_step"]) == set(profile_torch.PHASES) and p["groups_self_ms_per_step"]["matmul"] > 0
+    page = capsys.readouterr().out
+    assert "| step |" in page and "| matmul |" in page
+
+
+def test_profile_manual_step_is_autograds_step(data_dir):
+    """The ladder's hand-written rung prices autograd and the optimizer object only if it computes their step."""
+    from benchmarks import profile_torch  # noqa: PLC0415
+    from benchmarks.variants import _torch_setup  # noqa: PLC0415
+
+    w = load_workload(data_dir, 5 * 64, 64)
+    _, model, loss_fn, opt = _torch_setup(w, "cpu")
+    _, manual_model, _, _ = _torch_setup(w, "cpu")
+    step = profile_torch._manual_step([p.detach() for p in manual_model.parameters()], w.lr)
+    for x, y in profile_torch._batches(w, 5):
+        loss_fn(model(x), y).backward()
+        opt.step()
+        opt.zero_grad()
+        step(x, y)
+    for (name, a), b in zip(model.state_dict().items(), manual_model.state_dict().values(), strict=True):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=0, atol=1e-6, err_msg=name)
+        assert not torch.equal(a, torch.from_numpy(w.state_dict[name])), name  # it trained
