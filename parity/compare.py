@@ -188,12 +188,20 @@ def uniform_init_violations(params) -> list[str]:
     """
     problems = []
     for name, layer in params.items():
-        fan_in = layer["kernel"].shape[0]
+        kernel = layer.get("kernel")
+        if kernel is None or np.ndim(kernel) != 2 or np.shape(kernel)[0] == 0:  # no fan-in, no bound to hold it to
+            problems.append(f"{name}: no (fan_in, fan_out) kernel to take the bound from "
+                            f"(kernel shape {None if kernel is None else np.shape(kernel)})")
+            continue
+        fan_in = np.shape(kernel)[0]
         b = 1 / math.sqrt(fan_in)
         top = max(b, float(np.float32(b)))
         for part, w in layer.items():
             w = np.asarray(w, np.float64).ravel()
             n = w.size
+            if n == 0:  # min/max of nothing: an empty leaf is no draw at all
+                problems.append(f"{name}/{part}: empty")
+                continue
             if not np.all(np.isfinite(w)):  # every check below is a ``>``: NaN would pass them all
                 problems.append(f"{name}/{part}: {int(np.sum(~np.isfinite(w)))} non-finite values")
                 continue

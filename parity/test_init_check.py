@@ -239,6 +239,18 @@ def test_one_value_leaf():
     assert uniform_init_violations({"l": layer}) == []
 
 
+@pytest.mark.parametrize("layer,said", [
+    ({"kernel": np.zeros((512, 10)), "bias": np.zeros(0)}, "l/bias: empty"),
+    ({"kernel": np.zeros((0, 10)), "bias": np.zeros(10)}, "l: no (fan_in, fan_out) kernel"),
+    ({"bias": np.zeros(10)}, "l: no (fan_in, fan_out) kernel"),
+    ({"kernel": np.zeros(10), "bias": np.zeros(10)}, "l: no (fan_in, fan_out) kernel"),
+], ids=["empty leaf", "no fan-in", "no kernel", "1-d kernel"])
+def test_degenerate_layers_are_named_not_crashed_on(layer, said):
+    """min/max of an empty leaf and 1/sqrt(0) used to raise: a layer the bound cannot apply to is a finding."""
+    problems = uniform_init_violations({"l": layer})
+    assert problems and problems[0].startswith(said), problems
+
+
 # --- the real wrong initialisations, drawn ------------------------------------------------------------
 
 def _mlp(init) -> dict:
