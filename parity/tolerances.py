@@ -20,6 +20,10 @@ import numpy as np
 EPS32 = float(np.finfo(np.float32).eps)  # 2^-23: float32's spacing at 1
 MAX_MARGIN = 20.0
 STEPS_PER_EPOCH = 938  # 60,000 / 64, the last batch of 32 included
+# The models these tolerances were calibrated on (python -m parity.calibrate trains the MLP): python -m parity
+# judges them with them (side_by_side.run); every other registered pair derives its tolerances from its own
+# float64 runs in the same command (cnn_side_by_side.run).
+CALIBRATED_MODELS = ("mlp",)
 
 
 @dataclass(frozen=True)
