@@ -52,9 +52,12 @@ def _torch_masked(model: torch.nn.Module, p: Pair, masks: Masks) -> None:
     for name, m in model.named_modules():
         if not isinstance(m, _TORCH_DROPOUTS) or m.p == 0:
             continue
-        if name not in sites or type(m) is not torch.nn.Dropout:
+        if name not in sites:
             raise ValueError(f"--model {p.name}: torch's {type(m).__name__} {name!r} is not a dropout site of the "
                              f"registry (quickstart_parity_common.models: {', '.join(sites) or 'none'})")
+        if type(m) is not torch.nn.Dropout:  # a site's mask is one draw per feature: nn.Dropout's, not a channel's
+            raise ValueError(f"--model {p.name}: dropout site {name!r} is a {type(m).__name__}; the shared masks "
+                             "are per feature (nn.Dropout)")
         site = sites[name]
 
         def drop(mod, args, out, site=site):

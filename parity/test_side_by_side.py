@@ -2,11 +2,14 @@
 failure) and 2 on a bad input; the derived run takes every registered pair."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
 
 from jax_impl import checkpoint as jcheckpoint
 from jax_impl.model import init_params
@@ -14,6 +17,7 @@ from parity import cnn_side_by_side, side_by_side
 from parity import harness as H
 from parity import side_by_side as S
 from parity.__main__ import main, parser
+from parity._engine import Masks
 from parity.side_by_side import SideBySideConfig
 from quickstart_parity_pairs import PAIRS
 from reference_torch import checkpoint as tcheckpoint
@@ -168,3 +172,19 @@ def test_cli_save_is_honoured(tiny, tmp_path):
     params = jcheckpoint.load(tmp_path / "m.msgpack", init_params(jax.random.PRNGKey(0), (16,)))
     np.testing.assert_array_equal(H.params_as_torch_numpy(params)["linear_relu_stack.0.weight"].shape,
                                   model.state_dict()["linear_relu_stack.0.weight"].shape)
+
+
+def test_derived_run_refuses_a_dropout_the_registry_does_not_list():
+    """A Dropout without a site would draw its own masks on each side (torch's and JAX's RNGs never agree): both
+    sides refuse it by name instead of failing the comparison as if the port were wrong."""
+    cnn = PAIRS["cnn"]
+    bare = dataclasses.replace(cnn, format=dataclasses.replace(cnn.format, dropout=()))
+    torch.manual_seed(0)
+    model = cnn.torch_module(cnn.hidden)
+    with pytest.raises(ValueError, match="torch's Dropout 'dropout' is not a dropout site"):
+        cnn_side_by_side._torch_masked(model, bare, Masks(0))
+    variables = cnn.to_flax({k: v.numpy() for k, v in model.state_dict().items()})
+    x = jnp.zeros((2, 784), jnp.float32)
+    with pytest.raises(ValueError, match="Flax's Dropout 'dropout' is not a dropout site"):
+        cnn_side_by_side._flax_apply(bare, cnn.jax.module(cnn.hidden), variables, x, {}, True)
+    cnn_side_by_side._torch_masked(cnn.torch_module(cnn.hidden), cnn, Masks(0))  # the registered site is taken
