@@ -12,6 +12,7 @@ from quickstart_parity_common.cli import (
     run_guarded,
 )
 from quickstart_parity_common.data import DataError
+from quickstart_parity_common.models import MODELS
 from quickstart_parity_common.report import NonFiniteLossError
 
 
@@ -20,22 +21,22 @@ def main(argv=None) -> int:
                     JAX_DEVICES)
     add_checkpoint_flags(p)
     args = p.parse_args(argv)
-    if args.model == "cnn" and (args.checkpoint_dir or args.resume or args.load or args.limit_train):
-        p.error("--model cnn: --checkpoint-dir, --resume, --load and --limit-train are for the MLP only "
-                "(not built yet for the CNN)")
+    if not MODELS[args.model].resumable and (args.checkpoint_dir or args.resume or args.load or args.limit_train):
+        p.error(f"--model {args.model}: --checkpoint-dir, --resume, --load and --limit-train are not built yet for it "
+                f"(only for {', '.join(n for n, m in MODELS.items() if m.resumable)})")
     try:  # before JAX starts: a bad XLA_FLAGS aborts the process there
         check_xla_flags()
     except XLAFlagsError as e:
         p.exit(2, f"{p.prog}: error: {e}\n")
     # JAX is imported only once the flags are valid: a bad flag is refused in a second, not after
     # JAX's import (tests/test_cli_validation.py runs every bad flag as a subprocess).
-    from . import cnn_train  # noqa: PLC0415 -- JAX after the flags (above)
-    from .checkpoint import CheckpointError  # noqa: PLC0415 -- as above
-    from .train import Config, DeviceError, run  # noqa: PLC0415 -- as above
+    from .checkpoint import CheckpointError  # noqa: PLC0415 -- JAX after the flags (above)
+    from .registry import MODELS as RUNS  # noqa: PLC0415 -- as above
+    from .train import Config, DeviceError  # noqa: PLC0415 -- as above
 
     config = Config(**vars(args))
     progress = Progress(epochs=config.epochs, checkpoint_dir=config.checkpoint_dir)
-    train_fn = cnn_train.run if config.model == "cnn" else run
+    train_fn = RUNS[config.model].run
     return run_guarded(lambda: train_fn(config, progress), (DataError, DeviceError, CheckpointError, NonFiniteLossError),
                        p.prog, progress)
 

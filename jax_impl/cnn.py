@@ -20,12 +20,16 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+# The shapes and the dropout probability live once, below both sides (the benchmarks count the step's
+# matrix products from them, parity draws the dropout masks of that shape).
+from quickstart_parity_common.models import CNN_CHANNELS as CHANNELS
+from quickstart_parity_common.models import CNN_DROPOUT as DROPOUT
+from quickstart_parity_common.models import CNN_FLAT as FLAT
+from quickstart_parity_common.models import CNN_HIDDEN as HIDDEN
+from quickstart_parity_common.models import NUM_CLASSES
+
 from .model import torch_linear_init
 
-NUM_CLASSES = 10
-CHANNELS = (16, 32)
-HIDDEN = 128
-FLAT = CHANNELS[1] * 7 * 7  # 28 -> conv1 28 -> conv2 (stride 2) 14 -> pool 7
 PAD1 = ((1, 1), (1, 1))  # torch padding=1, explicitly on both sides of H and W
 
 
@@ -74,7 +78,7 @@ def conv_init(fan_in: int):
 class CNN(nn.Module):
     """The convnet; ``dropout`` is the Dropout probability (torch's ``p``, Flax's ``rate``)."""
 
-    dropout: float = 0.25
+    dropout: float = DROPOUT
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -102,6 +106,6 @@ class CNN(nn.Module):
                         name="fc2")(x)  # (B, 10)
 
 
-def init_variables(key: jax.Array, dropout: float = 0.25) -> dict:
+def init_variables(key: jax.Array, dropout: float = DROPOUT) -> dict:
     """Fresh ``{"params", "batch_stats"}`` of ``CNN`` from ``key``."""
     return dict(CNN(dropout).init(key, jnp.zeros((1, 784), jnp.float32)))

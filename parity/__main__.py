@@ -22,10 +22,12 @@ from quickstart_parity_common.cli import (
     run_guarded,
 )
 from quickstart_parity_common.data import DataError
+from quickstart_parity_common.models import MODEL_NAMES, model_help
 
-from .cnn_side_by_side import run as run_cnn
+from .cnn_side_by_side import run as run_derived
 from .precision import MODES
 from .side_by_side import DEVICES, SideBySideConfig, run
+from .tolerances import CALIBRATED_MODELS
 
 
 def parser() -> argparse.ArgumentParser:
@@ -39,8 +41,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=non_negative_int, default=0,
                    help="torch intra-op threads (0: torch's default, one per core)")
     p.add_argument("--out-dir", type=out_dir, default="runs", help="folder for the JSON report and the PNG plot")
-    p.add_argument("--model", choices=("mlp", "cnn"), default="mlp",
-                   help="cnn: the convnet pair, same dropout masks, float64 runs for the tolerances (CPU)")
+    p.add_argument("--model", choices=MODEL_NAMES, default="mlp",
+                   help=f"{model_help()}. {', '.join(CALIBRATED_MODELS)}: calibrated tolerances; every other model: the "
+                   "same dropout masks on both sides and float64 runs for the tolerances (CPU)")
     return p
 
 
@@ -50,8 +53,8 @@ def parse(argv=None) -> SideBySideConfig:
     args = p.parse_args(argv)
     if args.save and Path(args.save).suffix == ".msgpack":
         p.error(f"--save {args.save}: name the torch checkpoint (e.g. model.pth); JAX's goes next to it as .msgpack")
-    if args.model == "cnn" and (args.device != "cpu" or args.save):
-        p.error("--model cnn runs on the CPU with float64 references and saves nothing: drop --device/--save")
+    if args.model not in CALIBRATED_MODELS and (args.device != "cpu" or args.save):
+        p.error(f"--model {args.model} runs on the CPU with float64 references and saves nothing: drop --device/--save")
     try:  # JAX is imported but not started yet: a bad XLA_FLAGS would abort the process at its start
         check_xla_flags()
     except XLAFlagsError as e:
@@ -63,7 +66,7 @@ def main(argv=None) -> int:
     cfg = parse(argv)
     result = {}
     # One error line for a bad input or a failed allocation (--hidden 100000000), exit 130 for Ctrl-C.
-    code = run_guarded(lambda: result.setdefault("report", (run_cnn if cfg.model == "cnn" else run)(cfg)),
+    code = run_guarded(lambda: result.setdefault("report", (run if cfg.model in CALIBRATED_MODELS else run_derived)(cfg)),
                        (DataError, DeviceError), "python -m parity")
     if code:
         return code

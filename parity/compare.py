@@ -6,7 +6,7 @@ The pattern is optax's ``test_utils``: flatten both trees, check that the struct
 Non-finite values fail, in either tree, even where both hold the same inf or NaN (unlike
 ``assert_allclose``, which counts inf == inf and NaN == NaN as equal): these functions judge trained
 numbers, and an inf or NaN there means a run diverged, not that two runs agree.
-``parity/test_referee.py`` tests every function here on hand-made inputs.
+``parity/test_compare.py`` tests every function here on hand-made inputs.
 """
 from __future__ import annotations
 

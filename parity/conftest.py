@@ -2,7 +2,6 @@
 import pytest
 
 from . import harness as H
-from .tolerances import loss_atol  # noqa: F401 - the tests' name for the per-step loss bound
 
 
 @pytest.fixture(scope="session")

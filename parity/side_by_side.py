@@ -50,7 +50,7 @@ class SideBySideConfig:
     precision: str = "default"
     threads: int = 0
     out_dir: str = "runs"
-    model: str = "mlp"  # "cnn": parity.cnn_side_by_side.run
+    model: str = "mlp"  # quickstart_parity_pairs.PAIRS: tolerances.CALIBRATED_MODELS run here, others cnn_side_by_side
     verbose: bool = True
 
 
@@ -177,18 +177,26 @@ def table_row(row: dict) -> str:
             f"| {row['max_param_diff']:>14.3e} | {row['torch_epoch_s']:>7.2f} | {row['jax_epoch_s']:>5.2f} |")
 
 
-def make_report(cfg: SideBySideConfig, s: Setup, rows: list[dict], failures: list[str],
-                t_curve: np.ndarray, j_curve: np.ndarray) -> dict:
-    """The JSON report: configuration, devices, versions, each epoch's row and the verdict."""
+def report_head(cfg: SideBySideConfig, mode_line: str, plat: str, torch_device: str, jax_device: str) -> dict:
+    """What every ``python -m parity`` report opens with (``make_report``, ``cnn_side_by_side.run``): the
+    configuration, the precision mode, the devices and the versions."""
     return {
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
-        "precision": s.mode_line,
-        "platform": s.platform,
-        "torch_device": s.torch_device,
-        "jax_device": s.jax_device,
+        "precision": mode_line,
+        "platform": plat,
+        "torch_device": torch_device,
+        "jax_device": jax_device,
         "versions": {"torch": torch.__version__, "jax": jax.__version__, "python": sys.version.split()[0],
                      "numpy": np.__version__},
         "cpu": platform.processor() or platform.machine(),
+    }
+
+
+def make_report(cfg: SideBySideConfig, s: Setup, rows: list[dict], failures: list[str],
+                t_curve: np.ndarray, j_curve: np.ndarray) -> dict:
+    """The JSON report: ``report_head``, each epoch's row and the verdict."""
+    return {
+        **report_head(cfg, s.mode_line, s.platform, s.torch_device, s.jax_device),
         "epochs": rows,
         "max_step_loss_diff": float(np.max(np.abs(t_curve - j_curve))) if t_curve.size else 0.0,
         "max_param_diff": rows[-1]["max_param_diff"] if rows else 0.0,

@@ -2,7 +2,7 @@
 
 Tolerances (``parity/tolerances.py``, GPU): calibrated on an H100 in both modes (strict: true
 float32 on both sides; default: JAX may use TF32), each bound within ``GPU_MARGIN`` of what that
-run measured (``parity/test_referee.py`` pins them).
+run measured (``parity/test_tolerances.py`` pins them).
 """
 import jax
 import numpy as np

@@ -8,12 +8,14 @@ import pytest
 
 from jax_impl.model import NeuralNetwork as FlaxNeuralNetwork
 from parity import harness as H
+from parity import tolerances as T
 from parity.checker import check_port
 from parity.compare import assert_trees_close, uniform_init_violations
 from parity.tolerances import loss_atol
 from quickstart_parity_common.convert import flax_path
 
-from .test_forward_backward import GRAD_ATOL, GRAD_RTOL, LOSS_RTOL
+GRAD_RTOL, GRAD_ATOL = T.GRADS.rtol, T.GRADS.atol
+LOSS_RTOL = T.LOSS_RTOL.rtol
 
 STEPS = 50  # a prefix of the first epoch is enough for every control
 

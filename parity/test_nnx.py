@@ -8,17 +8,14 @@ from flax import nnx
 
 from jax_impl import nnx_model as N
 from parity import harness as H
+from parity import tolerances as T
 from parity.compare import assert_trees_close
+from parity.tolerances import loss_atol
 
-from .conftest import loss_atol
-from .test_training import (
-    EPOCH_ATOL,
-    EPOCH_RTOL,
-    EVAL_LOSS_ATOL,
-    LOGITS_ATOL,
-    STEP_ATOL,
-    STEP_RTOL,
-)
+STEP_RTOL, STEP_ATOL = T.ONE_STEP.rtol, T.ONE_STEP.atol
+EPOCH_RTOL, EPOCH_ATOL = T.ONE_EPOCH.rtol, T.ONE_EPOCH.atol
+EVAL_LOSS_ATOL = T.EVAL_LOSS.atol
+LOGITS_ATOL = T.EPOCH_LOGITS.atol
 
 STEPS = 300  # a few hundred real steps: the point is equality, not accuracy (1,000 test images are evaluated)
 

@@ -5,7 +5,7 @@ committed with its provenance in ``parity/calibration.json``) or derived from a 
 unit roundoff, a statistical bound). For a calibrated one, ``margin`` states how far above the
 measurement it may sit: ``atol + rtol * scale <= margin * measured``, where ``measured`` is the float32
 rounding band (the largest of torch32 vs float64, JAX32 vs float64 and torch32 vs JAX32) and ``scale``
-the largest |value| the ``rtol`` multiplies. ``parity/test_referee.py`` pins every entry: a tolerance
+the largest |value| the ``rtol`` multiplies. ``parity/test_tolerances.py`` pins every entry: a tolerance
 that drifts looser than its margin fails there. Margins are at most ``MAX_MARGIN``: room for other
 CPUs' kernels and thread counts, never room for a bug (the negative controls sit far above).
 The rules: docs/design.md, "Precision and tolerances".
@@ -20,6 +20,10 @@ import numpy as np
 EPS32 = float(np.finfo(np.float32).eps)  # 2^-23: float32's spacing at 1
 MAX_MARGIN = 20.0
 STEPS_PER_EPOCH = 938  # 60,000 / 64, the last batch of 32 included
+# The models these tolerances were calibrated on (python -m parity.calibrate trains the MLP): python -m parity
+# judges them with them (side_by_side.run); every other registered pair derives its tolerances from its own
+# float64 runs in the same command (cnn_side_by_side.run).
+CALIBRATED_MODELS = ("mlp",)
 
 
 @dataclass(frozen=True)

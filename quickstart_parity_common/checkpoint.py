@@ -27,6 +27,7 @@ import numpy as np
 import safetensors.numpy  # numpy-only: safetensors' framework-free reader and writer
 
 from quickstart_parity_common.data import DataError
+from quickstart_parity_common.models import MODEL_NAMES, model_help
 
 # The digest's key in the files this project writes (a state_dict's ``_metadata``, a msgpack
 # envelope, safetensors metadata).
@@ -41,7 +42,6 @@ DATA_FIELD = "data_sha256"
 RUN_FILE = "run.json"
 LOCK_FILE = ".lock"
 _CHECKPOINT_NAME = re.compile(r"epoch-\d+(\..*)?")
-MODEL_NAMES = ("mlp", "cnn")
 PARAMS_FORMAT = "quickstart-parity/params-v1"
 RESUME_FORMAT = "quickstart-parity/resume-v1"
 
@@ -372,10 +372,9 @@ def non_negative_int(text: str) -> int:
 
 def add_checkpoint_flags(p: argparse.ArgumentParser) -> None:
     """The checkpoint flags both quickstarts add to ``quickstart_parity_common.cli.base_parser``."""
-    # Kept here so the flags parse before torch or JAX is imported: "mlp" is each side's model.MODELS,
-    # "cnn" each side's cnn_train.run.
-    p.add_argument("--model", default="mlp", choices=MODEL_NAMES,
-                   help="mlp: the tutorial's network; cnn: the convnet of cnn.py (--hidden is ignored)")
+    # The names are quickstart_parity_common.models' (numpy only), so the flags parse before torch or JAX is
+    # imported; each side's registry.MODELS holds the same names.
+    p.add_argument("--model", default="mlp", choices=MODEL_NAMES, help=model_help())
     p.add_argument("--checkpoint-dir", default="", help="write a resumable checkpoint here after every epoch ('' for none)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --checkpoint-dir")
     p.add_argument("--load", default="", help="evaluate and predict with this saved model instead of training")

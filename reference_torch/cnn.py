@@ -8,16 +8,19 @@ from __future__ import annotations
 
 from torch import nn
 
-NUM_CLASSES = 10
-CHANNELS = (16, 32)
-HIDDEN = 128
-FLAT = CHANNELS[1] * 7 * 7  # 28 -> conv1 28 -> conv2 (stride 2) 14 -> pool 7
+# The shapes and the dropout probability live once, below both sides (the benchmarks count the step's
+# matrix products from them, parity draws the dropout masks of that shape).
+from quickstart_parity_common.models import CNN_CHANNELS as CHANNELS
+from quickstart_parity_common.models import CNN_DROPOUT as DROPOUT
+from quickstart_parity_common.models import CNN_FLAT as FLAT
+from quickstart_parity_common.models import CNN_HIDDEN as HIDDEN
+from quickstart_parity_common.models import NUM_CLASSES
 
 
 class CNN(nn.Module):
     """The convnet; ``dropout`` is the Dropout probability (torch's ``p``)."""
 
-    def __init__(self, dropout: float = 0.25):
+    def __init__(self, dropout: float = DROPOUT):
         super().__init__()
         self.conv1 = nn.Conv2d(1, CHANNELS[0], 3, padding=1)  # (B, 16, 28, 28)
         self.bn1 = nn.BatchNorm2d(CHANNELS[0])

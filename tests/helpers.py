@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import gzip
+import importlib
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
@@ -64,3 +66,31 @@ def at_once(calls: Mapping[K, Callable[[], T]], workers: int = 2) -> dict[K, T]:
     with ThreadPoolExecutor(max_workers=workers) as pool:
         jobs = {key: pool.submit(call) for key, call in calls.items()}
         return {key: job.result() for key, job in jobs.items()}
+
+
+# The tutorial's output, line by line, for one epoch (numbers free, format exact).
+LOSS = r"loss: \d\.\d{6}  \[ {0,4}\d{1,5}/60000\]"
+ONE_EPOCH = re.compile(
+    r"Using cpu device\n"
+    r"Epoch 1\n-------------------------------\n"
+    + "".join(LOSS + r"\n" for _ in range(10))
+    + r"Test Error: \n Accuracy: (?P<acc>\d{1,3}\.\d)%, Avg loss: (?P<loss>\d\.\d{6}) \n\n"
+    r"Done!\n"
+    r"Saved PyTorch Model State to (?P<path>\S+)\n"
+    r"Loaded PyTorch Model State from (?P=path)\n"
+    r'Predicted: "(?P<pred>[^"]+)", Actual: "Ankle boot"\n$'
+)
+
+
+def run_in_process(module: str, args: list[str], capsys) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of ``python -m module args``, run in this process."""
+    import torch  # noqa: PLC0415 -- only here: the data-writing helpers stay numpy-only
+
+    main = importlib.import_module(f"{module}.__main__").main
+    with torch.random.fork_rng():  # a run seeds torch's global generator: leave this process's as it was
+        try:
+            code = main(args)
+        except SystemExit as e:
+            code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err

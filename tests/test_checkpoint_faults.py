@@ -32,7 +32,7 @@ from quickstart_parity_common.checkpoint import (
 from quickstart_parity_common.report import NonFiniteLossError
 from reference_torch import checkpoint as tck
 from reference_torch.model import NeuralNetwork
-from tests.helpers import REPO, at_once, run_module, write_tiny_dataset
+from tests.helpers import REPO, at_once, run_in_process, run_module, write_tiny_dataset
 
 HIDDEN = (16,)
 
@@ -158,18 +158,6 @@ def test_read_only_folder_refused(tmp_path):
 SUBPROCESS = "load-garbage"
 
 
-def _cli(module: str, args: list[str], capsys) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of ``python -m module args``, run in this process."""
-    main = importlib.import_module(f"{module}.__main__").main
-    with torch.random.fork_rng():  # a run seeds torch's global generator: leave this process's as it was
-        try:
-            code = main(args)
-        except SystemExit as e:
-            code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 REFUSALS = {  # id: (flags, what the error line says)
     "save-dir": (["--save", "{tmp}"], "is a directory"),
     "save-missing-folder": (["--save", "{tmp}/absent/m"], "does not exist"),
@@ -201,7 +189,7 @@ def test_cli_refuses_before_training(module, case, tmp_path, data_dir, capsys):
         proc = run_module(module, *args)
         code, out, err = proc.returncode, proc.stdout, proc.stderr
     else:
-        code, out, err = _cli(module, args, capsys)
+        code, out, err = run_in_process(module, args, capsys)
     assert code == 2, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "error:" in lines[0] and message in lines[0], err
@@ -261,17 +249,17 @@ def test_checkpoint_folder_refuses_another_runs_flags_or_data(module, suffix, tm
     monkeypatch.setenv("QSP_DEBIAN_DIR", str(tmp_path / "none"))
     ck = tmp_path / "ck"
     base = ["--epochs", "1", "--hidden", "16", "--checkpoint-dir", str(ck), "--save", ""]
-    code, _, err = _cli(module, [*base, "--data-dir", _tiny(tmp_path)], capsys)
+    code, _, err = run_in_process(module, [*base, "--data-dir", _tiny(tmp_path)], capsys)
     assert code == 0, err
     written = (ck / f"epoch-0001{suffix}").read_bytes()
     record = json.loads((ck / RUN_FILE).read_text())
     assert record["seed"] == 0 and len(record[DATA_FIELD]) == 64
     for flags, named in ((["--seed", "1", "--data-dir", _tiny(tmp_path)], "--seed is 1"),
                          (["--data-dir", _tiny(tmp_path, seed=1)], "--data-dir")):
-        code, out, err = _cli(module, [*base, *flags], capsys)
+        code, out, err = run_in_process(module, [*base, *flags], capsys)
         assert code == 2 and err.count("\n") == 1 and "belongs to another run" in err and named in err, err
         assert "Epoch 1" not in out and (ck / f"epoch-0001{suffix}").read_bytes() == written
-    code, _, err = _cli(module, [*base, "--data-dir", _tiny(tmp_path), "--epochs", "2"], capsys)
+    code, _, err = run_in_process(module, [*base, "--data-dir", _tiny(tmp_path), "--epochs", "2"], capsys)
     assert code == 0, err
     assert sorted(p.name for p in ck.iterdir()) == [".lock", f"epoch-0001{suffix}", f"epoch-0002{suffix}", RUN_FILE]
 
@@ -386,7 +374,7 @@ def test_loaded_model_with_non_finite_test_loss_is_one_error_line(module, save, 
     """Weights of 1e30, finite, overflow the logits to inf: the test loss is NaN, never printed as a score."""
     monkeypatch.setenv("QSP_DEBIAN_DIR", str(tmp_path / "none"))
     save(tmp_path / "huge.ckpt")
-    code, out, err = _cli(module, ["--load", str(tmp_path / "huge.ckpt"), "--hidden", "16", "--data-dir",
+    code, out, err = run_in_process(module, ["--load", str(tmp_path / "huge.ckpt"), "--hidden", "16", "--data-dir",
                                    _tiny(tmp_path)], capsys)
     assert code == 2 and err.count("\n") == 1 and "the test loss of the loaded model is nan" in err, err
     assert "Avg loss" not in out

@@ -76,4 +76,4 @@ def test_parity_cnn_passes_and_reports(runs):
     assert "steps beyond tolerance: 0/4" in p.stdout, p.stdout
     assert p.stdout.rstrip().endswith("PASS")
     report = json.loads((out_dir / "parity_cnn.json").read_text())
-    assert report["ok"] is True and report["model"] == "cnn" and report["epochs"] == 1
+    assert report["ok"] is True and report["config"]["model"] == "cnn" and len(report["epochs"]) == 1

@@ -17,8 +17,7 @@ from jax_impl.model import NeuralNetwork, count_params, init_params
 from parity.compare import uniform_init_violations
 from parity.weights import torch_to_flax
 from reference_torch.model import NeuralNetwork as TorchNeuralNetwork
-from tests.helpers import REPO, run_module, write_tiny_dataset
-from tests.test_reference_torch import ONE_EPOCH
+from tests.helpers import ONE_EPOCH, REPO, run_module, write_tiny_dataset
 
 
 def test_shapes_and_count():

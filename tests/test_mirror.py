@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 PAIRS = ["train", "model", "checkpoint", "data", "__main__", "cnn", "cnn_train", "distributed", "launch",
-         "multiprocess"] + [
+         "multiprocess", "registry"] + [
     f"basics.{chapter}" for chapter in ("autograd", "datasets", "distributed", "functional", "jit", "layers",
                                         "optimization", "prng", "pytrees", "quickstart", "save_load", "tensors",
                                         "transforms")]

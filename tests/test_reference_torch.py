@@ -8,7 +8,7 @@ from reference_torch import checkpoint
 from reference_torch.checkpoint import CheckpointError
 from reference_torch.model import NeuralNetwork
 from reference_torch.train import DeviceError, resolve_device
-from tests.helpers import run_module, write_tiny_dataset
+from tests.helpers import ONE_EPOCH, run_module, write_tiny_dataset
 
 TUTORIAL_SHAPES = {
     "linear_relu_stack.0.weight": (512, 784),
@@ -18,20 +18,6 @@ TUTORIAL_SHAPES = {
     "linear_relu_stack.4.weight": (10, 512),
     "linear_relu_stack.4.bias": (10,),
 }
-
-# The tutorial's output, line by line, for one epoch (numbers free, format exact).
-LOSS = r"loss: \d\.\d{6}  \[ {0,4}\d{1,5}/60000\]"
-ONE_EPOCH = re.compile(
-    r"Using cpu device\n"
-    r"Epoch 1\n-------------------------------\n"
-    + "".join(LOSS + r"\n" for _ in range(10))
-    + r"Test Error: \n Accuracy: (?P<acc>\d{1,3}\.\d)%, Avg loss: (?P<loss>\d\.\d{6}) \n\n"
-    r"Done!\n"
-    r"Saved PyTorch Model State to (?P<path>\S+)\n"
-    r"Loaded PyTorch Model State from (?P=path)\n"
-    r'Predicted: "(?P<pred>[^"]+)", Actual: "Ankle boot"\n$'
-)
-
 
 def test_state_dict_is_the_tutorials():
     model = NeuralNetwork()

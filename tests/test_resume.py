@@ -29,8 +29,7 @@ from quickstart_parity_common.checkpoint import DATA_FIELD, CheckpointError, fla
 from reference_torch import checkpoint as tck
 from reference_torch import train as ttrain
 from reference_torch.model import NeuralNetwork
-from tests.helpers import REPO, run_module, write_tiny_dataset
-from tests.test_checkpoint_faults import _cli
+from tests.helpers import REPO, run_in_process, run_module, write_tiny_dataset
 
 # The run is killed from inside its own print of the KILL_AT-th "loss:" line: for torch inside the
 # training loop, for JAX inside the compiled epoch's host callback. Real SIGKILL, no clean-up.
@@ -179,12 +178,13 @@ def test_resume_refuses_epochs_before_the_checkpoint(side, tmp_path, capsys, mon
     write_tiny_dataset(tmp_path, n_train=64, n_test=16)
     suffix, ck = SIDES[side]["suffix"], tmp_path / "ck"
     base = ["--hidden", "16", "--data-dir", str(tmp_path), "--checkpoint-dir", str(ck)]
-    code, _, err = _cli(side, [*base, "--epochs", "2", "--save", ""], capsys)
+    code, _, err = run_in_process(side, [*base, "--epochs", "2", "--save", ""], capsys)
     assert code == 0, err
-    code, out, err = _cli(side, [*base, "--epochs", "1", "--resume", "--save", str(tmp_path / f"m{suffix}")], capsys)
+    saved = str(tmp_path / f"m{suffix}")
+    code, out, err = run_in_process(side, [*base, "--epochs", "1", "--resume", "--save", saved], capsys)
     assert code == 2 and err.count("\n") == 1 and "--epochs 1 but this checkpoint was written after epoch 2" in err, err
     assert not (tmp_path / f"m{suffix}").exists()
-    code, out, err = _cli(side, [*base, "--epochs", "2", "--resume", "--save", str(tmp_path / f"m{suffix}")], capsys)
+    code, out, err = run_in_process(side, [*base, "--epochs", "2", "--resume", "--save", saved], capsys)
     assert code == 0, err
     assert "after epoch 2\n" in out and "Epoch " not in out and "Done!" in out
     if side == "reference_torch":

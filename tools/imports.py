@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 LAYERS = (
     ("quickstart_parity_common",),
     ("reference_torch", "jax_impl"),
+    ("quickstart_parity_pairs",),
     ("parity", "benchmarks"),
     ("quickstart_parity_guide",),
     ("tools",),

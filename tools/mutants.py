@@ -44,12 +44,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mutate import REPO, copy_repo, run_tests  # noqa: E402 - tools/ is not a package
 
-# The hand-made referee tests, without the CLI runs (seconds each; they test the verdict, not these functions).
-_REFEREE_FAST = "not cli and not runners and not harness_batches and not calibration_reproduces and not mode_switches"
 # target: the fast subset that should kill its mutants (a surviving mutant in ~5-15 s on a shared 2-core machine)
 TESTS = {
-    "parity/compare.py": ("parity/test_referee.py", "parity/test_init_check.py", "-k", _REFEREE_FAST),
-    "parity/tolerances.py": ("parity/test_referee.py", "-k", _REFEREE_FAST),
+    "parity/compare.py": ("parity/test_compare.py", "parity/test_init_check.py"),
+    "parity/tolerances.py": ("parity/test_tolerances.py", "-k", "not calibration_reproduces"),
     "parity/checker.py": ("parity/test_checker.py",),
     "quickstart_parity_common/convert.py": ("parity/test_checker.py", "tests/test_jax_impl.py"),
 }
