@@ -201,14 +201,14 @@ def _functional_step(model: nn.Module, loss_fn, lr: float, k: int):
     return steps
 
 
-def _functional_epoch(w: Workload, kind: str, k: int) -> Epoch:
+def _functional_epoch(w: Workload, kind: str, k: int, options: dict | None = None) -> Epoch:
     """The functional step compiled whole (``fullgraph=True``), ``k`` steps a call; the batches that do not fill
     a call (the epoch's tail, the partial batch) run one step a call, through a second compiled function."""
     device, model, loss_fn, _ = _torch_setup(w, kind)
     x, y = _device_tensors(w, device)
     bs = w.batch_size
-    one = torch.compile(_functional_step(model, loss_fn, w.lr, 1), fullgraph=True)
-    many = torch.compile(_functional_step(model, loss_fn, w.lr, k), fullgraph=True) if k > 1 else None
+    one = torch.compile(_functional_step(model, loss_fn, w.lr, 1), fullgraph=True, options=options)
+    many = torch.compile(_functional_step(model, loss_fn, w.lr, k), fullgraph=True, options=options) if k > 1 else None
     grouped = (w.n // (k * bs)) * k * bs if many else 0
 
     def epoch() -> float:
@@ -228,6 +228,13 @@ def torch_func(w: Workload, kind: str) -> Epoch:
     """``torch.func.grad_and_value`` over ``functional_call`` and an SGD update, the whole step one graph under
     ``torch.compile(fullgraph=True)``: the torch twin of JAX's ``jit(grad(loss))`` step."""
     return _functional_epoch(w, kind, 1)
+
+
+@variant("torch-func-cpp", "torch-func, Inductor's C++ wrapper", "torch", baseline="torch-func", sweep=False)
+def torch_func_cpp(w: Workload, kind: str) -> Epoch:
+    """The functional step compiled with ``options={"cpp_wrapper": True}``: Inductor calls its kernels from
+    generated C++ instead of a generated Python function, one less Python frame per kernel."""
+    return _functional_epoch(w, kind, 1, {"cpp_wrapper": True})
 
 
 @variant("torch-func-k", f"torch-func, {STEPS_PER_CALL} steps per compiled call", "torch", baseline="torch-func",
