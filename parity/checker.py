@@ -395,18 +395,20 @@ class _Linen:
 
     kind = "Linen"
 
-    def __init__(self, module: nn.Module, variables: Mapping, mode_arg: str | None):
+    def __init__(self, module: nn.Module, variables: Mapping, mode_arg: str | None, dropout_key: int = 0):
         if variables is None or "params" not in variables:
             raise PortCheckError("a Linen port needs its variables with a 'params' collection")
         self.module, self.mode_arg = module, mode_arg
         self.variables = {k: v for k, v in variables.items()}
+        self.dropout_key = dropout_key  # the "dropout" stream of draws no nn.Dropout makes (the checker's do not use it)
 
-    def at(self, dtype):
+    def at(self, dtype, dropout_key: int | None = None):
         mod = self.module
         fields = {f.name for f in dataclasses.fields(mod)} if dataclasses.is_dataclass(mod) else set()
         if "dtype" in fields:  # HF's Flax modules fix their computation dtype: run each precision in its own
             mod = mod.clone(dtype=dtype)
-        return _Linen(mod, _cast_tree(self.variables, dtype), self.mode_arg)
+        return _Linen(mod, _cast_tree(self.variables, dtype), self.mode_arg,
+                      self.dropout_key if dropout_key is None else dropout_key)
 
     def params(self):
         return _flat(self.variables["params"])
@@ -441,7 +443,8 @@ class _Linen:
         with nn.intercept_methods(intercept):
             res = _call(lambda *a, **k: self.module.apply(variables, *a, mutable=mutable or False,
                                                           capture_intermediates=capture,
-                                                          rngs={"dropout": jax.random.PRNGKey(0)}, **k), inputs, **kw)
+                                                          rngs={"dropout": jax.random.PRNGKey(self.dropout_key)},
+                                                          **k), inputs, **kw)
         out, cols = res if mutable else (res, {})
         caps = {}
         if capture:
@@ -459,7 +462,7 @@ class _Linen:
     def with_stats(self, stats_flat):
         if stats_flat is None:
             return self
-        return _Linen(self.module, {**self.variables, "batch_stats": _unflat(stats_flat)}, self.mode_arg)
+        return _Linen(self.module, {**self.variables, "batch_stats": _unflat(stats_flat)}, self.mode_arg, self.dropout_key)
 
 
 class _NNX:
@@ -470,7 +473,7 @@ class _NNX:
     def __init__(self, model: nnx.Module):
         self.model = model
 
-    def at(self, dtype):
+    def at(self, dtype, dropout_key: int | None = None):  # NNX draws from the model's own nnx.Rngs: no key to vary
         graphdef, state = nnx.split(self.model)
         model = nnx.merge(graphdef, _cast_tree(state, dtype))
         for _, m in nnx.iter_modules(model):  # a layer built with a fixed dtype computes in the run's
@@ -704,6 +707,41 @@ def _dtype_problems(report, t64, j64):
                                    f"tolerance derived from it would be a float32 run's; {fix}")
 
 
+def _first_change(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> str | None:
+    return next((k for k in a if k in b and not np.array_equal(np.asarray(a[k]), np.asarray(b[k]))), None)
+
+
+def _torch_randomness(torch_model, inputs, masks: _Masks, output) -> str | None:
+    """The first torch layer (in call order) whose float64 train-mode output changes with torch's own RNG while
+    every ``nn.Dropout`` applies the shared masks: a draw the checker cannot share (``F.dropout``,
+    ``scaled_dot_product_attention(dropout_p=...)``, noise layers). None when the forward is determined."""
+    runs = []
+    with _torch_default_dtype(torch.float64), torch.no_grad():
+        for seed in (1, 2):
+            model = copy.deepcopy(torch_model).to(torch.float64)
+            with torch.random.fork_rng(devices=[]):  # the user's RNG state stays as it was
+                torch.manual_seed(seed)
+                masks.step = 0  # step 0's masks are drawn already: both runs read the same ones
+                acts, out, _ = _torch_forward(model, inputs, True, masks, torch.float64, output)
+            runs.append({**acts, "output": _numpy64(out)})
+    return _first_change(*runs)
+
+
+def _flax_randomness(side, inputs, masks: _Masks, names_j2t) -> str | None:
+    """The first port layer whose float64 train-mode output changes with the Linen ``dropout`` key while every
+    ``nn.Dropout`` applies the shared masks (e.g. HF's attention dropout inside ``dot_product_attention_weights``).
+    NNX ports draw from their own ``nnx.Rngs``: not varied here."""
+    if not isinstance(side, _Linen):
+        return None
+    runs = []
+    with jax.enable_x64(True):
+        for key in (0, 1):
+            probe = side.at(jnp.float64, dropout_key=key)
+            out, caps, _, _ = probe.apply(probe.params(), _to_jax(inputs, jnp.float64), True, masks, 0, names_j2t, True)
+            runs.append({**{k: np.asarray(v) for k, v in caps.items()}, "output": np.asarray(_primary(out))})
+    return _first_change(*runs)
+
+
 def _dropout_problems(report, torch_model, j32, t2j: Mapping[str, str]):
     drops = {n: m.p for n, m in torch_model.named_modules() if isinstance(m, _TORCH_DROPOUTS) and m.p > 0}
     for name, (drops_eval, _, _) in j32["eval_calls"].dropouts.items():
@@ -861,6 +899,16 @@ def _check_port(torch_model, flax_model, variables, batch, steps, lr, more_batch
     t32, t64, j32, j64 = runs["t32"], runs["t64"], runs["j32"], runs["j64"]
     _dtype_problems(report, t64, j64)
     _dropout_problems(report, torch_model, j32, t2j)
+    random_at = {"torch": _torch_randomness(torch_model, batches[0][0], masks, t_out),
+                 "JAX": _flax_randomness(side, flax_inputs(batches[0][0]) if flax_inputs else batches[0][0], masks, j2t)}
+    for who, where in random_at.items():
+        if where is not None:
+            report.problems.append(
+                f"forward (train): {who}'s train-mode forward draws randomness the checker cannot share, first seen at "
+                f"{where!r} (a draw that is not a Dropout module: F.dropout, scaled_dot_product_attention's "
+                "dropout_p, attention dropout inside dot_product_attention): its float32 and float64 runs draw other "
+                "masks, so train-mode layers, gradients and steps cannot be compared. Set that dropout to 0 for the "
+                "check (e.g. the config's attention_probs_dropout_prob=0.0) or make it a Dropout module")
 
     # start: the weights the port holds are torch's
     tparams = {k: _numpy64(v) for k, v in torch_model.named_parameters()}
@@ -939,7 +987,14 @@ def _check_port(torch_model, flax_model, variables, batch, steps, lr, more_batch
         size = max((c.scale for c in mine if np.isfinite(c.scale)), default=float("nan"))
         for c in mine:
             c.rounding_scale = size
-    if not report.ok and report.checks:
+    if any(where is not None for where in random_at.values()):
+        from .diagnose import Diagnosis  # noqa: PLC0415
+
+        where = random_at["torch"] or random_at["JAX"]
+        report.diagnosis = Diagnosis(f"forward (train): {where}", "dropout the checker cannot share (see the problem "
+                                     "above): train-mode differences are the masks, not the port", "eval mode is "
+                                     "compared as usual")
+    elif not report.ok and report.checks:
         from .diagnose import Context, diagnose  # noqa: PLC0415 -- only a failing report pays for the diagnosis
 
         first_input = jax.tree_util.tree_leaves(batches[0][0])[0]

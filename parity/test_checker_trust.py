@@ -8,7 +8,10 @@ Each class in Linen and, where the API differs, NNX. The correct twins pass, so 
 """
 from __future__ import annotations
 
+import copy
+
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -327,3 +330,52 @@ def test_padding_idx_found_on_the_gradients():
     assert all(c.ok for c in report.checks if c.phase.startswith("forward"))
     assert report.first_divergence().name == "embed.weight" and report.first_divergence().phase == "gradients"
     assert "padding_idx=0" in report.diagnosis.cause, str(report)
+
+
+# --- randomness the checker cannot share ----------------------------------------------------------------------
+
+class FunctionalDrop(torch.nn.Module):
+    """Dropout as a function call (``F.dropout``), as attention layers do inside ``scaled_dot_product_attention``:
+    not an ``nn.Dropout``, so no shared mask reaches it."""
+
+    def forward(self, x):
+        return torch.nn.functional.dropout(x, 0.5, self.training)
+
+
+class OwnDraw(nn.Module):
+    """A Linen layer drawing its mask from the ``dropout`` stream itself, as HF's attention dropout does."""
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        if not train:
+            return x
+        keep = jax.random.bernoulli(self.make_rng("dropout"), 0.5, x.shape)
+        return jnp.where(keep, x / 0.5, 0)
+
+
+class LinenOwnDraw(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = OwnDraw(name="drop")(nn.relu(nn.Dense(32, name="fc")(x)), train)
+        return nn.Dense(10, name="out")(x)
+
+
+@pytest.mark.parametrize("side", ["torch", "JAX"])
+def test_dropout_the_checker_cannot_share_is_named_not_misdiagnosed(case, side):
+    """HF ViT's attention dropout (SDPA's dropout_p in torch, dot_product_attention's in Flax) made every train-mode
+    check fail with a wrong diagnosis ("attention scale missing"): the four runs drew four masks. Now the layer
+    that draws is named on the side that draws, eval mode still compares, and the diagnosis says it is the masks."""
+    model, variables, batch = case
+    if side == "torch":
+        model = copy.deepcopy(model)
+        model.drop = FunctionalDrop()
+        port = LinenDrop()
+    else:
+        port = LinenOwnDraw()
+    report = check_port(model, port, variables, batch, steps=1)
+    print(report)
+    said = [p for p in report.problems if "draws randomness the checker cannot share" in p]
+    assert not report.ok and len(said) == 1 and said[0].startswith(f"forward (train): {side}'s"), str(report)
+    assert "'drop'" in said[0], said
+    assert "dropout the checker cannot share" in report.diagnosis.cause, str(report)
+    assert all(c.ok for c in report.checks if c.phase in ("start", "forward (eval)")), str(report)
