@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,7 @@ def runs(data_dir):
         R("sum", overrides={"samples": EVEN, "grad_reduce": "sum"}),
         R("same_shard", overrides={"samples": EVEN, "same_shard": True}),
         R("seeds", overrides={"samples": EVEN, "seed_per_rank": True}),
+        R("drop_last", overrides={"samples": EVEN, "split": "drop_last"}),
     ])
 
 
@@ -101,16 +103,33 @@ def test_control_ranks_seeded_apart_is_caught(runs, form):
         assert runs["seeds"][form]["final_mismatch"]
 
 
-def test_torchrun_multi_node_form_equals_standalone(data_dir):
+@pytest.mark.parametrize("form", REPLICATED)
+def test_control_last_batch_dropped_is_caught(runs, form):
+    """``drop_last`` (``DistributedSampler``'s and ``DataLoader(drop_last=True)``'s way to equal shards): the
+    last batch of 32 never trains, so each process runs 20 steps where one device runs 21, the shards miss it,
+    and the final weights leave the float64-derived tolerance of the correct form."""
+    res, ref = runs["drop_last"][form], runs["drop_last"]["one_device"]
+    assert len(res["losses"]) == len(ref["losses"]) - 1 == 20
+    problems = PD.shard_problems(res["shards"], EVEN, 64)
+    assert problems and "steps per replica" in problems[0], problems
+    assert [len(r) for r in res["rank_losses"]] == [20] * N  # every process skipped it, not only the one reported
+    gap = max(float(np.max(np.abs(res["epochs"][-1][k] - ref["epochs"][-1][k]))) for k in ref["epochs"][-1])
+    atol = PD.derived_param_atol(runs["uneven32"], runs["uneven64"], form, "one_device")
+    assert gap > 10 * atol, (gap, atol)
+
+
+def test_torchrun_multi_node_form_equals_standalone(runs, data_dir):
     """Two torchrun agents (``--nnodes 2 --rdzv-backend c10d --rdzv-endpoint``), one rank each, over
     loopback: the cluster's form trains bit for bit as ``--standalone`` does (same ranks, same thread
-    count), and rank r's shard is the same on either."""
-    cfgs = [TConfig(devices=N, samples=UNEVEN, data_dir=data_dir)]
-    one, two = tlaunch.run_processes(cfgs)[0], tlaunch.run_processes(cfgs, nodes=2)[0]
+    count), and rank r's shard is the same on either. The standalone run is the fixture's (its first
+    config, this one: a config's numbers do not depend on what its processes trained before)."""
+    one = runs["uneven32"]["ddp"]
+    assert one["config"] == asdict(TConfig(devices=N, samples=UNEVEN, data_dir=data_dir))
+    two = tlaunch.run_processes([TConfig(devices=N, samples=UNEVEN, data_dir=data_dir)], nodes=2)[0]
     assert np.array_equal(one["losses"], two["losses"])
     for r in range(N):
         assert all(np.array_equal(one["shards"][r][k], two["shards"][r][k]) for k in range(len(one["shards"][r])))
-        for k, v in one["epochs"][r][-1].items():
+        for k, v in one["rank_epochs"][r][-1].items():
             assert np.array_equal(v, two["epochs"][r][-1][k]), (r, k)
     with pytest.raises(DistributedError, match=r"^DDP rank 1 was killed by SIGKILL"):  # a node's rank dies
         tlaunch.run_processes([TConfig(devices=N, samples=EVEN, data_dir=data_dir, fault="kill", fault_step=3)], 300,
