@@ -12,7 +12,7 @@ import datetime
 import os
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,7 @@ __all__ = [
     "allreduce_sum_hook",
     "available_devices",
     "check_config",
+    "configs_from_dicts",
     "load_train",
     "train",
     "train_configs",
@@ -84,6 +85,12 @@ def check_config(cfg: Config) -> None:
         raise DeviceError(f"--devices {cfg.devices}: this machine can run {have} {cfg.device} replica(s) "
                           f"({'GPUs' if cfg.device == 'cuda' else 'cores'} available)")
     check_divisible(cfg.batch_size, cfg.devices)
+
+
+def configs_from_dicts(dicts: list[dict]) -> list[Config]:
+    """The Configs of a ``configs.json`` (``dataclasses.asdict`` of each, through JSON): every worker's input."""
+    names = {f.name for f in fields(Config)}
+    return [Config(**{k: (tuple(v) if k == "hidden" else v) for k, v in c.items() if k in names}) for c in dicts]
 
 
 def load_train(data_dir: str, samples: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -17,7 +17,6 @@ import datetime
 import json
 import os
 import sys
-from dataclasses import fields
 from pathlib import Path
 
 __all__ = ["main", "process_from_environment"]
@@ -65,10 +64,9 @@ def main(argv=None) -> int:
 
     from quickstart_parity_common.data import DataError  # noqa: PLC0415 -- as torch above
 
-    from .distributed import Config, train_configs  # noqa: PLC0415 -- imports torch
+    from .distributed import configs_from_dicts, train_configs  # noqa: PLC0415 -- imports torch
 
-    names = {f.name for f in fields(Config)}
-    cfgs = [Config(**{k: (tuple(v) if k == "hidden" else v) for k, v in c.items() if k in names}) for c in cfg_dicts]
+    cfgs = configs_from_dicts(cfg_dicts)
     cuda = cfgs[0].device == "cuda"
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     if cuda:
