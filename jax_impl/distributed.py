@@ -34,6 +34,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from quickstart_parity_common.checkpoint import CheckpointError, atomic_write
 from quickstart_parity_common.cli import DeviceError
 from quickstart_parity_common.data import DataError, find_files, read_split, to_float
 from quickstart_parity_common.shards import check_divisible
@@ -217,15 +218,18 @@ def train_configs(cfgs: list[Config], params, out: Path, stem: str, evaluate: bo
         result = train(cfg, params, *data[key])
         mine = {d: s for d, s in enumerate(result["shards"]) if s is not None}  # None: another process's device
         snaps = {f"epoch{e}/{k}": v for e, ps in enumerate(result["epochs"]) for k, v in _flat(ps).items()}
-        np.savez(out / f"{stem.format(n=n)}.npz", losses=result["losses"], **snaps,
-                 **{f"shard{d}": np.concatenate(s) for d, s in mine.items()},
-                 **{f"shard{d}_count": np.array([len(x) for x in s]) for d, s in mine.items()})
         acc, avg = test_metrics(result["params"], cfg) if evaluate else (None, None)
-        (out / f"{stem.format(n=n)}.json").write_text(json.dumps({
+        meta_json = json.dumps({
             "accuracy": acc, "avg_loss": avg, "init_mismatch": result["init_mismatch"],
             "final_mismatch": result["final_mismatch"], "collectives": result["collectives"],
             "epoch_s": result["epoch_s"],
-            "devices": [str(d) for d in make_mesh(cfg.devices, cfg.device).devices.flat], "config": asdict(cfg), **meta}))
+            "devices": [str(d) for d in make_mesh(cfg.devices, cfg.device).devices.flat], "config": asdict(cfg), **meta})
+        # Each file whole or absent (a process killed mid-write leaves none half-written), the .json before the
+        # .npz: a reader that finds the .npz finds both.
+        atomic_write(out / f"{stem.format(n=n)}.json", lambda f, text=meta_json: f.write(text.encode()))
+        arrays = {"losses": result["losses"], **snaps, **{f"shard{d}": np.concatenate(s) for d, s in mine.items()},
+                  **{f"shard{d}_count": np.array([len(x) for x in s]) for d, s in mine.items()}}
+        atomic_write(out / f"{stem.format(n=n)}.npz", lambda f, arrays=arrays: np.savez(f, **arrays))
 
 
 def main(argv=None) -> int:
@@ -243,7 +247,7 @@ def main(argv=None) -> int:
     params = _read_init(args.init)
     try:
         train_configs(cfgs, params, Path(args.out), "run{n}")
-    except (DataError, DeviceError, ValueError) as e:
+    except (CheckpointError, DataError, DeviceError, ValueError) as e:
         print(f"{p.prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     return 0

@@ -91,6 +91,7 @@ def main(argv=None) -> int:
 
     import jax  # noqa: PLC0415 -- after the checks above, which need no backend
 
+    from quickstart_parity_common.checkpoint import CheckpointError  # noqa: PLC0415 -- as jax above
     from quickstart_parity_common.cli import DeviceError  # noqa: PLC0415 -- as jax above
     from quickstart_parity_common.data import DataError  # noqa: PLC0415 -- as jax above
 
@@ -115,7 +116,7 @@ def main(argv=None) -> int:
     try:  # the test-set metrics once, on process 0
         train_configs(cfgs, params, Path(args.out), f"run{{n}}_proc{pid}", evaluate=pid == 0,
                         processes=jax.process_count())
-    except (DataError, DeviceError, ValueError) as e:
+    except (CheckpointError, DataError, DeviceError, ValueError) as e:
         return fail(str(e))
     jax.distributed.shutdown()
     return 0

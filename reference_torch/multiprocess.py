@@ -62,6 +62,7 @@ def main(argv=None) -> int:
     import torch  # noqa: PLC0415 -- after the checks above, which need none of it
     import torch.distributed as dist  # noqa: PLC0415 -- as torch above
 
+    from quickstart_parity_common.checkpoint import CheckpointError  # noqa: PLC0415 -- as torch above
     from quickstart_parity_common.data import DataError  # noqa: PLC0415 -- as torch above
 
     from .distributed import configs_from_dicts, train_configs  # noqa: PLC0415 -- imports torch
@@ -82,7 +83,7 @@ def main(argv=None) -> int:
         return fail(f"cannot join the process group at {where} within {cfgs[0].timeout_s:.0f} s: {str(e).splitlines()[0]}")
     try:
         train_configs(rank, cfgs, args.out, device)
-    except DataError as e:
+    except (CheckpointError, DataError) as e:
         return fail(str(e))
     except RuntimeError as e:  # a collective failed: a peer died, or did not answer within the timeout
         return fail(f"a collective failed (a peer died or hung): {str(e).strip().splitlines()[0]}")
