@@ -15,12 +15,13 @@ one machine. ``reference_torch/multiprocess.py`` is the torch twin (the program 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import sys
 import time
 from pathlib import Path
+
+from quickstart_parity_common.shards import read_configs
 
 __all__ = ["main", "process_from_environment"]
 
@@ -76,7 +77,10 @@ def main(argv=None) -> int:
         print(f"{who}: error: {' '.join(str(message).split())}", file=sys.stderr)
         return 2
 
-    cfg_dicts = json.loads(Path(args.configs).read_text())
+    try:
+        cfg_dicts = read_configs(args.configs, args.out)
+    except ValueError as e:
+        return fail(str(e))
     if nprocs is not None and any(c["devices"] != nprocs for c in cfg_dicts):
         return fail(f"--num-processes {nprocs} but the configs train {sorted({c['devices'] for c in cfg_dicts})} "
                     "replicas: one device per process")
@@ -97,8 +101,13 @@ def main(argv=None) -> int:
 
     from .distributed import _read_init, configs_from_dicts, train_configs  # noqa: PLC0415 -- imports jax
 
+    try:  # the inputs whole before the run forms: a bad one ends this process alone, not its peers' wait
+        cfgs = configs_from_dicts(cfg_dicts)
+        params = _read_init(args.init)
+    except (OSError, ValueError, KeyError, TypeError) as e:  # missing, not an npz, keys not layer/name, bad fields
+        return fail(f"--init {args.init} / --configs {args.configs}: not the inputs jax_impl.launch writes ({e})")
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU collectives between processes
-    if any(c["dtype"] == "float64" for c in cfg_dicts):  # before any array exists
+    if any(c.dtype == "float64" for c in cfgs):  # before any array exists
         jax.config.update("jax_enable_x64", True)
     try:
         jax.distributed.initialize(coordinator, nprocs, pid, initialization_timeout=args.init_timeout,
@@ -108,11 +117,9 @@ def main(argv=None) -> int:
                     f"within {args.init_timeout} s: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
     pid = jax.process_index()
     who = f"{p.prog} (process {pid})"
-    cfgs = configs_from_dicts(cfg_dicts)
     if jax.device_count() != cfgs[0].devices:
         return fail(f"the run has {jax.device_count()} devices over {jax.process_count()} processes, "
                     f"the configs {cfgs[0].devices} replicas")
-    params = _read_init(args.init)
     try:  # the test-set metrics once, on process 0
         train_configs(cfgs, params, Path(args.out), f"run{{n}}_proc{pid}", evaluate=pid == 0,
                         processes=jax.process_count())

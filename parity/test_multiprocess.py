@@ -209,10 +209,13 @@ def faults(tmp_path_factory, data_dir):
     at a time."""
     work = {name: _inputs(tmp_path_factory.mktemp("faults") / name, data_dir)
             for name in ("coordinator", "rendezvous", "count")}
+    (work["count"] / "bad.json").write_text("[{")  # _bad_input's files, before its processes run at once
+    (work["count"] / "dict.json").write_text('{"devices": 2}')
     init = H.torch_to_flax(H.init_state_dict(0))
     kill = TConfig(devices=N, samples=EVEN, data_dir=data_dir, fault="kill", fault_step=3)
     cli_out = tmp_path_factory.mktemp("cli")
     calls = {
+        "count_work": lambda: work["count"],
         "cli": lambda: (_cli_pass(data_dir, cli_out), cli_out),
         "rendezvous": partial(_worker, "reference_torch", work["rendezvous"], env=_env(
             RANK="1", WORLD_SIZE="2", LOCAL_RANK="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))),
@@ -229,8 +232,45 @@ def faults(tmp_path_factory, data_dir):
         "too_many": partial(_raised, partial(jlaunch.run_processes, [JConfig(devices=N, samples=64, data_dir=data_dir)],
                                              init, 120, processes=3)),
         **{args: partial(_cli, args, data_dir) for args, _ in BAD_PROCESSES},
+        **{(side, case): partial(_bad_input, side, case, work["count"]) for side, case, _ in WORKER_CASES},
     }
     return at_once(calls, workers=3)
+
+
+SIDES = ("jax_impl", "reference_torch")
+BAD_INPUTS = [  # (case, what the one error line says); the rank comes from the flags or torchrun's RANK
+    ("missing configs", "--configs {work}/absent.json: cannot read it (No such file or directory)"),
+    ("not JSON", "--configs {work}/bad.json: not JSON"),
+    ("not a list of configs", "--configs {work}/dict.json: not a non-empty list of Config objects"),
+    ("missing out folder", "--out {work}/absent: no such folder"),
+    ("bad init", "--init {work}/configs.json / --configs {work}/configs.json: not the inputs jax_impl.launch writes"),
+]
+WORKER_CASES = [(side, case, message) for side in SIDES for case, message in BAD_INPUTS
+                if not (side == "reference_torch" and case == "bad init")]  # torch's ranks take no --init
+
+
+def _bad_input(side: str, case: str, work: Path):
+    configs = {"missing configs": "absent.json", "not JSON": "bad.json", "not a list of configs": "dict.json"}.get(
+        case, "configs.json")
+    out = work / "absent" if case == "missing out folder" else work
+    init = work / ("configs.json" if case == "bad init" else "init.npz")
+    flags = []
+    cfgs = work / configs
+    if side == "jax_impl":  # process 0 of 2: it hosts the coordinator, so nothing is tried before its inputs
+        flags = ["--init", str(init), "--num-processes", "2", "--process-id", "0", "--coordinator", "127.0.0.1:1"]
+    proc = subprocess.run([sys.executable, "-m", f"{side}.multiprocess", "--configs", str(cfgs), "--out", str(out), *flags],
+                          capture_output=True, text=True, timeout=120, cwd=PD.REPO,
+                          env=_env(RANK="0", WORLD_SIZE="2", LOCAL_RANK="0"))
+    return proc.returncode, [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+
+
+@pytest.mark.parametrize("side, case, message", WORKER_CASES)
+def test_bad_worker_input_is_one_error_line(side, case, message, faults):
+    code, lines = faults[(side, case)]
+    work = Path(faults["count_work"])
+    rank = "process 0" if side == "jax_impl" else "rank 0"
+    assert code == 2 and len(lines) == 1, lines
+    assert f"python -m {side}.multiprocess ({rank}): error: {message.format(work=work)}" in lines[0], lines
 
 
 @pytest.mark.parametrize("args, message", BAD_PROCESSES)

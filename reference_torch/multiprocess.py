@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import sys
-from pathlib import Path
+
+from quickstart_parity_common.shards import read_configs
 
 __all__ = ["main", "process_from_environment"]
 
@@ -54,7 +54,10 @@ def main(argv=None) -> int:
         print(f"{who}: error: {' '.join(str(message).split())}", file=sys.stderr)
         return 2
 
-    cfg_dicts = json.loads(Path(args.configs).read_text())
+    try:
+        cfg_dicts = read_configs(args.configs, args.out)
+    except ValueError as e:
+        return fail(str(e))
     if any(c["devices"] != world for c in cfg_dicts):
         return fail(f"WORLD_SIZE {world} but the configs train {sorted({c['devices'] for c in cfg_dicts})} replicas "
                     "(one process per replica: --nnodes x --nproc-per-node must be the replica count)")
@@ -67,7 +70,10 @@ def main(argv=None) -> int:
 
     from .distributed import configs_from_dicts, train_configs  # noqa: PLC0415 -- imports torch
 
-    cfgs = configs_from_dicts(cfg_dicts)
+    try:
+        cfgs = configs_from_dicts(cfg_dicts)
+    except (TypeError, ValueError) as e:  # a field the Config does not take, a value of the wrong kind
+        return fail(f"--configs {args.configs}: not the configs reference_torch.launch writes ({e})")
     cuda = cfgs[0].device == "cuda"
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     if cuda:
