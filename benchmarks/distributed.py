@@ -10,6 +10,8 @@ rounds, the order rotated from round to round (``benchmarks.schedule.rotation``)
 epoch is the median over the rounds; the load average is recorded at the start and after each
 round. Every form trains from the same weights on the same batches; the largest per-step loss gap
 against torch in one process is shown (``parity.distributed`` is the verdict, with float64 runs).
+``all_reduce_cost`` adds the paper case: the bytes all-reduced per step and the time they take over a
+10 Gb/s and a 100 Gb/s link.
 
 On CPU the numbers are NOT a scaling measurement: the N DDP processes, or JAX's N host devices,
 share the same cores (on the 2-core development machine: 2 cores for everything, plus the other
@@ -67,6 +69,18 @@ def _one_device(cfg: tdist.Config) -> dict:
     return {"losses": np.concatenate(losses), "epoch_s": epoch_s}
 
 
+def all_reduce_cost(hidden: tuple[int, ...], devices: int, steps: int) -> dict:
+    """The paper case for scaling out: every step all-reduces one float32 gradient per parameter; a ring
+    all-reduce sends (and receives) 2 (N - 1) / N of those bytes per process, so a link of B bit/s adds at
+    least that many bytes x 8 / B seconds per step (latency and compute overlap left out)."""
+    grads = sum(v.numel() for v in NeuralNetwork(hidden).state_dict().values()) * 4
+    sent = 2 * (devices - 1) / devices * grads
+    links = {"10 Gb/s": 10e9, "100 Gb/s": 100e9}
+    return {"gradient_bytes_per_step": grads, "ring_bytes_sent_per_process_per_step": sent,
+            "step_s_at_link": {k: sent * 8 / b for k, b in links.items()},
+            "epoch_s_at_link": {k: steps * sent * 8 / b for k, b in links.items()}, "steps_per_epoch": steps}
+
+
 def _forms(cfg: tdist.Config, init: dict, processes: int) -> dict[str, tuple[int, Callable[[], dict]]]:
     """Every form timed: its label -> (replicas, a call that trains it once from a fresh start of its processes)."""
     limit = 30 * cfg.timeout_s  # a whole run: parity.distributed's limit on its JAX process
@@ -115,6 +129,7 @@ def measure(devices: int, device: str = "cpu", epochs: int = 2, data_dir: str = 
         framework_one = rows[0] if row["form"].startswith("torch") else rows[2]
         row["speedup_vs_1_process"] = framework_one["epoch_s"] / row["epoch_s"]
     return {"devices": devices, "device": device, "epochs": epochs, "samples": n, "rounds": rounds, "rows": rows,
+            "all_reduce": all_reduce_cost(cfg.hidden, devices, -(-n // cfg.batch_size)),
             "order": [[labels[i] for i in order] for order in rotation(len(labels), rounds)],
             "load_1min_5min_15min": {"start": load[0], "after_each_round": load[1:]},
             "cpu": platform.processor() or platform.machine(), "cores": len(os.sched_getaffinity(0)),
@@ -154,6 +169,11 @@ def main(argv=None) -> int:
         per_round = ", ".join(f"{t:.2f}" for t in r["epoch_s_rounds"])
         print(f"| {r['form']} | {r['warmup_s']:.2f} | {r['epoch_s']:.2f} | {per_round} | {r['samples_per_s']:,.0f} "
               f"| {r['speedup_vs_1_process']:.2f}x | {r['max_step_loss_gap_vs_torch_1_process']:.2e} |")
+    ar = result["all_reduce"]
+    print(f"all-reduced per step: {ar['gradient_bytes_per_step'] / 1e6:.2f} MB of float32 gradients; a ring sends "
+          f"{ar['ring_bytes_sent_per_process_per_step'] / 1e6:.2f} MB per process: at least "
+          + ", ".join(f"{t * 1e3:.2f} ms per step ({ar['epoch_s_at_link'][k]:.2f} s per epoch) over {k}"
+                      for k, t in ar["step_s_at_link"].items()))
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"distributed_{args.device}_{args.devices}.json"
