@@ -34,6 +34,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from quickstart_parity_common.checkpoint import CheckpointError, atomic_write
 from quickstart_parity_common.cli import DeviceError
 from quickstart_parity_common.data import DataError, find_files, read_split, to_float
 from quickstart_parity_common.shards import check_divisible
@@ -57,10 +58,12 @@ __all__ = [
     "Config",
     "available_devices",
     "check_config",
+    "configs_from_dicts",
     "load_train",
     "main",
     "test_metrics",
     "train",
+    "train_configs",
 ]
 
 @dataclass
@@ -105,6 +108,12 @@ def check_config(cfg: Config) -> None:
     check_divisible(cfg.batch_size, cfg.devices)
     if cfg.form not in FORMS:
         raise ValueError(f"form {cfg.form!r}: use one of {FORMS}")
+
+
+def configs_from_dicts(dicts: list[dict]) -> list[Config]:
+    """The Configs of a ``configs.json`` (``dataclasses.asdict`` of each, through JSON): every worker's input."""
+    names = {f.name for f in fields(Config)}
+    return [Config(**{k: (tuple(v) if k == "hidden" else v) for k, v in c.items() if k in names}) for c in dicts]
 
 
 def load_train(data_dir: str, samples: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -190,6 +199,39 @@ def _unflat(flat) -> dict:
     return out
 
 
+def _read_init(path: str) -> dict:
+    """The initial params of ``--init`` (npz, ``layer/name`` keys) as a Flax tree."""
+    with np.load(path) as f:
+        return _unflat({k: f[k] for k in f.files})
+
+
+def train_configs(cfgs: list[Config], params, out: Path, stem: str, evaluate: bool = True, **meta) -> None:
+    """Every config of ``cfgs`` trained from ``params``, written as ``out``/``stem``.npz (losses, the params
+    after each epoch, the shards of this process's devices) and .json (``meta`` among its fields); ``stem``
+    formats ``n``, the config's index. ``evaluate``: the test-set metrics too (else None). The worker's loop,
+    one process of N devices (``main``) or one of N processes (``multiprocess``)."""
+    data: dict = {}
+    for n, cfg in enumerate(cfgs):
+        key = (cfg.data_dir, cfg.samples)
+        if key not in data:  # loaded once for every config that trains on it; over processes place_rows
+            data[key] = load_train(cfg.data_dir, cfg.samples)  # then builds only this process's shard
+        result = train(cfg, params, *data[key])
+        mine = {d: s for d, s in enumerate(result["shards"]) if s is not None}  # None: another process's device
+        snaps = {f"epoch{e}/{k}": v for e, ps in enumerate(result["epochs"]) for k, v in _flat(ps).items()}
+        acc, avg = test_metrics(result["params"], cfg) if evaluate else (None, None)
+        meta_json = json.dumps({
+            "accuracy": acc, "avg_loss": avg, "init_mismatch": result["init_mismatch"],
+            "final_mismatch": result["final_mismatch"], "collectives": result["collectives"],
+            "epoch_s": result["epoch_s"],
+            "devices": [str(d) for d in make_mesh(cfg.devices, cfg.device).devices.flat], "config": asdict(cfg), **meta})
+        # Each file whole or absent (a process killed mid-write leaves none half-written), the .json before the
+        # .npz: a reader that finds the .npz finds both.
+        atomic_write(out / f"{stem.format(n=n)}.json", lambda f, text=meta_json: f.write(text.encode()))
+        arrays = {"losses": result["losses"], **snaps, **{f"shard{d}": np.concatenate(s) for d, s in mine.items()},
+                  **{f"shard{d}_count": np.array([len(x) for x in s]) for d, s in mine.items()}}
+        atomic_write(out / f"{stem.format(n=n)}.npz", lambda f, arrays=arrays: np.savez(f, **arrays))
+
+
 def main(argv=None) -> int:
     """The JAX worker process ``jax_impl.launch`` starts: trains every config of ``--configs`` (JSON list of
     Config fields) from ``--init`` (npz, Flax layout ``layer/kernel``) and writes ``--out``."""
@@ -199,32 +241,13 @@ def main(argv=None) -> int:
     p.add_argument("--init", required=True, help="npz of the initial params, Flax layout (layer/kernel)")
     p.add_argument("--out", required=True, help="folder for run<i>.npz and run<i>.json")
     args = p.parse_args(argv)
-    names = {f.name for f in fields(Config)}
-    cfgs = [Config(**{k: (tuple(v) if k == "hidden" else v) for k, v in c.items() if k in names})
-            for c in json.loads(Path(args.configs).read_text())]
+    cfgs = configs_from_dicts(json.loads(Path(args.configs).read_text()))
     if any(c.dtype == "float64" for c in cfgs):  # before any array exists
         jax.config.update("jax_enable_x64", True)
-    with np.load(args.init) as f:
-        params = _unflat({k: f[k] for k in f.files})
-    data: dict = {}
-    out = Path(args.out)
+    params = _read_init(args.init)
     try:
-        for n, cfg in enumerate(cfgs):
-            key = (cfg.data_dir, cfg.samples)
-            if key not in data:  # loaded once for every config that trains on it
-                data[key] = load_train(cfg.data_dir, cfg.samples)
-            result = train(cfg, params, *data[key])
-            acc, avg = test_metrics(result["params"], cfg)
-            snaps = {f"epoch{e}/{k}": v for e, p in enumerate(result["epochs"]) for k, v in _flat(p).items()}
-            np.savez(out / f"run{n}.npz", losses=result["losses"], **snaps,
-                     **{f"shard{d}": np.concatenate(s) for d, s in enumerate(result["shards"])},
-                     **{f"shard{d}_count": np.array([len(x) for x in s]) for d, s in enumerate(result["shards"])})
-            (out / f"run{n}.json").write_text(json.dumps({
-                "accuracy": acc, "avg_loss": avg, "init_mismatch": result["init_mismatch"],
-                "final_mismatch": result["final_mismatch"], "collectives": result["collectives"],
-                "epoch_s": result["epoch_s"],
-                "devices": [str(d) for d in make_mesh(cfg.devices, cfg.device).devices.flat], "config": asdict(cfg)}))
-    except (DataError, DeviceError, ValueError) as e:
+        train_configs(cfgs, params, Path(args.out), "run{n}")
+    except (CheckpointError, DataError, DeviceError, ValueError) as e:
         print(f"{p.prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     return 0

@@ -15,13 +15,13 @@ one machine. ``reference_torch/multiprocess.py`` is the torch twin (the program 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import sys
 import time
-from dataclasses import asdict, fields
 from pathlib import Path
+
+from quickstart_parity_common.shards import read_configs
 
 __all__ = ["main", "process_from_environment"]
 
@@ -77,7 +77,10 @@ def main(argv=None) -> int:
         print(f"{who}: error: {' '.join(str(message).split())}", file=sys.stderr)
         return 2
 
-    cfg_dicts = json.loads(Path(args.configs).read_text())
+    try:
+        cfg_dicts = read_configs(args.configs, args.out)
+    except ValueError as e:
+        return fail(str(e))
     if nprocs is not None and any(c["devices"] != nprocs for c in cfg_dicts):
         return fail(f"--num-processes {nprocs} but the configs train {sorted({c['devices'] for c in cfg_dicts})} "
                     "replicas: one device per process")
@@ -91,15 +94,20 @@ def main(argv=None) -> int:
                         "process 0 running there, and the port open?")
 
     import jax  # noqa: PLC0415 -- after the checks above, which need no backend
-    import numpy as np  # noqa: PLC0415 -- as jax above
 
+    from quickstart_parity_common.checkpoint import CheckpointError  # noqa: PLC0415 -- as jax above
     from quickstart_parity_common.cli import DeviceError  # noqa: PLC0415 -- as jax above
     from quickstart_parity_common.data import DataError  # noqa: PLC0415 -- as jax above
 
-    from .distributed import Config, _flat, _unflat, load_train, test_metrics, train  # noqa: PLC0415 -- imports jax
+    from .distributed import _read_init, configs_from_dicts, train_configs  # noqa: PLC0415 -- imports jax
 
+    try:  # the inputs whole before the run forms: a bad one ends this process alone, not its peers' wait
+        cfgs = configs_from_dicts(cfg_dicts)
+        params = _read_init(args.init)
+    except (OSError, ValueError, KeyError, TypeError) as e:  # missing, not an npz, keys not layer/name, bad fields
+        return fail(f"--init {args.init} / --configs {args.configs}: not the inputs jax_impl.launch writes ({e})")
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU collectives between processes
-    if any(c["dtype"] == "float64" for c in cfg_dicts):  # before any array exists
+    if any(c.dtype == "float64" for c in cfgs):  # before any array exists
         jax.config.update("jax_enable_x64", True)
     try:
         jax.distributed.initialize(coordinator, nprocs, pid, initialization_timeout=args.init_timeout,
@@ -109,33 +117,13 @@ def main(argv=None) -> int:
                     f"within {args.init_timeout} s: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
     pid = jax.process_index()
     who = f"{p.prog} (process {pid})"
-    names = {f.name for f in fields(Config)}
-    cfgs = [Config(**{k: (tuple(v) if k == "hidden" else v) for k, v in c.items() if k in names}) for c in cfg_dicts]
     if jax.device_count() != cfgs[0].devices:
         return fail(f"the run has {jax.device_count()} devices over {jax.process_count()} processes, "
                     f"the configs {cfgs[0].devices} replicas")
-    with np.load(args.init) as f:
-        params = _unflat({k: f[k] for k in f.files})
-    data: dict = {}
-    out = Path(args.out)
-    try:
-        for n, cfg in enumerate(cfgs):
-            key = (cfg.data_dir, cfg.samples)
-            if key not in data:  # the file is read whole; place_rows then builds only this process's shard
-                data[key] = load_train(cfg.data_dir, cfg.samples)
-            result = train(cfg, params, *data[key])
-            mine = {d: s for d, s in enumerate(result["shards"]) if s is not None}
-            snaps = {f"epoch{e}/{k}": v for e, ps in enumerate(result["epochs"]) for k, v in _flat(ps).items()}
-            np.savez(out / f"run{n}_proc{pid}.npz", losses=result["losses"], **snaps,
-                     **{f"shard{d}": np.concatenate(s) for d, s in mine.items()},
-                     **{f"shard{d}_count": np.array([len(x) for x in s]) for d, s in mine.items()})
-            acc, avg = test_metrics(result["params"], cfg) if pid == 0 else (None, None)
-            (out / f"run{n}_proc{pid}.json").write_text(json.dumps({
-                "accuracy": acc, "avg_loss": avg, "init_mismatch": result["init_mismatch"],
-                "final_mismatch": result["final_mismatch"], "collectives": result["collectives"],
-                "epoch_s": result["epoch_s"], "devices": [str(d) for d in jax.devices()],
-                "processes": jax.process_count(), "config": asdict(cfg)}))
-    except (DataError, DeviceError, ValueError) as e:
+    try:  # the test-set metrics once, on process 0
+        train_configs(cfgs, params, Path(args.out), f"run{{n}}_proc{pid}", evaluate=pid == 0,
+                        processes=jax.process_count())
+    except (CheckpointError, DataError, DeviceError, ValueError) as e:
         return fail(str(e))
     jax.distributed.shutdown()
     return 0

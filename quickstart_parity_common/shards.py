@@ -21,6 +21,9 @@ device trains on.
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 
 SPLITS = ("exact", "floor", "drop_last")
@@ -34,6 +37,24 @@ class DistributedError(RuntimeError):
     """A replica's process failed, died or timed out; the message names it. Both sides' launchers
     (``reference_torch.launch``, ``jax_impl.launch``) raise this one class, so a caller running both
     catches one name."""
+
+
+def read_configs(path: str, out_dir: str) -> list[dict]:
+    """The worker programs' inputs (``reference_torch.multiprocess``, ``jax_impl.multiprocess``): the
+    non-empty JSON list of Config dicts at ``path``, each with an integer ``devices``, and an existing
+    ``out_dir``; ValueError saying what is wrong, before any process group forms."""
+    try:
+        dicts = json.loads(Path(path).read_text())
+    except OSError as e:
+        raise ValueError(f"--configs {path}: cannot read it ({e.strerror or e})") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"--configs {path}: not JSON ({e})") from None
+    if not isinstance(dicts, list) or not dicts or not all(
+            isinstance(c, dict) and type(c.get("devices")) is int for c in dicts):
+        raise ValueError(f"--configs {path}: not a non-empty list of Config objects, each with an integer \"devices\"")
+    if not Path(out_dir).is_dir():
+        raise ValueError(f"--out {out_dir}: no such folder (every rank writes its results there)")
+    return dicts
 
 
 def check_divisible(batch_size: int, world: int) -> None:

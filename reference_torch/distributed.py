@@ -12,7 +12,7 @@ import datetime
 import os
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from quickstart_parity_common.checkpoint import atomic_write
 from quickstart_parity_common.cli import DeviceError
 from quickstart_parity_common.data import find_files, read_split, to_float
 from quickstart_parity_common.shards import check_divisible, epoch_shards, loss_weight
@@ -33,6 +34,7 @@ __all__ = [
     "allreduce_sum_hook",
     "available_devices",
     "check_config",
+    "configs_from_dicts",
     "load_train",
     "train",
     "train_configs",
@@ -84,6 +86,12 @@ def check_config(cfg: Config) -> None:
         raise DeviceError(f"--devices {cfg.devices}: this machine can run {have} {cfg.device} replica(s) "
                           f"({'GPUs' if cfg.device == 'cuda' else 'cores'} available)")
     check_divisible(cfg.batch_size, cfg.devices)
+
+
+def configs_from_dicts(dicts: list[dict]) -> list[Config]:
+    """The Configs of a ``configs.json`` (``dataclasses.asdict`` of each, through JSON): every worker's input."""
+    names = {f.name for f in fields(Config)}
+    return [Config(**{k: (tuple(v) if k == "hidden" else v) for k, v in c.items() if k in names}) for c in dicts]
 
 
 def load_train(data_dir: str, samples: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -184,6 +192,8 @@ def train_configs(rank: int, cfgs: list[Config], out_dir: str, device: torch.dev
             data[key] = (torch.from_numpy(x_np).to(device, getattr(torch, cfg.dtype)), torch.from_numpy(y_np).to(device))
         result = train(rank, cfg, device, *data[key])
         snaps = {f"epoch{e}/{k}": v for e, p in enumerate(result["epochs"]) for k, v in p.items()}
-        np.savez(Path(out_dir) / f"run{n}_rank{rank}.npz", losses=result["losses"], **snaps,
-                 seen=np.concatenate(result["shards"]), seen_count=np.array([len(s) for s in result["shards"]]),
-                 epoch_s=np.array(result["epoch_s"]), **{f"init/{k}": v for k, v in result["init"].items()})
+        arrays = {"losses": result["losses"], **snaps, "seen": np.concatenate(result["shards"]),
+                  "seen_count": np.array([len(s) for s in result["shards"]]), "epoch_s": np.array(result["epoch_s"]),
+                  **{f"init/{k}": v for k, v in result["init"].items()}}
+        # whole or absent: a rank killed mid-write leaves no half-written file
+        atomic_write(Path(out_dir) / f"run{n}_rank{rank}.npz", lambda f, arrays=arrays: np.savez(f, **arrays))

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import sys
-from dataclasses import fields
-from pathlib import Path
+
+from quickstart_parity_common.shards import read_configs
 
 __all__ = ["main", "process_from_environment"]
 
@@ -55,7 +54,10 @@ def main(argv=None) -> int:
         print(f"{who}: error: {' '.join(str(message).split())}", file=sys.stderr)
         return 2
 
-    cfg_dicts = json.loads(Path(args.configs).read_text())
+    try:
+        cfg_dicts = read_configs(args.configs, args.out)
+    except ValueError as e:
+        return fail(str(e))
     if any(c["devices"] != world for c in cfg_dicts):
         return fail(f"WORLD_SIZE {world} but the configs train {sorted({c['devices'] for c in cfg_dicts})} replicas "
                     "(one process per replica: --nnodes x --nproc-per-node must be the replica count)")
@@ -63,12 +65,15 @@ def main(argv=None) -> int:
     import torch  # noqa: PLC0415 -- after the checks above, which need none of it
     import torch.distributed as dist  # noqa: PLC0415 -- as torch above
 
+    from quickstart_parity_common.checkpoint import CheckpointError  # noqa: PLC0415 -- as torch above
     from quickstart_parity_common.data import DataError  # noqa: PLC0415 -- as torch above
 
-    from .distributed import Config, train_configs  # noqa: PLC0415 -- imports torch
+    from .distributed import configs_from_dicts, train_configs  # noqa: PLC0415 -- imports torch
 
-    names = {f.name for f in fields(Config)}
-    cfgs = [Config(**{k: (tuple(v) if k == "hidden" else v) for k, v in c.items() if k in names}) for c in cfg_dicts]
+    try:
+        cfgs = configs_from_dicts(cfg_dicts)
+    except (TypeError, ValueError) as e:  # a field the Config does not take, a value of the wrong kind
+        return fail(f"--configs {args.configs}: not the configs reference_torch.launch writes ({e})")
     cuda = cfgs[0].device == "cuda"
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     if cuda:
@@ -84,7 +89,7 @@ def main(argv=None) -> int:
         return fail(f"cannot join the process group at {where} within {cfgs[0].timeout_s:.0f} s: {str(e).splitlines()[0]}")
     try:
         train_configs(rank, cfgs, args.out, device)
-    except DataError as e:
+    except (CheckpointError, DataError) as e:
         return fail(str(e))
     except RuntimeError as e:  # a collective failed: a peer died, or did not answer within the timeout
         return fail(f"a collective failed (a peer died or hung): {str(e).strip().splitlines()[0]}")

@@ -52,7 +52,6 @@ ONE_SIDE_ONLY = {
         "worker": "one DDP rank's process (reference_torch.launch starts N); the JAX worker process is main",
         "weighted_loss": "one rank's shard loss; JAX's lives with its step forms in jax_impl.sharding",
         "train_step": "one DDP rank's step; JAX's two forms are built by jax_impl.sharding.make_step",
-        "train_configs": "a rank's configs inside its process group (worker's and torchrun's); JAX's main loops itself",
     },
     ("reference_torch", "launch"): {
         "free_port": "the DDP ranks' TCP rendezvous; JAX's devices share one process",
