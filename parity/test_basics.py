@@ -21,7 +21,7 @@ from parity import harness as H
 from parity.tolerances import LAYERS
 from quickstart_parity_common.data import CLASSES
 from quickstart_parity_common.image_folder import write_image_folder
-from quickstart_parity_guide.guide import nnx_layers
+from quickstart_parity_guide.guide import nnx_layers, shard_map_against_jit
 from reference_torch.basics import datasets as td
 from reference_torch.basics import layers as tl
 from reference_torch.basics import save_load as ts
@@ -275,3 +275,14 @@ def test_walk_through_needs_no_no_grad():
     assert torch.is_grad_enabled()
     out = tl.walk_through(tl.minibatch(0), tl.make_layers(0))
     assert out["logits"].shape == (3, 10)
+
+
+# --- data parallelism --------------------------------------------------------------------------------
+
+def test_shard_map_step_with_check_vma_is_the_jit_step(data_dir):
+    """The chapter's shard_map step (pmean of the loss, value_and_grad outside, check_vma on) takes the
+    one-device step on 2 CPU devices: the same parameters to rounding, and the update is large enough
+    that a gradient off by the device count (a pmean of gradients already summed) would show."""
+    vs = shard_map_against_jit(data_dir)
+    assert np.isfinite(vs["gap"]) and vs["gap"] <= 1e-7, vs
+    assert vs["update"] > 100 * 1e-7, vs  # the step moved the parameters: the comparison is not of two no-ops

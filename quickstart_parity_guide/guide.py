@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import pickle
+import subprocess
+import sys
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -486,11 +489,54 @@ def _distributed(data_dir):
     rows = importlib.import_module("parity.distributed").basics_numbers(data_dir)
     first, rebuilt = ddp_bucket_sizes()
     no_buckets = "(one program: XLA schedules the all-reduces)"
+    vs = shard_map_against_jit(data_dir)
+    two = "(inputs: torch's seed-0 init, the first 33 training images, 2 CPU devices)"
     return rows + [
+        ("`train_step_shard_map` (check_vma on): largest update difference from `train_step`'s, one step " + two,
+         "(reference)", vs["gap"]),
+        ("the same: largest update (a doubled or halved gradient would differ by this much) " + two, "(reference)",
+         vs["update"]),
         ("DDP gradient buckets, first step (bytes) (inputs: the MLP, 1 gloo rank)", first, no_buckets),
         ("DDP gradient buckets from the second step, `rebuilt_bucket_sizes` (bytes) (inputs: the same)", rebuilt,
          no_buckets),
     ]
+
+
+SHARD_MAP_AGAINST_JIT = """
+import sys
+import jax
+from jax_impl.basics import distributed as jb  # setup() sets jax_num_cpu_devices before any computation
+mesh = jb.setup(2)
+import numpy as np
+import optax
+from flax.training.train_state import TrainState
+from jax_impl.model import NeuralNetwork
+from parity import harness as H
+from quickstart_parity_guide.guide import real_batch
+x, y = real_batch(sys.argv[1], 33)
+params = H.torch_to_flax(H.init_state_dict(0))
+state = TrainState.create(apply_fn=NeuralNetwork().apply, params=jb.replicate(params, mesh), tx=optax.sgd(1e-3))
+auto, _ = jb.train_epoch(state, x, y, mesh)
+explicit, _ = jb.train_epoch(state, x, y, mesh, step=jb.train_step_shard_map(mesh))
+leaves = lambda s: [np.asarray(v, np.float64) for v in jax.tree.leaves(s.params)]
+init = [np.asarray(v, np.float64) for v in jax.tree.leaves(params)]
+gap = max(np.abs(a - b).max() for a, b in zip(leaves(auto), leaves(explicit)))
+update = max(np.abs(a - p).max() for a, p in zip(leaves(auto), init))
+print(len(jax.devices()), repr(float(gap)), repr(float(update)))
+"""
+
+
+def shard_map_against_jit(data_dir: str) -> dict:
+    """One SGD step on 33 real images (17 + 16 over 2 CPU devices, in a process of its own: the device
+    count is fixed when JAX starts) by ``train_step`` and by ``train_step_shard_map``: the largest
+    parameter difference between the two results, and the largest update, which a gradient off by a
+    factor N (``pmean`` after a gradient already summed, or none) would change by as much."""
+    out = subprocess.run([sys.executable, "-c", SHARD_MAP_AGAINST_JIT, data_dir], cwd=REPO, check=True,
+                         capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    devices, gap, update = out.stdout.split()
+    if int(devices) != 2:
+        raise RuntimeError(f"shard_map_against_jit: {devices} devices, 2 asked for")
+    return {"gap": float(gap), "update": float(update)}
 
 
 def ddp_bucket_sizes(steps: int = 3) -> tuple[str, str]:
@@ -744,7 +790,12 @@ CHAPTERS = [
             _distributed, [
         "**N processes vs one program.** DDP runs N processes, each with a full model and its own loop; they meet only "
         "in collectives (gloo on CPU, NCCL on GPUs). JAX runs one program over N devices: the parameters are one array "
-        "replicated (`P()`), each global batch one array split over the mesh axis (`P(\"data\")`).",
+        "replicated (`P()`), each global batch one array split over the mesh axis (`P(\"data\")`). `setup` builds "
+        "the mesh with `jax.make_mesh((N,), (\"data\",))` and makes it the current one with `jax.set_mesh(mesh)` (jax 0.10 "
+        "has no `jax.sharding.use_mesh`, its earlier spelling; with a mesh set, a bare `P(\"data\")` is a sharding). "
+        "On a CPU, `jax.config.update(\"jax_num_cpu_devices\", N)` right after `import jax` splits the host into N "
+        "devices, where older code sets `XLA_FLAGS=--xla_force_host_platform_device_count=N` before JAX is imported; "
+        "either must come before JAX's first computation.",
         "**Bucketed all-reduce of sums / N vs a sharded mean.** DDP hooks every parameter: as gradients are ready during "
         "`backward` they are packed into buckets and each bucket is all-reduced while `backward` goes on. The first "
         "step uses `bucket_cap_mb` (25 MiB), so this MLP's 669,706 float32 gradients (2.7 MB) are one bucket; DDP then "
@@ -754,7 +805,7 @@ CHAPTERS = [
         "all-reduce sums, so every replica holds (g_0 + ... + g_(N-1)) / N. Under `jit`, `train_step` is the one-device "
         "step: the batch mean becomes a partial sum per device plus one all-reduce, and the gradients follow (the compiled "
         "program holds `all-reduce` and no `all-gather` of the batch; `parity/test_distributed.py` checks it). "
-        "`train_step_shard_map` writes the per-device program out, as DDP is: local gradients, then `pmean` = (1/N) sum.",
+        "`train_step_shard_map` writes the per-device loss out instead (next point).",
         "**Unequal shards need weights.** DDP and `pmean` weight every replica 1/N whatever its shard size. A global "
         "batch of 33 on 2 replicas splits 17 + 16; each shard's mean loss times n_r * N / b (1.0303 and 0.9697 above) "
         "makes the average the one-device mean (`quickstart_parity_common/shards.py`). "
@@ -762,10 +813,23 @@ CHAPTERS = [
         "set by repeating samples (or drops them with `drop_last=True`), and JAX's `NamedSharding` refuses a dimension "
         "that does not divide (`IndivisibleError`), so the JAX side pads each shard with weight-0 samples. The quickstart's "
         "last batch of 32 splits 16 + 16 on 2 replicas: weights 1, as one device.",
-        "**`shard_map` and `check_vma`.** With the default `check_vma=True`, JAX types the replicated parameters as "
-        "device-invariant, and the gradient of a device-varying loss comes back already *summed* over devices (the "
-        "transpose of the implicit broadcast is a `psum`): a `pmean` after it changes nothing, and training runs with N "
-        "times the gradient. `train_step_shard_map` uses `check_vma=False`, so gradients stay local until `pmean`.",
+        "**`shard_map`, as JAX's tutorial writes data parallelism.** `train_step_shard_map` maps only the *loss* over "
+        "the devices: each device computes its shard's weighted mean and returns `jax.lax.pmean` of it, so the "
+        "result is the global batch's loss, the same value on every device (`out_specs=P()`); `jax.value_and_grad` "
+        "is applied *outside* `shard_map`. There is no `pmean` of the gradients, and none is needed: the parameters "
+        "enter replicated (`in_specs=P()`), and where the replicated value meets device-varying data JAX inserts a "
+        "`pvary`, whose transpose is a `psum`, so the gradient comes back already reduced over the devices (the "
+        "\"sharding and AD\" notes: [shard_map tutorial](https://docs.jax.dev/en/latest/notebooks/shard_map.html), "
+        "[JEP 17111](https://docs.jax.dev/en/latest/jep/17111-shmap-transpose.html)). The per-device `pmean` of the "
+        "loss is that all-reduce's 1/N. What `check_vma=True` (the default, kept on) checks: it types every value "
+        "inside `shard_map` as varying or invariant across each mesh axis, so an `out_specs=P()` output must be "
+        "provably the same on every device (returning the shard's loss without `pmean` is refused with a "
+        "`ValueError`), and it makes the transposes above exact. The old `pmap` habit of taking gradients inside "
+        "and `pmean`ing them meets the same rule: the gradient of the replicated parameters is already summed, a "
+        "`pmean` after it changes nothing, and the step uses N times the gradient; switching the check off "
+        "(`check_vma=False`) restores the old behaviour and loses the check. The two rows above: one step of "
+        "`train_step_shard_map` and of `train_step` on 2 devices, the same parameters to rounding, against an "
+        "update that a factor of 2 in the gradient would change by as much.",
         "**Same initial weights.** DDP broadcasts rank 0's parameters when it wraps the model (`init_sync=True`), which "
         "hides ranks seeded differently; a replicated JAX array is one value by construction, unless it is assembled from "
         "per-device buffers (`jax.make_array_from_single_device_arrays`), as separately seeded hosts would. "
