@@ -43,6 +43,7 @@ from jax_impl.data import load_fashion_mnist
 from jax_impl.model import init_params
 from parity import harness as H
 from parity.weights import flax_to_torch_numpy, torch_to_flax
+from quickstart_parity_common.convert import hidden_of
 from quickstart_parity_common.data import to_float
 from reference_torch.basics import autograd as t_autograd
 from reference_torch.basics import datasets as t_datasets
@@ -78,7 +79,7 @@ ROW_INPUTS = {
     "transforms": "test image 0, both sides",
     "layers": "torch's `minibatch(0)` and `make_layers(0)` weights, fed to all three; JAX's own draw other numbers",
     "autograd": "torch's `tutorial_inputs(0)`, fed to both; JAX's own `tutorial_inputs` draws other numbers",
-    "save_load": "torch's seed-0 init trained 300 steps, or JAX's `jax.random.key(0)` init, as the row says",
+    "save_load": "torch's seed-0 init trained 300 SGD steps, the first 1,000 test images",
     "optimization": "torch's seed-0 init and the first training images in file order, fed to both",
     "functional": "torch's seed-0 init, the first 8 training images, torch's `tutorial_inputs(0)`, fed to both",
     "jit": "the values listed, both sides",
@@ -263,8 +264,17 @@ def _save_load(data_dir):
     with tempfile.TemporaryDirectory() as tmp:
         t_save_load.save_safetensors(model, f"{tmp}/m.safetensors")
         params = j_save_load.load_safetensors(f"{tmp}/m.safetensors")
-        j_save_load.save_safetensors(init_params(jax.random.key(0)), f"{tmp}/p.safetensors")
+        net = j_save_load.empty_model(hidden_of(params))
+        nnx.update(net, params)
+        j_save_load.save_safetensors(nnx_model.NeuralNetwork(rngs=nnx.Rngs(0)), f"{tmp}/p.safetensors")
         from_jax = t_save_load.load_safetensors(f"{tmp}/p.safetensors")
+        t_save_load.save_weights(model, f"{tmp}/m.pth")
+        j_save_load.save_weights(net, f"{tmp}/m.msgpack")
+        t_empty, j_empty = t_save_load.empty_model(), j_save_load.empty_model()
+        empty = (f"device {t_empty.linear_relu_stack[0].weight.device}",
+                 type(j_empty.linear_relu_stack_0.kernel.get_value()).__name__)
+        t_back = t_save_load.load_weights(f"{tmp}/m.pth", t_empty)
+        j_back = j_save_load.load_weights(f"{tmp}/m.msgpack", j_empty)
         refused = []
         for side, exc in ((t_save_load, pickle.UnpicklingError), (j_save_load, Exception)):
             side.write_crafted_pickle(f"{tmp}/evil.pth", f"{tmp}/marker")
@@ -274,14 +284,20 @@ def _save_load(data_dir):
             except exc as e:
                 refused.append(f"refused: {type(e).__name__}")
         payload_ran = Path(f"{tmp}/marker").exists()
-    tp, jp = t_save_load.predict_all(model, test.x), j_save_load.predict_all(params, test.x)
+    tp, jp = t_save_load.predict_all(model, test.x), j_save_load.predict_all(net, test.x)
     jax_params = torch_to_flax({k: v.numpy() for k, v in from_jax.state_dict().items()})
+    jax_net = j_save_load.empty_model()
+    nnx.update(jax_net, jax_params)
     return [
         ("torch-trained weights (300 SGD steps on real data) via safetensors: test accuracy, 1,000 images",
          float((tp == test.y).mean()), float((jp == test.y).mean())),
         ("the same: predictions equal on all 1,000", bool((tp == jp).all()), bool((tp == jp).all())),
-        ("JAX-initialised weights via safetensors: first 8 predictions", t_save_load.predict_all(from_jax, test.x[:8]),
-         j_save_load.predict_all(jax_params, test.x[:8])),
+        ("`empty_model()`: what a parameter holds (torch's meta device, `nnx.eval_shape`)", empty[0], empty[1]),
+        ("`save_weights` then `load_weights` into `empty_model()`: predictions equal the trained model's, 1,000",
+         bool((t_save_load.predict_all(t_back, test.x) == tp).all()),
+         bool((j_save_load.predict_all(j_back, test.x) == jp).all())),
+        ("JAX-initialised weights (inputs: `NeuralNetwork(rngs=nnx.Rngs(0))`) via safetensors: first 8 predictions",
+         t_save_load.predict_all(from_jax, test.x[:8]), j_save_load.predict_all(jax_net, test.x[:8])),
         ("crafted pickle, `load_untrusted`", refused[0], refused[1]),
         ("the payload ran", payload_ran, payload_ran),
     ]
@@ -647,13 +663,17 @@ CHAPTERS = [
     ]),
     Chapter("Optimizing model parameters", "optimization", ["sgd_steps", "forgotten_zero_grad", "train_epoch", "evaluate"],
             _optimization, [
-        "**Three calls vs one expression.** torch: `loss.backward()` writes `.grad` on every parameter, "
+        "**Three calls vs returned values.** torch: `loss.backward()` writes `.grad` on every parameter, "
         "`optimizer.step()` reads them and updates the parameters in place, `optimizer.zero_grad()` clears `.grad`. "
-        "JAX: `jax.value_and_grad` *returns* the gradients, `tx.update(grads, opt_state, params)` returns updates and "
-        "a new optimizer state, `optax.apply_updates` returns new params (`TrainState.apply_gradients` is those two "
-        "calls). Nothing is stored on the parameters, so there is nothing to zero.",
-        "**Optimizer state is a pytree you carry.** `optimizer.state[p]['momentum_buffer']` is hidden inside the "
-        "optimizer, keyed by parameter object; optax's `TraceState.trace` has the params' structure. torch's buffer "
+        "Flax NNX (the JAX column): `nnx.value_and_grad(loss_fn)(model, ...)` *returns* the gradients (an "
+        "`nnx.State` shaped like `nnx.state(model, nnx.Param)`), and `optimizer.update(model, grads)` updates the "
+        "parameters and the optax state in place, as `step()` does. Nothing is stored on the parameters, so there "
+        "is nothing to zero. Underneath, and spelled out in Flax Linen or plain JAX: `tx.update(grads, opt_state, "
+        "params)` returns updates and a new optimizer state and `optax.apply_updates` returns new params "
+        "(`flax.training.TrainState.apply_gradients` is those two calls, the quickstart program's Linen step).",
+        "**Optimizer state is a pytree.** `optimizer.state[p]['momentum_buffer']` is hidden inside the "
+        "optimizer, keyed by parameter object; `nnx.Optimizer.opt_state` is optax's state, and its `trace` "
+        "(`optax.tree_utils.tree_get(opt_state, \"trace\")`) has the params' structure. torch's buffer "
         "starts as the first gradient, optax's trace starts at zeros and adds `g + momentum * 0`: the same numbers "
         "from step 1, as the table shows.",
         "**Loops.** The tutorial's `train_loop` is Python per batch, and so is the JAX `train_epoch` shown here "
@@ -663,7 +683,8 @@ CHAPTERS = [
         "step). The quickstart program's `jax_impl.train.train_epoch` goes further and compiles the whole epoch as "
         "one `lax.scan` over a Linen `TrainState`. The test loop sums per-batch losses on the host in both.",
     ]),
-    Chapter("Save and load the model", "save_load", ["save_weights", "load_weights", "save_whole_model", "load_whole_model",
+    Chapter("Save and load the model", "save_load", ["save_weights", "empty_model", "load_weights", "save_whole_model",
+                                                     "load_whole_model",
                                                      "load_untrusted", "write_crafted_pickle", "save_safetensors",
                                                      "load_safetensors", "predict_all"], _save_load, [
         "**Pickle runs code.** `torch.save(model)` pickles the class; `torch.load(..., weights_only=False)` can execute "
@@ -671,13 +692,28 @@ CHAPTERS = [
         "refused, and its payload running once the flag is turned off). It is `torch.load`'s default only from torch "
         "2.6; torch 2.4 and 2.5 (which `pyproject.toml` allows) default to `False`, so this project always passes it "
         "explicitly.",
-        "**The safetensors row uses trained weights**: `trained_torch_model` in `quickstart_parity_guide/guide.py` "
-        "runs 300 SGD steps "
-        "(lr 1e-3, batch 64) from the seed-0 init on the first 19,200 training images, deterministically; the JAX row "
-        "uses freshly initialised JAX weights. (300 steps at the tutorial's lr: trained, non-random weights, not yet "
-        "a good model.)",
-        "**Model = code, params = data.** JAX has no whole-model object to save: `flax.serialization` writes the params "
-        "pytree as msgpack, and the model is rebuilt from code.",
+        "**The tutorial's lines, both sides.** `save_weights` is `torch.save(model.state_dict(), path)`; its twin "
+        "writes `nnx.state(model, nnx.Param)` (NNX's `state_dict`, as a pure dict) with `flax.serialization`'s "
+        "msgpack. `load_weights` is `model.load_state_dict(torch.load(path, weights_only=True)); model.eval()`; its "
+        "twin is `nnx.update(model, state)` (NNX's `load_state_dict`) and `model.eval()`. The quickstart's own "
+        "writers (`reference_torch/checkpoint.py`, `jax_impl/checkpoint.py`) add an atomic rename and a checksum: "
+        "a program's concerns, not the lesson's.",
+        "**Build without memory, then load.** `with torch.device(\"meta\")` builds a module whose tensors have "
+        "shapes and no storage; `load_state_dict(..., assign=True)` then makes the loaded tensors the module's own. "
+        "`nnx.eval_shape(lambda: NeuralNetwork(rngs=nnx.Rngs(0)))` builds the NNX module with "
+        "`jax.ShapeDtypeStruct` leaves, drawing and allocating nothing, and `nnx.update` fills it (`empty_model`, "
+        "rows above).",
+        "**Orbax for checkpoints.** Flax's advice for training checkpoints is Orbax (`orbax-checkpoint`, installed "
+        "with flax itself, so no new dependency): `ocp.StandardCheckpointer().save(path, nnx.state(model))`, then "
+        "`restore(path, nnx.state(nnx.eval_shape(...)))` and `nnx.update` (the exercise below). It writes a "
+        "directory, asynchronously, and handles sharded arrays across hosts; msgpack and safetensors are single "
+        "files of host arrays.",
+        "**The rows use trained weights**: `trained_torch_model` in `quickstart_parity_guide/guide.py` runs 300 SGD "
+        "steps (lr 1e-3, batch 64) from the seed-0 init on the first 19,200 training images, deterministically; one "
+        "row uses freshly initialised NNX weights instead. (300 steps at the tutorial's lr: trained, non-random "
+        "weights, not yet a good model.)",
+        "**Model = code, params = data.** JAX has no whole-model object to save: `save_whole_model` writes the params "
+        "pytree and the widths as msgpack, and the model is rebuilt from code.",
         "**safetensors is the shared format**: tensors and names only, no code. Written in torch's names and layout, "
         "either side reads the other's file and predicts the same classes on all 10,000 test images "
         "(`parity/test_basics.py`, after one full epoch).",
@@ -991,7 +1027,28 @@ from flax import serialization
 params = {"dense": {"kernel": jnp.ones((2, 2)), "bias": jnp.arange(2.0)}}
 data = serialization.to_bytes(params)  # msgpack: arrays and containers only, no code
 answer = serialization.from_bytes(jax.tree.map(jnp.zeros_like, params), data)""",
-        "all(bool((a == b).all()) for a, b in zip(jax.tree.leaves(answer), jax.tree.leaves(params), strict=True))")],
+        "all(bool((a == b).all()) for a, b in zip(jax.tree.leaves(answer), jax.tree.leaves(params), strict=True))"),
+        Exercise(
+        "Save an NNX model with Orbax, Flax's advice for checkpoints, and restore it into `nnx.eval_shape`'s "
+        "empty model.",
+        """import tempfile
+
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from jax_impl.nnx_model import NeuralNetwork
+
+model = NeuralNetwork((32,), rngs=nnx.Rngs(0))
+path = tempfile.mkdtemp() + "/ckpt"  # Orbax writes a directory, which must not exist yet
+checkpointer = ocp.StandardCheckpointer()
+checkpointer.save(path, nnx.state(model))
+checkpointer.wait_until_finished()  # the save runs in the background
+empty = nnx.eval_shape(lambda: NeuralNetwork((32,), rngs=nnx.Rngs(1)))  # shapes only: nothing drawn
+nnx.update(empty, checkpointer.restore(path, nnx.state(empty)))
+x = np.ones((2, 784), np.float32)
+answer = (np.asarray(empty(x)), np.asarray(model(x)))""",
+        "np.array_equal(*answer) and not np.array_equal(answer[1], np.asarray(NeuralNetwork((32,), rngs=nnx.Rngs(1))(x)))")],
     "jit": [Exercise(
         "`jax.jit(jax.grad(_f))` fails on the `if`. Rewrite `_f` so it compiles, and check the gradients at 2, -3, 2.",
         """import jax
