@@ -9,6 +9,7 @@ import torch
 from flax import nnx
 
 from jax_impl import nnx_model
+from jax_impl.basics import autograd as ja
 from jax_impl.basics import datasets as jd
 from jax_impl.basics import layers as jl
 from jax_impl.basics import save_load as js
@@ -22,6 +23,7 @@ from parity.tolerances import LAYERS
 from quickstart_parity_common.data import CLASSES
 from quickstart_parity_common.image_folder import write_image_folder
 from quickstart_parity_guide.guide import nnx_layers, shard_map_against_jit
+from reference_torch.basics import autograd as ta
 from reference_torch.basics import datasets as td
 from reference_torch.basics import layers as tl
 from reference_torch.basics import save_load as ts
@@ -299,3 +301,15 @@ def test_shard_map_step_with_check_vma_is_the_jit_step(data_dir):
     vs = shard_map_against_jit(data_dir)
     assert np.isfinite(vs["gap"]) and vs["gap"] <= 1e-7, vs
     assert vs["update"] > 100 * 1e-7, vs  # the step moved the parameters: the comparison is not of two no-ops
+
+
+def test_devices_and_the_recorded_graph():
+    """device_put commits an array where jnp.asarray does not; make_jaxpr of the gradient holds the
+    forward and the backward (a transpose of the matmul), where torch's grad_fn names one node."""
+    x = np.ones((2, 2), np.float32)
+    assert jt.to_device(x)["committed"] == (False, True)
+    assert jt.to_device(x)["device"] == tt.to_device(x)["device"] == "cpu"
+    inputs = ta.tutorial_inputs(0)
+    assert ta.graph(**inputs) == "z: AddBackward0, loss: BinaryCrossEntropyWithLogitsBackward0"
+    jaxpr = ja.graph(**inputs)
+    assert "dot_general" in jaxpr and "transpose" in jaxpr, jaxpr

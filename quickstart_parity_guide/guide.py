@@ -182,6 +182,9 @@ def _tensors(data_dir):
         ("`in_place_add(x)`: result is the input", ti["same_object"], ji["same_object"]),
         ("`numpy_bridge()`: numpy after adding to the tensor", tb["numpy_after_tensor_add"], jb["numpy_after_tensor_add"]),
         ("`single_element(x)`", t_tensors.single_element(torch.tensor(x)), j_tensors.single_element(jnp.asarray(x))),
+        ("`to_device(x)`: device (the CPU here)", t_tensors.to_device(x)["device"], j_tensors.to_device(x)["device"]),
+        ("`to_device(x)`: committed (JAX: before, after `device_put`)", t_tensors.to_device(x)["committed"],
+         j_tensors.to_device(x)["committed"]),
     ]
 
 
@@ -252,6 +255,8 @@ def _autograd(data_dir):
         ("`frozen_bias`: grad_b of the frozen bias (torch: `b.grad`; JAX: through `stop_gradient`)",
          tf["grad_b"], jf["grad_b"]),
         ("`frozen_bias`: grad_w, row 0", tf["grad_w"][0], jf["grad_w"][0]),
+        ("`graph`: what is recorded (torch's `grad_fn`, JAX's `make_jaxpr` of the gradient)", t_autograd.graph(**inputs),
+         j_autograd.graph(**inputs)),
         ("`tracking`", str(t_autograd.tracking(**args)), str(j_autograd.tracking(**args))),
         ("`jacobian_products()`: first, row 0 " + eye, tj["first"][0], jj["first"][0]),
         ("`jacobian_products()`: second, row 0 " + eye, tj["second"][0], jj["second"][0]),
@@ -587,7 +592,7 @@ def jax_get(tree):
 CHAPTERS = [
     Chapter("Tensors", "tensors", ["from_data", "from_numpy", "like", "from_shape", "attributes", "indexing", "concatenate",
                                    "matmul_three_ways", "multiply_three_ways", "single_element", "in_place_add",
-                                   "numpy_bridge"],
+                                   "numpy_bridge", "to_device"],
             _tensors, [
                 "**Mutable vs immutable.** `x[:, 1] = 0` and `x.add_(5)` change the tensor; a JAX array never "
                 "changes: `x.at[:, 1].set(0)` and `x + 5` return new arrays (inside `jit`, XLA reuses the buffer "
@@ -604,6 +609,16 @@ CHAPTERS = [
                 "depends on the machine and the size). So treat a numpy array handed to JAX as frozen, or copy and wait: "
                 "`jnp.array(n, copy=True).block_until_ready()` (what `numpy_bridge` does). `np.asarray(jax_array)` is a "
                 "read-only view; `np.array(jax_array)` a writable copy.",
+                "**Devices.** `x.to(device)` copies a tensor to a device, and an operation must find all its "
+                "operands on one device. `jax.device_put(x, jax.devices()[0])` places an array and *commits* it to "
+                "that device: computations on committed arrays run where they are, and mixing two devices raises. "
+                "An array JAX made itself (`jnp.asarray(x)`) is *uncommitted*: it lives on the default device (the "
+                "first accelerator, else the CPU) and moves to where its committed operands are (rows above; "
+                "`x.device`, `x.committed`).",
+                "**Zero-copy exchange: dlpack.** `torch.from_dlpack(jax_array)` and `jax.dlpack.from_dlpack(tensor)` "
+                "(also `jnp.from_dlpack`) hand a buffer across without copying, on the CPU and on the same GPU "
+                "(the exercise checks the pointers); the two then share memory, so mutating the torch side in place "
+                "breaks the JAX array's immutability.",
                 "**Default integer width.** torch infers int64; JAX uses int32 unless `jax_enable_x64` is set.",
                 "**Random numbers.** `torch.rand` draws from a hidden global generator; JAX needs an explicit key.",
             ]),
@@ -614,6 +629,12 @@ CHAPTERS = [
         "**Objects vs arrays.** A torch `Dataset` is indexed one sample at a time and `DataLoader` collates; in JAX the "
         "set is an array and a batch is a slice (or a gather by permuted indices).",
         "The shuffled orders differ between the frameworks (different generators); both are permutations of every sample.",
+        "**Data loaders for JAX.** JAX has no `DataLoader` of its own. A data set that fits in memory is an array "
+        "sliced by permuted indices (this chapter, and the quickstart); larger or streamed ones use a loader that "
+        "yields numpy batches: torch's own `DataLoader` works unchanged (collate to numpy), and "
+        "[Grain](https://google-grain.readthedocs.io/) is the JAX ecosystem's deterministic, checkpointable one "
+        "(Flax's [data loaders guide](https://flax.readthedocs.io/en/latest/guides/data_loaders.html) compares "
+        "them). Neither is needed here, so Grain is not a dependency.",
     ], extra="The tutorial's 3x3 grid of training images (`sample_grid`, written next to this guide):\n\n"
              "![3x3 grid of FashionMNIST training images](sample_grid.png)\n"),
     Chapter("Transforms", "transforms", ["to_tensor", "one_hot"], _transforms, [
@@ -642,7 +663,7 @@ CHAPTERS = [
         "norm, so both modes compute the same.)",
     ], jax_label="Flax NNX", more_sides=[("Flax Linen", "jax_impl.basics.linen.layers")]),
     Chapter("Automatic differentiation", "autograd", ["tutorial_inputs", "loss_and_logits", "single_layer", "frozen_bias",
-                                                      "tracking", "detach_grad", "jacobian_products"], _autograd, [
+                                                      "graph", "tracking", "detach_grad", "jacobian_products"], _autograd, [
         "**`.grad` accumulation vs returned gradients.** `backward()` adds into `.grad` (hence 8s and 4s on the second "
         "call and the `zero_grad()` in every training step); `jax.grad`/`jax.vjp` return fresh values, and accumulating "
         "is an explicit `+`.",
@@ -650,6 +671,10 @@ CHAPTERS = [
         "they can overwrite values backward needs (torch then raises at `backward`) and lose history. JAX arrays "
         "cannot be modified, so the question does not arise; `jax.grad` of a function using `x.at[i].set(v)` just "
         "works.",
+        "**The recorded graph.** The tutorial prints `z.grad_fn` and `loss.grad_fn`: the backward nodes "
+        "autograd attached to the results as the forward ran. JAX records nothing on arrays; "
+        "`jax.make_jaxpr(jax.grad(f))(w, b)` prints the whole gradient program instead, forward and backward, as "
+        "equations of primitives (`dot_general`, `add`, ... `transpose`): what `jit` would compile (`graph` above).",
         "**What is differentiated.** torch tracks tensors with `requires_grad`; JAX differentiates the arguments named "
         "by `argnums`. `torch.no_grad()`/`detach()` correspond to computing outside the function or "
         "`jax.lax.stop_gradient`.",
@@ -980,7 +1005,19 @@ x = jnp.array([[1.0, 2.0], [3.0, 4.0]])
 ref = jax.new_ref(x)  # a mutable Ref holding x's value
 ref[...] += 5  # writes into the Ref (also inside jit); x itself never changes
 answer = ref[...]""",
-        "bool((answer == x + 5).all()) and bool((x == jnp.array([[1.0, 2.0], [3.0, 4.0]])).all())")],
+        "bool((answer == x + 5).all()) and bool((x == jnp.array([[1.0, 2.0], [3.0, 4.0]])).all())"),
+        Exercise(
+        "Hand a torch tensor to JAX and a JAX array to torch without copying, and show that no copy was made.",
+        """import jax
+import jax.numpy as jnp
+import torch
+
+tensor = torch.arange(8.0)
+from_torch = jax.dlpack.from_dlpack(tensor)  # a JAX array over torch's buffer
+array = jnp.arange(8.0)
+from_jax = torch.from_dlpack(array)  # a torch tensor over JAX's buffer
+answer = (from_torch.unsafe_buffer_pointer() == tensor.data_ptr(), from_jax.data_ptr() == array.unsafe_buffer_pointer())""",
+        "answer == (True, True)")],
     "layers": [Exercise(
         "Build the tutorial's `nn.Linear(in_features=28*28, out_features=20)` as a Flax NNX layer. What shape is "
         "its kernel, and why is it not torch's `(20, 784)`?",
@@ -1061,7 +1098,38 @@ def f(x):
 
 g = jax.jit(jax.grad(f))
 answer = [float(g(jnp.float32(v))) for v in (2.0, -3.0, 2.0)]""",
-        "answer == [4.0, -1.0, 4.0] == j.control_flow([2.0, -3.0, 2.0])['grads']")],
+        "answer == [4.0, -1.0, 4.0] == j.control_flow([2.0, -3.0, 2.0])['grads']"),
+        Exercise(
+        "Find which calls of a jitted function compiled, with `jax_log_compiles`, for inputs of length 3, 3, 4, 3.",
+        """import logging
+
+import jax
+import jax.numpy as jnp
+
+
+class Collect(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def double(x):
+    return x * 2
+
+
+handler = Collect()
+logging.getLogger("jax").addHandler(handler)
+f = jax.jit(double)
+inputs = [jnp.ones(n) for n in (3, 3, 4, 3)]  # made first: creating them compiles small programs too
+with jax.log_compiles():  # the context form of jax.config.update("jax_log_compiles", True)
+    for x in inputs:
+        f(x)
+logging.getLogger("jax").removeHandler(handler)
+answer = [m.split("(ShapedArray(")[1].split(")")[0] for m in handler.messages if m.startswith("Compiling jit(double)")]""",
+        "answer == ['float32[3]', 'float32[4]']")],
     "prng": [Exercise(
         "Draw step 7's noise of `replay_step` (seed 0) without drawing steps 0 to 6.",
         """import jax
