@@ -297,7 +297,8 @@ def _save_load(data_dir):
         ("torch-trained weights (300 SGD steps on real data) via safetensors: test accuracy, 1,000 images",
          float((tp == test.y).mean()), float((jp == test.y).mean())),
         ("the same: predictions equal on all 1,000", bool((tp == jp).all()), bool((tp == jp).all())),
-        ("`empty_model()`: what a parameter holds (torch's meta device, `nnx.eval_shape`)", empty[0], empty[1]),
+        ("`empty_model()`: what a parameter holds (torch's meta device, `nnx.eval_shape`) (inputs: none, shapes only)",
+         empty[0], empty[1]),
         ("`save_weights` then `load_weights` into `empty_model()`: predictions equal the trained model's, 1,000",
          bool((t_save_load.predict_all(t_back, test.x) == tp).all()),
          bool((j_save_load.predict_all(j_back, test.x) == jp).all())),
@@ -514,9 +515,9 @@ def _distributed(data_dir):
     two = "(inputs: torch's seed-0 init, the first 33 training images, 2 CPU devices)"
     return rows + [
         ("`train_step_shard_map` (check_vma on): largest update difference from `train_step`'s, one step " + two,
-         "(reference)", vs["gap"]),
+         "(reference)", f"{vs['gap']:.1e}"),
         ("the same: largest update (a doubled or halved gradient would differ by this much) " + two, "(reference)",
-         vs["update"]),
+         f"{vs['update']:.1e}"),
         ("DDP gradient buckets, first step (bytes) (inputs: the MLP, 1 gloo rank)", first, no_buckets),
         ("DDP gradient buckets from the second step, `rebuilt_bucket_sizes` (bytes) (inputs: the same)", rebuilt,
          no_buckets),
