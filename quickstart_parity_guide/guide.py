@@ -302,7 +302,7 @@ def _save_load(data_dir):
         ("`save_weights` then `load_weights` into `empty_model()`: predictions equal the trained model's, 1,000",
          bool((t_save_load.predict_all(t_back, test.x) == tp).all()),
          bool((j_save_load.predict_all(j_back, test.x) == jp).all())),
-        ("JAX-initialised weights (inputs: `NeuralNetwork(rngs=nnx.Rngs(0))`) via safetensors: first 8 predictions",
+        ("JAX-initialised weights via safetensors: first 8 predictions (inputs: `NeuralNetwork(rngs=nnx.Rngs(0))`'s init)",
          t_save_load.predict_all(from_jax, test.x[:8]), j_save_load.predict_all(jax_net, test.x[:8])),
         ("crafted pickle, `load_untrusted`", refused[0], refused[1]),
         ("the payload ran", payload_ran, payload_ran),
