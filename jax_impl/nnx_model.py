@@ -61,7 +61,7 @@ def load_params(model: NeuralNetwork, params) -> NeuralNetwork:
 
 def params_of(model: NeuralNetwork) -> dict:
     """The model's parameters as a plain Linen-layout dict of arrays (``nnx.state`` to pure dict)."""
-    return nnx.state(model, nnx.Param).to_pure_dict()
+    return nnx.to_pure_dict(nnx.state(model, nnx.Param))
 
 
 def create_optimizer(model: NeuralNetwork, lr: float = 1e-3, momentum: float = 0.0,
@@ -77,10 +77,12 @@ def loss_fn(model: NeuralNetwork, x: jax.Array, y: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
 
-@nnx.jit
+@nnx.jit(donate_argnames=("model", "optimizer"))  # XLA may write the new params and optax state over the old
 def train_step(model: NeuralNetwork, optimizer: nnx.Optimizer, batch: Batch) -> dict:
     """One SGD step, updating ``model`` and ``optimizer`` in place; returns ``{"loss": mean CE before
-    the update}``. ``nnx.jit`` traces it once per input shape, like ``jax.jit``."""
+    the update}``. ``nnx.jit`` traces it once per input shape, like ``jax.jit``. The model's and the
+    optimizer's buffers are donated: arrays read out of them before the step are deleted by it
+    (copy with ``jnp.array(x, copy=True)`` to keep one)."""
     x, y = batch
     loss, grads = nnx.value_and_grad(loss_fn)(model, x, y)  # grads: an nnx.State of the Params
     optimizer.update(model, grads)

@@ -9,6 +9,7 @@ import torch
 from flax import nnx
 
 from jax_impl import nnx_model
+from jax_impl.basics import autograd as ja
 from jax_impl.basics import datasets as jd
 from jax_impl.basics import layers as jl
 from jax_impl.basics import save_load as js
@@ -21,7 +22,8 @@ from parity import harness as H
 from parity.tolerances import LAYERS
 from quickstart_parity_common.data import CLASSES
 from quickstart_parity_common.image_folder import write_image_folder
-from quickstart_parity_guide.guide import nnx_layers
+from quickstart_parity_guide.guide import nnx_layers, shard_map_against_jit
+from reference_torch.basics import autograd as ta
 from reference_torch.basics import datasets as td
 from reference_torch.basics import layers as tl
 from reference_torch.basics import save_load as ts
@@ -206,35 +208,49 @@ def test_crafted_pickle_is_refused_by_the_default_load(tmp_path):
     assert marker.exists()
 
 
+def _nnx_of(params) -> nnx.Module:
+    """A Linen-layout params tree as the chapter's NNX model (``nnx.update`` of its empty model)."""
+    model = js.empty_model(H.hidden_of(params))
+    nnx.update(model, params)
+    return model
+
+
 def test_safetensors_across_frameworks(first_epoch, real, tmp_path):
     """A model trained by reference_torch predicts the same 10,000 classes in jax_impl, and the reverse."""
     test = real[1]
     t_model = first_epoch["torch_model"]
     ts.save_safetensors(t_model, tmp_path / "from_torch.safetensors")
     params = js.load_safetensors(tmp_path / "from_torch.safetensors")
-    t_pred, j_pred = ts.predict_all(t_model, test.x), js.predict_all(params, test.x)
+    t_pred, j_pred = ts.predict_all(t_model, test.x), js.predict_all(_nnx_of(params), test.x)
     assert len(t_pred) == 10_000
     np.testing.assert_array_equal(t_pred, j_pred)
 
     j_params = first_epoch["jax_state"].params
-    js.save_safetensors(j_params, tmp_path / "from_jax.safetensors")
+    js.save_safetensors(_nnx_of(j_params), tmp_path / "from_jax.safetensors")
     model = ts.load_safetensors(tmp_path / "from_jax.safetensors")
-    np.testing.assert_array_equal(ts.predict_all(model, test.x), js.predict_all(j_params, test.x))
+    np.testing.assert_array_equal(ts.predict_all(model, test.x), js.predict_all(_nnx_of(j_params), test.x))
     # Lossless both ways, bit for bit.
     for k, v in H.params_as_torch_numpy(j_params).items():
         assert np.array_equal(model.state_dict()[k].numpy(), v), k
 
 
 def test_msgpack_and_state_dict_round_trips(tmp_path):
-    params = init_params(jax.random.PRNGKey(0))
-    js.save_weights(params, tmp_path / "p.msgpack")
-    back = js.load_weights(tmp_path / "p.msgpack", params)
-    assert all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(back),
-                                                    strict=True))
+    """The tutorial's one-line save and its load, into a fresh model and into an empty one (meta device,
+    ``nnx.eval_shape``), bit for bit."""
+    net = nnx_model.NeuralNetwork(rngs=nnx.Rngs(0))
+    js.save_weights(net, tmp_path / "p.msgpack")
+    for into in (None, js.empty_model(), nnx_model.NeuralNetwork(rngs=nnx.Rngs(1))):
+        back = js.load_weights(tmp_path / "p.msgpack", into)
+        assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(nnx_model.params_of(net)),
+                                                        jax.tree.leaves(nnx_model.params_of(back)), strict=True))
+    assert not isinstance(js.empty_model().linear_relu_stack_0.kernel.get_value(), jax.Array)  # shapes only
     model = NeuralNetwork()
     ts.save_weights(model, tmp_path / "m.pth")
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
-                                                 ts.load_weights(tmp_path / "m.pth").state_dict().values(), strict=True))
+    for into in (None, ts.empty_model()):
+        back = ts.load_weights(tmp_path / "m.pth", into)
+        assert not back.training
+        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), back.state_dict().values(), strict=True))
+    assert ts.empty_model().linear_relu_stack[0].weight.is_meta
     assert CLASSES[9] == "Ankle boot"
 
 
@@ -250,13 +266,12 @@ def test_jax_copy_from_numpy_is_independent_once_ready():
 
 
 def test_jax_whole_model_and_untrusted_file(tmp_path):
-    params = init_params(jax.random.PRNGKey(0), (32,))
-    js.save_whole_model(params, tmp_path / "whole.msgpack")
-    model, back = js.load_whole_model(tmp_path / "whole.msgpack")
+    net = nnx_model.NeuralNetwork((32,), rngs=nnx.Rngs(0))
+    js.save_whole_model(net, tmp_path / "whole.msgpack")
+    model = js.load_whole_model(tmp_path / "whole.msgpack")
     assert model.hidden == (32,)
     x = np.random.default_rng(0).random((4, 784), dtype=np.float32)
-    np.testing.assert_array_equal(np.asarray(model.apply({"params": back}, x)),
-                                  np.asarray(model.apply({"params": params}, x)))
+    np.testing.assert_array_equal(np.asarray(model(x)), np.asarray(net(x)))
     path, marker = tmp_path / "evil.pth", tmp_path / "pwned"
     js.write_crafted_pickle(path, marker)
     with pytest.raises(Exception) as info:
@@ -275,3 +290,26 @@ def test_walk_through_needs_no_no_grad():
     assert torch.is_grad_enabled()
     out = tl.walk_through(tl.minibatch(0), tl.make_layers(0))
     assert out["logits"].shape == (3, 10)
+
+
+# --- data parallelism --------------------------------------------------------------------------------
+
+def test_shard_map_step_with_check_vma_is_the_jit_step(data_dir):
+    """The chapter's shard_map step (pmean of the loss, value_and_grad outside, check_vma on) takes the
+    one-device step on 2 CPU devices: the same parameters to rounding, and the update is large enough
+    that a gradient off by the device count (a pmean of gradients already summed) would show."""
+    vs = shard_map_against_jit(data_dir)
+    assert np.isfinite(vs["gap"]) and vs["gap"] <= 1e-7, vs
+    assert vs["update"] > 100 * 1e-7, vs  # the step moved the parameters: the comparison is not of two no-ops
+
+
+def test_devices_and_the_recorded_graph():
+    """device_put commits an array where jnp.asarray does not; make_jaxpr of the gradient holds the
+    forward and the backward (a transpose of the matmul), where torch's grad_fn names one node."""
+    x = np.ones((2, 2), np.float32)
+    assert jt.to_device(x)["committed"] == (False, True)
+    assert jt.to_device(x)["device"] == tt.to_device(x)["device"] == "cpu"
+    inputs = ta.tutorial_inputs(0)
+    assert ta.graph(**inputs) == "z: AddBackward0, loss: BinaryCrossEntropyWithLogitsBackward0"
+    jaxpr = ja.graph(**inputs)
+    assert "dot_general" in jaxpr and "transpose" in jaxpr, jaxpr

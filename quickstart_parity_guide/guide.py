@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import pickle
+import subprocess
+import sys
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -40,6 +43,7 @@ from jax_impl.data import load_fashion_mnist
 from jax_impl.model import init_params
 from parity import harness as H
 from parity.weights import flax_to_torch_numpy, torch_to_flax
+from quickstart_parity_common.convert import hidden_of
 from quickstart_parity_common.data import to_float
 from reference_torch.basics import autograd as t_autograd
 from reference_torch.basics import datasets as t_datasets
@@ -75,7 +79,7 @@ ROW_INPUTS = {
     "transforms": "test image 0, both sides",
     "layers": "torch's `minibatch(0)` and `make_layers(0)` weights, fed to all three; JAX's own draw other numbers",
     "autograd": "torch's `tutorial_inputs(0)`, fed to both; JAX's own `tutorial_inputs` draws other numbers",
-    "save_load": "torch's seed-0 init trained 300 steps, or JAX's `jax.random.key(0)` init, as the row says",
+    "save_load": "torch's seed-0 init trained 300 SGD steps, the first 1,000 test images",
     "optimization": "torch's seed-0 init and the first training images in file order, fed to both",
     "functional": "torch's seed-0 init, the first 8 training images, torch's `tutorial_inputs(0)`, fed to both",
     "jit": "the values listed, both sides",
@@ -178,6 +182,9 @@ def _tensors(data_dir):
         ("`in_place_add(x)`: result is the input", ti["same_object"], ji["same_object"]),
         ("`numpy_bridge()`: numpy after adding to the tensor", tb["numpy_after_tensor_add"], jb["numpy_after_tensor_add"]),
         ("`single_element(x)`", t_tensors.single_element(torch.tensor(x)), j_tensors.single_element(jnp.asarray(x))),
+        ("`to_device(x)`: device (the CPU here)", t_tensors.to_device(x)["device"], j_tensors.to_device(x)["device"]),
+        ("`to_device(x)`: committed (JAX: before, after `device_put`)", t_tensors.to_device(x)["committed"],
+         j_tensors.to_device(x)["committed"]),
     ]
 
 
@@ -248,6 +255,8 @@ def _autograd(data_dir):
         ("`frozen_bias`: grad_b of the frozen bias (torch: `b.grad`; JAX: through `stop_gradient`)",
          tf["grad_b"], jf["grad_b"]),
         ("`frozen_bias`: grad_w, row 0", tf["grad_w"][0], jf["grad_w"][0]),
+        ("`graph`: what is recorded (torch's `grad_fn`, JAX's `make_jaxpr` of the gradient)", t_autograd.graph(**inputs),
+         j_autograd.graph(**inputs)),
         ("`tracking`", str(t_autograd.tracking(**args)), str(j_autograd.tracking(**args))),
         ("`jacobian_products()`: first, row 0 " + eye, tj["first"][0], jj["first"][0]),
         ("`jacobian_products()`: second, row 0 " + eye, tj["second"][0], jj["second"][0]),
@@ -260,8 +269,17 @@ def _save_load(data_dir):
     with tempfile.TemporaryDirectory() as tmp:
         t_save_load.save_safetensors(model, f"{tmp}/m.safetensors")
         params = j_save_load.load_safetensors(f"{tmp}/m.safetensors")
-        j_save_load.save_safetensors(init_params(jax.random.key(0)), f"{tmp}/p.safetensors")
+        net = j_save_load.empty_model(hidden_of(params))
+        nnx.update(net, params)
+        j_save_load.save_safetensors(nnx_model.NeuralNetwork(rngs=nnx.Rngs(0)), f"{tmp}/p.safetensors")
         from_jax = t_save_load.load_safetensors(f"{tmp}/p.safetensors")
+        t_save_load.save_weights(model, f"{tmp}/m.pth")
+        j_save_load.save_weights(net, f"{tmp}/m.msgpack")
+        t_empty, j_empty = t_save_load.empty_model(), j_save_load.empty_model()
+        empty = (f"device {t_empty.linear_relu_stack[0].weight.device}",
+                 type(j_empty.linear_relu_stack_0.kernel.get_value()).__name__)
+        t_back = t_save_load.load_weights(f"{tmp}/m.pth", t_empty)
+        j_back = j_save_load.load_weights(f"{tmp}/m.msgpack", j_empty)
         refused = []
         for side, exc in ((t_save_load, pickle.UnpicklingError), (j_save_load, Exception)):
             side.write_crafted_pickle(f"{tmp}/evil.pth", f"{tmp}/marker")
@@ -271,14 +289,21 @@ def _save_load(data_dir):
             except exc as e:
                 refused.append(f"refused: {type(e).__name__}")
         payload_ran = Path(f"{tmp}/marker").exists()
-    tp, jp = t_save_load.predict_all(model, test.x), j_save_load.predict_all(params, test.x)
+    tp, jp = t_save_load.predict_all(model, test.x), j_save_load.predict_all(net, test.x)
     jax_params = torch_to_flax({k: v.numpy() for k, v in from_jax.state_dict().items()})
+    jax_net = j_save_load.empty_model()
+    nnx.update(jax_net, jax_params)
     return [
         ("torch-trained weights (300 SGD steps on real data) via safetensors: test accuracy, 1,000 images",
          float((tp == test.y).mean()), float((jp == test.y).mean())),
         ("the same: predictions equal on all 1,000", bool((tp == jp).all()), bool((tp == jp).all())),
-        ("JAX-initialised weights via safetensors: first 8 predictions", t_save_load.predict_all(from_jax, test.x[:8]),
-         j_save_load.predict_all(jax_params, test.x[:8])),
+        ("`empty_model()`: what a parameter holds (torch's meta device, `nnx.eval_shape`) (inputs: none, shapes only)",
+         empty[0], empty[1]),
+        ("`save_weights` then `load_weights` into `empty_model()`: predictions equal the trained model's, 1,000",
+         bool((t_save_load.predict_all(t_back, test.x) == tp).all()),
+         bool((j_save_load.predict_all(j_back, test.x) == jp).all())),
+        ("JAX-initialised weights via safetensors: first 8 predictions (inputs: `NeuralNetwork(rngs=nnx.Rngs(0))`'s init)",
+         t_save_load.predict_all(from_jax, test.x[:8]), j_save_load.predict_all(jax_net, test.x[:8])),
         ("crafted pickle, `load_untrusted`", refused[0], refused[1]),
         ("the payload ran", payload_ran, payload_ran),
     ]
@@ -486,11 +511,54 @@ def _distributed(data_dir):
     rows = importlib.import_module("parity.distributed").basics_numbers(data_dir)
     first, rebuilt = ddp_bucket_sizes()
     no_buckets = "(one program: XLA schedules the all-reduces)"
+    vs = shard_map_against_jit(data_dir)
+    two = "(inputs: torch's seed-0 init, the first 33 training images, 2 CPU devices)"
     return rows + [
+        ("`train_step_shard_map` (check_vma on): largest update difference from `train_step`'s, one step " + two,
+         "(reference)", f"{vs['gap']:.1e}"),
+        ("the same: largest update (a doubled or halved gradient would differ by this much) " + two, "(reference)",
+         f"{vs['update']:.1e}"),
         ("DDP gradient buckets, first step (bytes) (inputs: the MLP, 1 gloo rank)", first, no_buckets),
         ("DDP gradient buckets from the second step, `rebuilt_bucket_sizes` (bytes) (inputs: the same)", rebuilt,
          no_buckets),
     ]
+
+
+SHARD_MAP_AGAINST_JIT = """
+import sys
+import jax
+from jax_impl.basics import distributed as jb  # setup() sets jax_num_cpu_devices before any computation
+mesh = jb.setup(2)
+import numpy as np
+import optax
+from flax.training.train_state import TrainState
+from jax_impl.model import NeuralNetwork
+from parity import harness as H
+from quickstart_parity_guide.guide import real_batch
+x, y = real_batch(sys.argv[1], 33)
+params = H.torch_to_flax(H.init_state_dict(0))
+state = TrainState.create(apply_fn=NeuralNetwork().apply, params=jb.replicate(params, mesh), tx=optax.sgd(1e-3))
+auto, _ = jb.train_epoch(state, x, y, mesh)
+explicit, _ = jb.train_epoch(state, x, y, mesh, step=jb.train_step_shard_map(mesh))
+leaves = lambda s: [np.asarray(v, np.float64) for v in jax.tree.leaves(s.params)]
+init = [np.asarray(v, np.float64) for v in jax.tree.leaves(params)]
+gap = max(np.abs(a - b).max() for a, b in zip(leaves(auto), leaves(explicit)))
+update = max(np.abs(a - p).max() for a, p in zip(leaves(auto), init))
+print(len(jax.devices()), repr(float(gap)), repr(float(update)))
+"""
+
+
+def shard_map_against_jit(data_dir: str) -> dict:
+    """One SGD step on 33 real images (17 + 16 over 2 CPU devices, in a process of its own: the device
+    count is fixed when JAX starts) by ``train_step`` and by ``train_step_shard_map``: the largest
+    parameter difference between the two results, and the largest update, which a gradient off by a
+    factor N (``pmean`` after a gradient already summed, or none) would change by as much."""
+    out = subprocess.run([sys.executable, "-c", SHARD_MAP_AGAINST_JIT, data_dir], cwd=REPO, check=True,
+                         capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    devices, gap, update = out.stdout.split()
+    if int(devices) != 2:
+        raise RuntimeError(f"shard_map_against_jit: {devices} devices, 2 asked for")
+    return {"gap": float(gap), "update": float(update)}
 
 
 def ddp_bucket_sizes(steps: int = 3) -> tuple[str, str]:
@@ -525,7 +593,7 @@ def jax_get(tree):
 CHAPTERS = [
     Chapter("Tensors", "tensors", ["from_data", "from_numpy", "like", "from_shape", "attributes", "indexing", "concatenate",
                                    "matmul_three_ways", "multiply_three_ways", "single_element", "in_place_add",
-                                   "numpy_bridge"],
+                                   "numpy_bridge", "to_device"],
             _tensors, [
                 "**Mutable vs immutable.** `x[:, 1] = 0` and `x.add_(5)` change the tensor; a JAX array never "
                 "changes: `x.at[:, 1].set(0)` and `x + 5` return new arrays (inside `jit`, XLA reuses the buffer "
@@ -542,6 +610,16 @@ CHAPTERS = [
                 "depends on the machine and the size). So treat a numpy array handed to JAX as frozen, or copy and wait: "
                 "`jnp.array(n, copy=True).block_until_ready()` (what `numpy_bridge` does). `np.asarray(jax_array)` is a "
                 "read-only view; `np.array(jax_array)` a writable copy.",
+                "**Devices.** `x.to(device)` copies a tensor to a device, and an operation must find all its "
+                "operands on one device. `jax.device_put(x, jax.devices()[0])` places an array and *commits* it to "
+                "that device: computations on committed arrays run where they are, and mixing two devices raises. "
+                "An array JAX made itself (`jnp.asarray(x)`) is *uncommitted*: it lives on the default device (the "
+                "first accelerator, else the CPU) and moves to where its committed operands are (rows above; "
+                "`x.device`, `x.committed`).",
+                "**Zero-copy exchange: dlpack.** `torch.from_dlpack(jax_array)` and `jax.dlpack.from_dlpack(tensor)` "
+                "(also `jnp.from_dlpack`) hand a buffer across without copying, on the CPU and on the same GPU "
+                "(the exercise checks the pointers); the two then share memory, so mutating the torch side in place "
+                "breaks the JAX array's immutability.",
                 "**Default integer width.** torch infers int64; JAX uses int32 unless `jax_enable_x64` is set.",
                 "**Random numbers.** `torch.rand` draws from a hidden global generator; JAX needs an explicit key.",
             ]),
@@ -552,6 +630,12 @@ CHAPTERS = [
         "**Objects vs arrays.** A torch `Dataset` is indexed one sample at a time and `DataLoader` collates; in JAX the "
         "set is an array and a batch is a slice (or a gather by permuted indices).",
         "The shuffled orders differ between the frameworks (different generators); both are permutations of every sample.",
+        "**Data loaders for JAX.** JAX has no `DataLoader` of its own. A data set that fits in memory is an array "
+        "sliced by permuted indices (this chapter, and the quickstart); larger or streamed ones use a loader that "
+        "yields numpy batches: torch's own `DataLoader` works unchanged (collate to numpy), and "
+        "[Grain](https://google-grain.readthedocs.io/) is the JAX ecosystem's deterministic, checkpointable one "
+        "(Flax's [data loaders guide](https://flax.readthedocs.io/en/latest/guides/data_loaders.html) compares "
+        "them). Neither is needed here, so Grain is not a dependency.",
     ], extra="The tutorial's 3x3 grid of training images (`sample_grid`, written next to this guide):\n\n"
              "![3x3 grid of FashionMNIST training images](sample_grid.png)\n"),
     Chapter("Transforms", "transforms", ["to_tensor", "one_hot"], _transforms, [
@@ -580,7 +664,7 @@ CHAPTERS = [
         "norm, so both modes compute the same.)",
     ], jax_label="Flax NNX", more_sides=[("Flax Linen", "jax_impl.basics.linen.layers")]),
     Chapter("Automatic differentiation", "autograd", ["tutorial_inputs", "loss_and_logits", "single_layer", "frozen_bias",
-                                                      "tracking", "detach_grad", "jacobian_products"], _autograd, [
+                                                      "graph", "tracking", "detach_grad", "jacobian_products"], _autograd, [
         "**`.grad` accumulation vs returned gradients.** `backward()` adds into `.grad` (hence 8s and 4s on the second "
         "call and the `zero_grad()` in every training step); `jax.grad`/`jax.vjp` return fresh values, and accumulating "
         "is an explicit `+`.",
@@ -588,6 +672,10 @@ CHAPTERS = [
         "they can overwrite values backward needs (torch then raises at `backward`) and lose history. JAX arrays "
         "cannot be modified, so the question does not arise; `jax.grad` of a function using `x.at[i].set(v)` just "
         "works.",
+        "**The recorded graph.** The tutorial prints `z.grad_fn` and `loss.grad_fn`: the backward nodes "
+        "autograd attached to the results as the forward ran. JAX records nothing on arrays; "
+        "`jax.make_jaxpr(jax.grad(f))(w, b)` prints the whole gradient program instead, forward and backward, as "
+        "equations of primitives (`dot_general`, `add`, ... `transpose`): what `jit` would compile (`graph` above).",
         "**What is differentiated.** torch tracks tensors with `requires_grad`; JAX differentiates the arguments named "
         "by `argnums`. `torch.no_grad()`/`detach()` correspond to computing outside the function or "
         "`jax.lax.stop_gradient`.",
@@ -601,13 +689,17 @@ CHAPTERS = [
     ]),
     Chapter("Optimizing model parameters", "optimization", ["sgd_steps", "forgotten_zero_grad", "train_epoch", "evaluate"],
             _optimization, [
-        "**Three calls vs one expression.** torch: `loss.backward()` writes `.grad` on every parameter, "
+        "**Three calls vs returned values.** torch: `loss.backward()` writes `.grad` on every parameter, "
         "`optimizer.step()` reads them and updates the parameters in place, `optimizer.zero_grad()` clears `.grad`. "
-        "JAX: `jax.value_and_grad` *returns* the gradients, `tx.update(grads, opt_state, params)` returns updates and "
-        "a new optimizer state, `optax.apply_updates` returns new params (`TrainState.apply_gradients` is those two "
-        "calls). Nothing is stored on the parameters, so there is nothing to zero.",
-        "**Optimizer state is a pytree you carry.** `optimizer.state[p]['momentum_buffer']` is hidden inside the "
-        "optimizer, keyed by parameter object; optax's `TraceState.trace` has the params' structure. torch's buffer "
+        "Flax NNX (the JAX column): `nnx.value_and_grad(loss_fn)(model, ...)` *returns* the gradients (an "
+        "`nnx.State` shaped like `nnx.state(model, nnx.Param)`), and `optimizer.update(model, grads)` updates the "
+        "parameters and the optax state in place, as `step()` does. Nothing is stored on the parameters, so there "
+        "is nothing to zero. Underneath, and spelled out in Flax Linen or plain JAX: `tx.update(grads, opt_state, "
+        "params)` returns updates and a new optimizer state and `optax.apply_updates` returns new params "
+        "(`flax.training.TrainState.apply_gradients` is those two calls, the quickstart program's Linen step).",
+        "**Optimizer state is a pytree.** `optimizer.state[p]['momentum_buffer']` is hidden inside the "
+        "optimizer, keyed by parameter object; `nnx.Optimizer.opt_state` is optax's state, and its `trace` "
+        "(`optax.tree_utils.tree_get(opt_state, \"trace\")`) has the params' structure. torch's buffer "
         "starts as the first gradient, optax's trace starts at zeros and adds `g + momentum * 0`: the same numbers "
         "from step 1, as the table shows.",
         "**Loops.** The tutorial's `train_loop` is Python per batch, and so is the JAX `train_epoch` shown here "
@@ -617,7 +709,8 @@ CHAPTERS = [
         "step). The quickstart program's `jax_impl.train.train_epoch` goes further and compiles the whole epoch as "
         "one `lax.scan` over a Linen `TrainState`. The test loop sums per-batch losses on the host in both.",
     ]),
-    Chapter("Save and load the model", "save_load", ["save_weights", "load_weights", "save_whole_model", "load_whole_model",
+    Chapter("Save and load the model", "save_load", ["save_weights", "empty_model", "load_weights", "save_whole_model",
+                                                     "load_whole_model",
                                                      "load_untrusted", "write_crafted_pickle", "save_safetensors",
                                                      "load_safetensors", "predict_all"], _save_load, [
         "**Pickle runs code.** `torch.save(model)` pickles the class; `torch.load(..., weights_only=False)` can execute "
@@ -625,13 +718,28 @@ CHAPTERS = [
         "refused, and its payload running once the flag is turned off). It is `torch.load`'s default only from torch "
         "2.6; torch 2.4 and 2.5 (which `pyproject.toml` allows) default to `False`, so this project always passes it "
         "explicitly.",
-        "**The safetensors row uses trained weights**: `trained_torch_model` in `quickstart_parity_guide/guide.py` "
-        "runs 300 SGD steps "
-        "(lr 1e-3, batch 64) from the seed-0 init on the first 19,200 training images, deterministically; the JAX row "
-        "uses freshly initialised JAX weights. (300 steps at the tutorial's lr: trained, non-random weights, not yet "
-        "a good model.)",
-        "**Model = code, params = data.** JAX has no whole-model object to save: `flax.serialization` writes the params "
-        "pytree as msgpack, and the model is rebuilt from code.",
+        "**The tutorial's lines, both sides.** `save_weights` is `torch.save(model.state_dict(), path)`; its twin "
+        "writes `nnx.state(model, nnx.Param)` (NNX's `state_dict`, as a pure dict) with `flax.serialization`'s "
+        "msgpack. `load_weights` is `model.load_state_dict(torch.load(path, weights_only=True)); model.eval()`; its "
+        "twin is `nnx.update(model, state)` (NNX's `load_state_dict`) and `model.eval()`. The quickstart's own "
+        "writers (`reference_torch/checkpoint.py`, `jax_impl/checkpoint.py`) add an atomic rename and a checksum: "
+        "a program's concerns, not the lesson's.",
+        "**Build without memory, then load.** `with torch.device(\"meta\")` builds a module whose tensors have "
+        "shapes and no storage; `load_state_dict(..., assign=True)` then makes the loaded tensors the module's own. "
+        "`nnx.eval_shape(lambda: NeuralNetwork(rngs=nnx.Rngs(0)))` builds the NNX module with "
+        "`jax.ShapeDtypeStruct` leaves, drawing and allocating nothing, and `nnx.update` fills it (`empty_model`, "
+        "rows above).",
+        "**Orbax for checkpoints.** Flax's advice for training checkpoints is Orbax (`orbax-checkpoint`, installed "
+        "with flax itself, so no new dependency): `ocp.StandardCheckpointer().save(path, nnx.state(model))`, then "
+        "`restore(path, nnx.state(nnx.eval_shape(...)))` and `nnx.update` (the exercise below). It writes a "
+        "directory, asynchronously, and handles sharded arrays across hosts; msgpack and safetensors are single "
+        "files of host arrays.",
+        "**The rows use trained weights**: `trained_torch_model` in `quickstart_parity_guide/guide.py` runs 300 SGD "
+        "steps (lr 1e-3, batch 64) from the seed-0 init on the first 19,200 training images, deterministically; one "
+        "row uses freshly initialised NNX weights instead. (300 steps at the tutorial's lr: trained, non-random "
+        "weights, not yet a good model.)",
+        "**Model = code, params = data.** JAX has no whole-model object to save: `save_whole_model` writes the params "
+        "pytree and the widths as msgpack, and the model is rebuilt from code.",
         "**safetensors is the shared format**: tensors and names only, no code. Written in torch's names and layout, "
         "either side reads the other's file and predicts the same classes on all 10,000 test images "
         "(`parity/test_basics.py`, after one full epoch).",
@@ -719,10 +827,10 @@ CHAPTERS = [
         "**Flax NNX** (`jax_impl/nnx_model.py`): also a Python object owning its parameters (`nnx.Param`), updated in "
         "place by `nnx.Optimizer.update`; `nnx.jit`/`nnx.value_and_grad` split the object into a pytree and merge it "
         "back around the traced function. The closest to torch, and what Flax's docs now recommend to new users. "
-        "Its `train_step` (`jax_impl/nnx_model.py`) does not donate its buffers, so XLA keeps the old parameters "
-        "and optimizer state alive next to the new ones during the step; `nnx.jit(train_step, "
-        "donate_argnames=(\"model\", \"optimizer\"))` would let it update them in place, as the Linen epoch's "
-        "donated state does. "
+        "Its `train_step` is `nnx.jit(..., donate_argnames=(\"model\", \"optimizer\"))`: the model's and the "
+        "optimizer's buffers are donated, so XLA may write the new parameters and optax state over the old ones "
+        "instead of keeping both alive during the step, as the Linen epoch's donated state does (an array read out "
+        "of the model before the step is deleted by it: copy it to keep it). "
         "`parity/test_nnx.py` trains it 300 real steps from torch's weights and compares it with torch at the same "
         "tolerances as the Linen twin.",
         "**Flax Linen** (`jax_impl/model.py`, `jax_impl/train.py`): the module is a stateless description, `init` "
@@ -744,7 +852,12 @@ CHAPTERS = [
             _distributed, [
         "**N processes vs one program.** DDP runs N processes, each with a full model and its own loop; they meet only "
         "in collectives (gloo on CPU, NCCL on GPUs). JAX runs one program over N devices: the parameters are one array "
-        "replicated (`P()`), each global batch one array split over the mesh axis (`P(\"data\")`).",
+        "replicated (`P()`), each global batch one array split over the mesh axis (`P(\"data\")`). `setup` builds "
+        "the mesh with `jax.make_mesh((N,), (\"data\",))` and makes it the current one with `jax.set_mesh(mesh)` (jax 0.10 "
+        "has no `jax.sharding.use_mesh`, its earlier spelling; with a mesh set, a bare `P(\"data\")` is a sharding). "
+        "On a CPU, `jax.config.update(\"jax_num_cpu_devices\", N)` right after `import jax` splits the host into N "
+        "devices, where older code sets `XLA_FLAGS=--xla_force_host_platform_device_count=N` before JAX is imported; "
+        "either must come before JAX's first computation.",
         "**Bucketed all-reduce of sums / N vs a sharded mean.** DDP hooks every parameter: as gradients are ready during "
         "`backward` they are packed into buckets and each bucket is all-reduced while `backward` goes on. The first "
         "step uses `bucket_cap_mb` (25 MiB), so this MLP's 669,706 float32 gradients (2.7 MB) are one bucket; DDP then "
@@ -754,7 +867,7 @@ CHAPTERS = [
         "all-reduce sums, so every replica holds (g_0 + ... + g_(N-1)) / N. Under `jit`, `train_step` is the one-device "
         "step: the batch mean becomes a partial sum per device plus one all-reduce, and the gradients follow (the compiled "
         "program holds `all-reduce` and no `all-gather` of the batch; `parity/test_distributed.py` checks it). "
-        "`train_step_shard_map` writes the per-device program out, as DDP is: local gradients, then `pmean` = (1/N) sum.",
+        "`train_step_shard_map` writes the per-device loss out instead (next point).",
         "**Unequal shards need weights.** DDP and `pmean` weight every replica 1/N whatever its shard size. A global "
         "batch of 33 on 2 replicas splits 17 + 16; each shard's mean loss times n_r * N / b (1.0303 and 0.9697 above) "
         "makes the average the one-device mean (`quickstart_parity_common/shards.py`). "
@@ -762,10 +875,23 @@ CHAPTERS = [
         "set by repeating samples (or drops them with `drop_last=True`), and JAX's `NamedSharding` refuses a dimension "
         "that does not divide (`IndivisibleError`), so the JAX side pads each shard with weight-0 samples. The quickstart's "
         "last batch of 32 splits 16 + 16 on 2 replicas: weights 1, as one device.",
-        "**`shard_map` and `check_vma`.** With the default `check_vma=True`, JAX types the replicated parameters as "
-        "device-invariant, and the gradient of a device-varying loss comes back already *summed* over devices (the "
-        "transpose of the implicit broadcast is a `psum`): a `pmean` after it changes nothing, and training runs with N "
-        "times the gradient. `train_step_shard_map` uses `check_vma=False`, so gradients stay local until `pmean`.",
+        "**`shard_map`, as JAX's tutorial writes data parallelism.** `train_step_shard_map` maps only the *loss* over "
+        "the devices: each device computes its shard's weighted mean and returns `jax.lax.pmean` of it, so the "
+        "result is the global batch's loss, the same value on every device (`out_specs=P()`); `jax.value_and_grad` "
+        "is applied *outside* `shard_map`. There is no `pmean` of the gradients, and none is needed: the parameters "
+        "enter replicated (`in_specs=P()`), and where the replicated value meets device-varying data JAX inserts a "
+        "`pvary`, whose transpose is a `psum`, so the gradient comes back already reduced over the devices (the "
+        "\"sharding and AD\" notes: [shard_map tutorial](https://docs.jax.dev/en/latest/notebooks/shard_map.html), "
+        "[JEP 17111](https://docs.jax.dev/en/latest/jep/17111-shmap-transpose.html)). The per-device `pmean` of the "
+        "loss is that all-reduce's 1/N. What `check_vma=True` (the default, kept on) checks: it types every value "
+        "inside `shard_map` as varying or invariant across each mesh axis, so an `out_specs=P()` output must be "
+        "provably the same on every device (returning the shard's loss without `pmean` is refused with a "
+        "`ValueError`), and it makes the transposes above exact. The old `pmap` habit of taking gradients inside "
+        "and `pmean`ing them meets the same rule: the gradient of the replicated parameters is already summed, a "
+        "`pmean` after it changes nothing, and the step uses N times the gradient; switching the check off "
+        "(`check_vma=False`) restores the old behaviour and loses the check. The two rows above: one step of "
+        "`train_step_shard_map` and of `train_step` on 2 devices, the same parameters to rounding, against an "
+        "update that a factor of 2 in the gradient would change by as much.",
         "**Same initial weights.** DDP broadcasts rank 0's parameters when it wraps the model (`init_sync=True`), which "
         "hides ranks seeded differently; a replicated JAX array is one value by construction, unless it is assembled from "
         "per-device buffers (`jax.make_array_from_single_device_arrays`), as separately seeded hosts would. "
@@ -880,7 +1006,19 @@ x = jnp.array([[1.0, 2.0], [3.0, 4.0]])
 ref = jax.new_ref(x)  # a mutable Ref holding x's value
 ref[...] += 5  # writes into the Ref (also inside jit); x itself never changes
 answer = ref[...]""",
-        "bool((answer == x + 5).all()) and bool((x == jnp.array([[1.0, 2.0], [3.0, 4.0]])).all())")],
+        "bool((answer == x + 5).all()) and bool((x == jnp.array([[1.0, 2.0], [3.0, 4.0]])).all())"),
+        Exercise(
+        "Hand a torch tensor to JAX and a JAX array to torch without copying, and show that no copy was made.",
+        """import jax
+import jax.numpy as jnp
+import torch
+
+tensor = torch.arange(8.0)
+from_torch = jax.dlpack.from_dlpack(tensor)  # a JAX array over torch's buffer
+array = jnp.arange(8.0)
+from_jax = torch.from_dlpack(array)  # a torch tensor over JAX's buffer
+answer = (from_torch.unsafe_buffer_pointer() == tensor.data_ptr(), from_jax.data_ptr() == array.unsafe_buffer_pointer())""",
+        "answer == (True, True)")],
     "layers": [Exercise(
         "Build the tutorial's `nn.Linear(in_features=28*28, out_features=20)` as a Flax NNX layer. What shape is "
         "its kernel, and why is it not torch's `(20, 784)`?",
@@ -927,7 +1065,28 @@ from flax import serialization
 params = {"dense": {"kernel": jnp.ones((2, 2)), "bias": jnp.arange(2.0)}}
 data = serialization.to_bytes(params)  # msgpack: arrays and containers only, no code
 answer = serialization.from_bytes(jax.tree.map(jnp.zeros_like, params), data)""",
-        "all(bool((a == b).all()) for a, b in zip(jax.tree.leaves(answer), jax.tree.leaves(params), strict=True))")],
+        "all(bool((a == b).all()) for a, b in zip(jax.tree.leaves(answer), jax.tree.leaves(params), strict=True))"),
+        Exercise(
+        "Save an NNX model with Orbax, Flax's advice for checkpoints, and restore it into `nnx.eval_shape`'s "
+        "empty model.",
+        """import tempfile
+
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from jax_impl.nnx_model import NeuralNetwork
+
+model = NeuralNetwork((32,), rngs=nnx.Rngs(0))
+path = tempfile.mkdtemp() + "/ckpt"  # Orbax writes a directory, which must not exist yet
+checkpointer = ocp.StandardCheckpointer()
+checkpointer.save(path, nnx.state(model))
+checkpointer.wait_until_finished()  # the save runs in the background
+empty = nnx.eval_shape(lambda: NeuralNetwork((32,), rngs=nnx.Rngs(1)))  # shapes only: nothing drawn
+nnx.update(empty, checkpointer.restore(path, nnx.state(empty)))
+x = np.ones((2, 784), np.float32)
+answer = (np.asarray(empty(x)), np.asarray(model(x)))""",
+        "np.array_equal(*answer) and not np.array_equal(answer[1], np.asarray(NeuralNetwork((32,), rngs=nnx.Rngs(1))(x)))")],
     "jit": [Exercise(
         "`jax.jit(jax.grad(_f))` fails on the `if`. Rewrite `_f` so it compiles, and check the gradients at 2, -3, 2.",
         """import jax
@@ -940,7 +1099,38 @@ def f(x):
 
 g = jax.jit(jax.grad(f))
 answer = [float(g(jnp.float32(v))) for v in (2.0, -3.0, 2.0)]""",
-        "answer == [4.0, -1.0, 4.0] == j.control_flow([2.0, -3.0, 2.0])['grads']")],
+        "answer == [4.0, -1.0, 4.0] == j.control_flow([2.0, -3.0, 2.0])['grads']"),
+        Exercise(
+        "Find which calls of a jitted function compiled, with `jax_log_compiles`, for inputs of length 3, 3, 4, 3.",
+        """import logging
+
+import jax
+import jax.numpy as jnp
+
+
+class Collect(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def double(x):
+    return x * 2
+
+
+handler = Collect()
+logging.getLogger("jax").addHandler(handler)
+f = jax.jit(double)
+inputs = [jnp.ones(n) for n in (3, 3, 4, 3)]  # made first: creating them compiles small programs too
+with jax.log_compiles():  # the context form of jax.config.update("jax_log_compiles", True)
+    for x in inputs:
+        f(x)
+logging.getLogger("jax").removeHandler(handler)
+answer = [m.split("(ShapedArray(")[1].split(")")[0] for m in handler.messages if m.startswith("Compiling jit(double)")]""",
+        "answer == ['float32[3]', 'float32[4]']")],
     "prng": [Exercise(
         "Draw step 7's noise of `replay_step` (seed 0) without drawing steps 0 to 6.",
         """import jax

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-__all__ = ["detach_grad", "frozen_bias", "jacobian_products", "loss_and_logits", "single_layer", "tracking",
+__all__ = ["detach_grad", "frozen_bias", "graph", "jacobian_products", "loss_and_logits", "single_layer", "tracking",
            "tutorial_inputs"]
 
 
@@ -80,3 +80,11 @@ def jacobian_products(n: int = 5) -> dict[str, np.ndarray]:
     second = first + vjp_fn(ones)[0]  # what torch's accumulation does implicitly
     (after_zero,) = vjp_fn(ones)
     return {"first": np.asarray(first), "second": np.asarray(second), "after_zero": np.asarray(after_zero)}
+
+
+def graph(x, y, w, b) -> str:
+    """``jax.make_jaxpr``: the program ``jax.grad`` builds, traced once with abstract values and printed
+    as equations; its primitives are what torch's ``grad_fn`` nodes record (the forward here, then the
+    backward written out, where torch keeps the backward inside each node)."""
+    jaxpr = jax.make_jaxpr(jax.grad(lambda w, b: loss_and_logits(w, b, x, y)[0], argnums=(0, 1)))(w, b)
+    return f"{len(jaxpr.eqns)} equations: " + " ".join(dict.fromkeys(e.primitive.name for e in jaxpr.eqns))

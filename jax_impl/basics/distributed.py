@@ -5,8 +5,9 @@
 One process drives every device. The parameters are one array replicated on all devices
 (``P()``), each global batch one array split over the mesh axis (``P("data")``). ``train_step`` is
 the one-device step: under ``jit`` XLA partitions the batch mean (a local sum per device, then an
-all-reduce) and so the gradients. ``train_step_shard_map`` writes the per-device program out, as
-DDP does: local gradients, then ``pmean`` = (1/N) * sum over the devices.
+all-reduce) and so the gradients. ``train_step_shard_map`` writes the per-device loss out, as JAX's
+shard_map tutorial does: each device's weighted shard mean, ``pmean`` over the devices, and
+``value_and_grad`` outside ``shard_map``; JAX's autodiff then inserts the gradients' all-reduce.
 """
 from __future__ import annotations
 
@@ -25,8 +26,17 @@ AXIS = "data"
 
 
 def setup(devices: int) -> Mesh:
-    """A 1-D mesh over the first ``devices`` devices (on CPU: host devices, forced by XLA_FLAGS)."""
-    return Mesh(np.array(jax.devices()[:devices]), (AXIS,))
+    """A 1-D mesh over the first ``devices`` devices, set as the current mesh.
+
+    On a CPU, ``jax_num_cpu_devices`` splits the host into ``devices`` devices (what
+    ``XLA_FLAGS=--xla_force_host_platform_device_count`` did); it must be set before JAX's first
+    computation, so call ``setup`` right after ``import jax``. ``jax.make_mesh`` gives the axis
+    ``AxisType.Explicit`` (jax 0.10's default): the sharding is part of each array's type.
+    """
+    jax.config.update("jax_num_cpu_devices", devices)
+    mesh = jax.make_mesh((devices,), (AXIS,), devices=jax.devices()[:devices])
+    jax.set_mesh(mesh)  # raw PartitionSpecs now name this mesh: jax.device_put(x, P("data"))
+    return mesh
 
 
 def replicate(params, mesh: Mesh):
@@ -43,19 +53,26 @@ def train_step(state, batch):
 
 
 def train_step_shard_map(mesh: Mesh):
-    """The explicit form: each device's weighted shard mean, its gradients, then ``pmean``.
-    ``check_vma=False``: with the check on, the gradient of the replicated parameters would come
-    back already summed over devices and ``pmean`` would change nothing."""
+    """The explicit form, as JAX's shard_map tutorial writes data parallelism: ``shard_map`` of the
+    loss only (each device's weighted shard mean, then ``pmean``), differentiated outside it, with
+    ``check_vma`` on. The parameters enter replicated (``P()``) and meet device-varying data inside,
+    so the gradient of the mean comes back already summed over the devices: no ``pmean`` of the
+    gradients, and none would be right."""
 
-    def local_step(state, batch):
+    def global_loss(params, apply_fn, batch):
         x, y, w = batch
         n_local = jnp.sum(w)
-        weight = n_local * mesh.shape[AXIS] / jax.lax.psum(n_local, AXIS)  # n_r * N / b
-        loss, grads = jax.value_and_grad(lambda p: weighted_loss(p, state.apply_fn, x, y, w) * weight)(state.params)
-        grads = jax.lax.pmean(grads, AXIS)
-        return state.apply_gradients(grads=grads), {"loss": jax.lax.pmean(loss, AXIS)}
+        weight = n_local * jax.lax.axis_size(AXIS) / jax.lax.psum(n_local, AXIS)  # n_r * N / b
+        return jax.lax.pmean(weighted_loss(params, apply_fn, x, y, w) * weight, AXIS)  # the same on every device
 
-    return jax.jit(jax.shard_map(local_step, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=(P(), P()), check_vma=False))
+    @jax.jit
+    def step(state, batch):
+        loss_fn = jax.shard_map(lambda p, b: global_loss(p, state.apply_fn, b), mesh=mesh, in_specs=(P(), P(AXIS)),
+                                out_specs=P())
+        loss, grads = jax.value_and_grad(loss_fn)(state.params, batch)
+        return state.apply_gradients(grads=grads), {"loss": loss}
+
+    return step
 
 
 def train_epoch(state, x: np.ndarray, y: np.ndarray, mesh: Mesh, batch_size: int = 64, step=train_step):

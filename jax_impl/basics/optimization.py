@@ -1,10 +1,10 @@
 """Tutorial chapter "Optimizing model parameters" in JAX, mirroring ``reference_torch/basics/optimization.py``.
 
-An optax optimizer is a pair of pure functions (``init``, ``update``); its state is a pytree the
-caller carries. Gradients are return values, so there is nothing to zero. The train loop is
-written out in Flax NNX (``train_epoch``: one compiled step per batch, as the tutorial's loop); the
-quickstart program's own epoch, ``jax_impl.train.train_epoch``, compiles the whole loop as one
-``lax.scan`` of Linen steps.
+Flax NNX throughout: ``nnx.Optimizer`` holds the model's reference, an optax transform (a pair of
+pure functions, ``init`` and ``update``) and its state, a pytree like the params. Gradients are
+return values, so there is nothing to zero. The train loop is written out (``train_epoch``: one
+compiled step per batch, as the tutorial's loop); the quickstart program's own epoch,
+``jax_impl.train.train_epoch``, compiles the whole loop as one ``lax.scan`` of Linen steps.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import optax
 from flax import nnx
 
 from jax_impl import nnx_model
-from jax_impl.model import NeuralNetwork
+from quickstart_parity_common.convert import hidden_of
 
 __all__ = ["evaluate", "forgotten_zero_grad", "sgd_steps", "train_epoch"]
 
@@ -52,39 +52,23 @@ def train_epoch(x: np.ndarray, y: np.ndarray, model: nnx.Module, optimizer: nnx.
 
 def sgd_steps(params: dict, x: np.ndarray, y: np.ndarray, steps: int, batch_size: int = 64,
               lr: float = 1e-3, momentum: float = 0.9) -> dict:
-    """The same steps as ``value_and_grad`` -> ``tx.update`` -> ``optax.apply_updates`` (what
-    ``TrainState.apply_gradients`` does); returns the losses, the final params and the momentum
-    trace (``optax.tree_utils.tree_get(opt_state, "trace")``), Flax layout."""
-    model = NeuralNetwork()
-    tx = optax.sgd(lr, momentum=momentum)  # trace = g + momentum * trace; p -= lr * trace
-    opt_state = tx.init(params)  # the "momentum buffers": zeros, a pytree like params
-
-    def loss_fn(params, X, Y):
-        return optax.softmax_cross_entropy_with_integer_labels(model.apply({"params": params}, X), Y).mean()
-
-    @jax.jit
-    def step(params, opt_state, X, Y):
-        loss, grads = jax.value_and_grad(loss_fn)(params, X, Y)  # fresh gradients: nothing to zero
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
+    """``steps`` batches of the NNX step (``nnx.value_and_grad``, then ``optimizer.update``) with
+    ``optax.sgd(momentum=...)``, from ``params`` (Flax layout: NNX's paths are Linen's); returns the
+    losses, the final params and the momentum trace (``optax.tree_utils.tree_get(opt_state, "trace")``)."""
+    model = nnx_model.load_params(nnx_model.NeuralNetwork(hidden_of(params), rngs=nnx.Rngs(0)), params)
+    optimizer = nnx.Optimizer(model, optax.sgd(lr, momentum=momentum), wrt=nnx.Param)  # trace starts at zeros
     losses = []
     for i in range(steps):
-        params, opt_state, loss = step(params, opt_state, x[i * batch_size:(i + 1) * batch_size],
-                                       y[i * batch_size:(i + 1) * batch_size])
-        losses.append(float(loss))
-    return {"losses": np.array(losses), "params": jax.device_get(params),
-            "momentum": jax.device_get(optax.tree_utils.tree_get(opt_state, "trace"))}
+        batch = slice(i * batch_size, (i + 1) * batch_size)
+        losses.append(float(_train_step(model, optimizer, jnp.asarray(x[batch]), jnp.asarray(y[batch]))))
+    return {"losses": np.array(losses), "params": nnx.to_pure_dict(nnx.state(model, nnx.Param)),
+            "momentum": nnx.to_pure_dict(optax.tree_utils.tree_get(optimizer.opt_state, "trace"))}
 
 
 def forgotten_zero_grad(params: dict, x: np.ndarray, y: np.ndarray) -> dict:
-    """``jax.grad`` on two batches: each call returns that batch's gradient alone (the last
+    """``nnx.grad`` on two batches: each call returns that batch's gradient alone (the last
     layer's bias here); accumulating would be an explicit ``+``."""
-    model = NeuralNetwork()
-
-    def loss_fn(params, X, Y):
-        return optax.softmax_cross_entropy_with_integer_labels(model.apply({"params": params}, X), Y).mean()
-
-    grads = [jax.grad(loss_fn)(params, X, Y)["linear_relu_stack_4"]["bias"]
-             for X, Y in ((x[:64], y[:64]), (x[64:128], y[64:128]))]
+    model = nnx_model.load_params(nnx_model.NeuralNetwork(hidden_of(params), rngs=nnx.Rngs(0)), params)
+    grads = [nnx.to_pure_dict(nnx.grad(nnx_model.loss_fn)(model, jnp.asarray(X), jnp.asarray(Y)))
+             ["linear_relu_stack_4"]["bias"] for X, Y in ((x[:64], y[:64]), (x[64:128], y[64:128]))]
     return {"after_first": np.asarray(grads[0]), "after_second": np.asarray(grads[1])}

@@ -22,6 +22,7 @@ __all__ = [
     "multiply_three_ways",
     "numpy_bridge",
     "single_element",
+    "to_device",
 ]
 
 DATA = [[1, 2], [3, 4]]
@@ -97,3 +98,12 @@ def numpy_bridge() -> dict:
     t2 = jnp.array(n2, copy=True).block_until_ready()  # a copy, and finished
     np.add(n2, 1, out=n2)  # t2 is not affected
     return {"numpy_after_tensor_add": n.copy(), "tensor_after_numpy_add": np.asarray(t2).copy()}
+
+
+def to_device(x) -> dict:
+    """``jax.device_put(x, device)`` (``jax.devices()[0]``: the accelerator if there is one): the array
+    on that device and *committed* to it, so computations on it run there and mixing arrays committed
+    to different devices raises. An array JAX made itself (``jnp.asarray``) is uncommitted: placed on
+    the default device, it moves to where its operands are committed."""
+    y = jax.device_put(x, jax.devices()[0])
+    return {"device": y.device.platform, "committed": (jnp.asarray(x).committed, y.committed)}

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["detach_grad", "frozen_bias", "jacobian_products", "loss_and_logits", "single_layer", "tracking",
+__all__ = ["detach_grad", "frozen_bias", "graph", "jacobian_products", "loss_and_logits", "single_layer", "tracking",
            "tutorial_inputs"]
 
 
@@ -79,3 +79,11 @@ def jacobian_products(n: int = 5) -> dict[str, np.ndarray]:
     inp.grad.zero_()
     out.backward(torch.ones_like(inp), retain_graph=True)
     return {"first": first.numpy(), "second": second.numpy(), "after_zero": inp.grad.numpy()}
+
+
+def graph(x, y, w, b) -> str:
+    """What the tutorial prints: ``z.grad_fn`` and ``loss.grad_fn``, the nodes autograd recorded while
+    the forward ran (each links to its inputs' nodes by ``next_functions``)."""
+    w, b = torch.tensor(w, requires_grad=True), torch.tensor(b, requires_grad=True)
+    loss, z = loss_and_logits(w, b, torch.as_tensor(x), torch.as_tensor(y))
+    return f"z: {type(z.grad_fn).__name__}, loss: {type(loss.grad_fn).__name__}"

@@ -1,7 +1,7 @@
 """Tutorial chapter "Save and load the model" in torch; ``jax_impl/basics/save_load.py`` mirrors it.
 
-Weights go to a state_dict file (``reference_torch.checkpoint``) or to safetensors, which the JAX
-side reads too; a whole pickled model needs ``weights_only=False`` and runs code from the file.
+Weights go to a state_dict file (the tutorial's ``torch.save(model.state_dict(), path)``) or to
+safetensors, which the JAX side reads too; a whole pickled model needs ``weights_only=False`` and runs code from the file.
 """
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ from quickstart_parity_common.convert import (  # numpy only: loading never impo
     WeightsError,
     hidden_of,
 )
-from reference_torch import checkpoint
 from reference_torch.model import NeuralNetwork
 
 __all__ = [
+    "empty_model",
     "load_safetensors",
     "load_untrusted",
     "load_weights",
@@ -40,13 +40,26 @@ __all__ = [
 
 METADATA = {"format": "pt", "layout": "torch: linear_relu_stack.<i>.weight is [out, in]"}
 
-save_weights = checkpoint.save  # torch.save(model.state_dict(), path), atomically, with a checksum
+def save_weights(model: torch.nn.Module, path: str | Path) -> None:
+    """The tutorial's one line. (The quickstart's own writer, ``reference_torch.checkpoint.save``, is
+    atomic and checksummed: a program's concern, not the lesson's.)"""
+    torch.save(model.state_dict(), path)
+
+
+def empty_model(hidden: tuple[int, ...] = (512, 512)) -> NeuralNetwork:
+    """The model on the ``meta`` device: shapes and dtypes only, no storage, nothing drawn."""
+    with torch.device("meta"):
+        return NeuralNetwork(hidden)
 
 
 def load_weights(path: str | Path, model: torch.nn.Module | None = None) -> torch.nn.Module:
-    """``model.load_state_dict(torch.load(path, weights_only=True))`` into ``model`` (default the
-    tutorial's ``NeuralNetwork()``), every value checked (``reference_torch.checkpoint.load``)."""
-    return checkpoint.load(path, model if model is not None else NeuralNetwork())
+    """The tutorial's ``model.load_state_dict(torch.load(path, weights_only=True)); model.eval()``
+    into ``model`` (default a fresh ``NeuralNetwork()``); ``assign=True`` so that an ``empty_model()``
+    takes the loaded tensors as its own (copying into meta tensors would keep no values)."""
+    model = NeuralNetwork() if model is None else model
+    model.load_state_dict(torch.load(path, weights_only=True), assign=True)
+    model.eval()
+    return model
 
 
 def save_whole_model(model: torch.nn.Module, path: str | Path) -> None:

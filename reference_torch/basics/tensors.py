@@ -17,6 +17,7 @@ __all__ = [
     "multiply_three_ways",
     "numpy_bridge",
     "single_element",
+    "to_device",
 ]
 
 DATA = [[1, 2], [3, 4]]
@@ -100,3 +101,11 @@ def numpy_bridge() -> dict:
     t2 = torch.from_numpy(n2)
     np.add(n2, 1, out=n2)  # seen through t2
     return {"numpy_after_tensor_add": n.copy(), "tensor_after_numpy_add": t2.numpy().copy()}
+
+
+def to_device(x) -> dict:
+    """The tutorial's ``tensor.to("cuda")`` where an accelerator is available, else the CPU: a copy on
+    that device; an operation must find all its operands on one device, or it raises."""
+    device = torch.accelerator.current_accelerator() if torch.accelerator.is_available() else torch.device("cpu")
+    y = torch.as_tensor(x).to(device)
+    return {"device": y.device.type, "committed": "(every tensor is on one device)"}
